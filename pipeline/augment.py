@@ -1,0 +1,119 @@
+"""The training data path and test-time views.
+
+Training batches are augmented per image with albumentations on uint8 arrays in loader processes,
+so the model never waits on decoding; conversion to float, normalisation and resizing happen once
+per batch, on the model's device. TTA views are batched tensor transforms.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.config import ConfigError, TrainConfig
+
+TTA_KEYS = {"hflip", "shift", "scale"}
+
+
+def build_augment(spec: tuple[dict, ...], seed: int) -> A.Compose:
+    """`[{Name: {kwargs}}, ...]` from params → an albumentations pipeline."""
+    transforms = []
+    for entry in spec:
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise ConfigError(f"augment entry {entry!r} must be a one-key mapping like {{HorizontalFlip: {{p: 0.5}}}}")
+        (name, kwargs), = entry.items()
+        factory = getattr(A, name, None)
+        if not (isinstance(factory, type) and issubclass(factory, A.BasicTransform)):
+            raise ConfigError(f"augment: {name!r} is not an albumentations transform (see albumentations' list, e.g. HorizontalFlip, Affine)")
+        try:
+            transforms.append(factory(**(kwargs or {})))
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"augment: bad arguments for {name}: {error}") from error
+    return A.Compose(transforms, seed=seed)
+
+
+class AugmentedImages(torch.utils.data.Dataset):
+    """uint8 images and int labels; a batch is fetched and augmented in one call."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: A.Compose):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        images = self.images[indices]
+        if self.transform.transforms:
+            images = np.stack([self.transform(image=image)["image"] for image in images])
+        return torch.from_numpy(images), torch.from_numpy(self.labels[indices])
+
+
+def _keep_batch(batch: Any) -> Any:
+    return batch
+
+
+def _seed_worker(worker_id: int) -> None:
+    cv2.setNumThreads(1)  # one loader process, one core: OpenCV's own threads would fight the model's
+    info = torch.utils.data.get_worker_info()
+    info.dataset.transform.set_random_seed(info.seed % 2**32)
+
+
+def make_train_loader(images: np.ndarray, labels: np.ndarray, config: TrainConfig, seed: int) -> torch.utils.data.DataLoader:
+    dataset = AugmentedImages(images, labels, build_augment(config.augment, seed))
+    generator = torch.Generator().manual_seed(seed)
+    workers = config.workers
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=True,  # mixup pairs images within a batch and needs an even, full batch
+        num_workers=workers,
+        collate_fn=_keep_batch,
+        generator=generator,
+        worker_init_fn=_seed_worker if workers else None,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+class Normalizer:
+    """uint8 batch (N,H,W[,C]) → normalised float NCHW at the model's input size, on `device`."""
+
+    def __init__(self, mean: float, std: float, input_size: int | None, device: torch.device, channels_last: bool):
+        self.mean, self.std = mean * 255, std * 255
+        self.input_size, self.device, self.channels_last = input_size, device, channels_last
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        x = batch.to(self.device, non_blocking=True)
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        x = (x.float() - self.mean) / self.std
+        if self.input_size and x.shape[-1] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def check_tta_views(views: tuple[dict, ...]) -> None:
+    for view in views:
+        unknown = set(view or {}) - TTA_KEYS
+        if unknown:
+            raise ConfigError(f"tta view {view!r}: unknown key(s) {sorted(unknown)}; use {sorted(TTA_KEYS)}")
+
+
+def apply_view(x: torch.Tensor, view: dict) -> torch.Tensor:
+    """One test-time view of a normalised NCHW batch: a flip, a shift in pixels and/or a zoom."""
+    view = view or {}
+    dx, dy = view.get("shift", (0, 0))
+    scale = float(view.get("scale", 1.0))
+    flip = bool(view.get("hflip", False))
+    if dx == 0 and dy == 0 and scale == 1.0:
+        return torch.flip(x, dims=[3]) if flip else x
+    height, width = x.shape[-2:]
+    theta = torch.tensor([[(-1.0 if flip else 1.0) / scale, 0.0, -2.0 * dx / width], [0.0, 1.0 / scale, -2.0 * dy / height]], device=x.device)
+    grid = F.affine_grid(theta.expand(len(x), 2, 3).to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -1,0 +1,70 @@
+"""The prepared dataset: what `prepare` writes and every later stage reads.
+
+Layout of the prepared folder:
+  train_images.npy   uint8, N×H×W (grayscale) or N×H×W×C
+  train.csv          id, label              (row i describes train_images[i])
+  test_images.npy    uint8, in sample_submission.csv order
+  test.csv           id                      (sample_submission.csv order)
+  classes.json       class names; a label's index in this list is its model output
+  sample_submission.csv  the competition's own file, the template submissions must match
+  meta.json          source, sizes, pixel mean/std and a content fingerprint
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.files import read_json
+
+
+@dataclass(frozen=True)
+class Prepared:
+    train_images: np.ndarray
+    train_ids: np.ndarray  # str ids
+    train_labels: np.ndarray  # int class indices
+    test_images: np.ndarray
+    test_ids: np.ndarray
+    classes: list[str]
+    pixel_mean: float
+    pixel_std: float
+    fingerprint: str
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.train_images.ndim == 3 else self.train_images.shape[-1]
+
+
+def load_prepared(folder: str | Path) -> Prepared:
+    folder = Path(folder)
+    if not (folder / "meta.json").exists():
+        raise FileNotFoundError(f"{folder} holds no prepared dataset (no meta.json); run `dvc repro prepare` first")
+    classes = read_json(folder / "classes.json")
+    meta = read_json(folder / "meta.json")
+    train = pd.read_csv(folder / "train.csv", dtype=str, keep_default_na=False)
+    test = pd.read_csv(folder / "test.csv", dtype=str, keep_default_na=False)
+    index = {name: i for i, name in enumerate(classes)}
+    return Prepared(
+        train_images=np.load(folder / "train_images.npy", mmap_mode="r"),  # read on first use only
+        train_ids=train["id"].to_numpy(),
+        train_labels=train["label"].map(index).to_numpy(np.int64),
+        test_images=np.load(folder / "test_images.npy", mmap_mode="r"),
+        test_ids=test["id"].to_numpy(),
+        classes=classes,
+        pixel_mean=meta["pixel_mean"],
+        pixel_std=meta["pixel_std"],
+        fingerprint=meta["fingerprint"],
+    )
+
+
+def load_folds(path: str | Path, train_ids: np.ndarray) -> np.ndarray:
+    """Fold number of each train image, in the prepared train order."""
+    folds = pd.read_csv(path, dtype={"id": str})
+    by_id = dict(zip(folds["id"], folds["fold"]))
+    missing = [i for i in train_ids if i not in by_id]
+    if missing or len(folds) != len(train_ids):
+        raise ValueError(f"{path} does not match the prepared data ({len(missing)} ids missing, e.g. {missing[:3]}); re-run `dvc repro folds`")
+    return np.array([by_id[i] for i in train_ids], dtype=np.int64)

@@ -1,0 +1,173 @@
+"""The training step, the epoch loop and batched prediction: the one copy that `train`, tuning and
+the benchmarks all use."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3
+from tqdm import tqdm
+
+from pipeline.augment import Normalizer, apply_view, make_train_loader
+from pipeline.config import TrainConfig
+from pipeline.models import autocast
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training diverged; lower the learning rate."""
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    seconds: float
+    train_images_per_s: float
+
+
+@dataclass
+class FitResult:
+    model: torch.nn.Module  # holds the kept epoch's weights
+    best_epoch: int
+    best_val_acc: float
+    history: list[EpochRecord] = field(default_factory=list)
+
+    def history_rows(self) -> list[dict]:
+        return [asdict(record) for record in self.history]
+
+
+class TrainStep:
+    """One optimisation step on a uint8 batch: normalise, mix, forward, backward, update."""
+
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, normalize: Normalizer, num_classes: int, steps_per_epoch: int):
+        self.model, self.config, self.normalize = model, config, normalize
+        self.device = normalize.device
+        self.optimizer = create_optimizer_v2(model, "adamw", lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler, _ = create_scheduler_v2(
+            self.optimizer, sched="cosine", num_epochs=config.epochs, warmup_epochs=config.warmup_epochs,
+            warmup_lr=config.lr * 0.01, min_lr=config.lr * 0.01, step_on_epochs=False, updates_per_epoch=steps_per_epoch)
+        self.mixup = None
+        if config.mixup_alpha > 0 or config.cutmix_alpha > 0:
+            self.mixup = Mixup(mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha,
+                               label_smoothing=config.label_smoothing, num_classes=num_classes)
+            self.loss_fn = SoftTargetCrossEntropy()
+        else:
+            self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        self.ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay else None
+        self.updates = 0
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(images)
+        y = labels.to(self.device, non_blocking=True)
+        if self.mixup is not None:
+            x, y = self.mixup(x, y)
+        with autocast(self.device, self.config.precision):
+            loss = self.loss_fn(self.model(x), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.updates += 1
+        self.scheduler.step_update(self.updates)
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.updates)
+        return loss.detach()
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+
+EpochCallback = Callable[[EpochRecord], None]
+
+
+def fit(
+    model: torch.nn.Module,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    val_images: np.ndarray,
+    val_labels: np.ndarray,
+    config: TrainConfig,
+    normalize: Normalizer,
+    num_classes: int,
+    on_epoch: EpochCallback | None = None,
+    label: str = "",
+) -> FitResult:
+    """Train for `config.epochs`, scoring the validation images after each epoch.
+
+    `on_epoch` sees every epoch's record and may raise to stop early (tuning prunes this way).
+    """
+    torch.manual_seed(config.seed)
+    loader = make_train_loader(train_images, train_labels, config, seed=config.seed)
+    step = TrainStep(model, config, normalize, num_classes, steps_per_epoch=len(loader))
+    show_bars = sys.stderr.isatty()
+    best_acc, best_epoch, best_state = -1.0, 0, None
+    history: list[EpochRecord] = []
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        started = time.perf_counter()
+        total_loss = torch.zeros((), device=normalize.device)
+        for images, labels in tqdm(loader, desc=f"{label} epoch {epoch}/{config.epochs}", leave=False, disable=not show_bars, unit="batch"):
+            total_loss += step(images, labels)
+        train_seconds = time.perf_counter() - started
+        train_loss = total_loss.item() / len(loader)
+        if not math.isfinite(train_loss):
+            raise NonFiniteLoss(f"{label}: training loss became {train_loss} at epoch {epoch}; lower lr (now {config.lr}) or use fp32")
+        probs = predict_proba(step.eval_model, val_images, normalize, config, views=({},))
+        val_loss, val_acc = log_loss_and_accuracy(probs, val_labels)
+        record = EpochRecord(epoch, train_loss, val_loss, val_acc, step.lr, time.perf_counter() - started,
+                             len(loader) * config.batch_size / train_seconds)
+        history.append(record)
+        log.info("%s epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.4f  %.0f img/s  %.1fs",
+                 label, epoch, config.epochs, train_loss, val_loss, val_acc, record.train_images_per_s, record.seconds)
+        if config.checkpoint == "last" or val_acc > best_acc:
+            best_acc, best_epoch = val_acc, epoch
+            best_state = copy.deepcopy(step.eval_model.state_dict())
+        if on_epoch is not None:
+            on_epoch(record)
+    kept = step.eval_model
+    kept.load_state_dict(best_state)
+    return FitResult(model=kept, best_epoch=best_epoch, best_val_acc=best_acc, history=history)
+
+
+@torch.inference_mode()
+def predict_proba(
+    model: torch.nn.Module, images: np.ndarray, normalize: Normalizer, config: TrainConfig, views: tuple[dict, ...]
+) -> np.ndarray:
+    """Class probabilities averaged over the test-time views, float32 N×classes."""
+    model.eval()
+    outputs = []
+    for start in range(0, len(images), config.eval_batch_size):
+        x = normalize(torch.from_numpy(np.array(images[start:start + config.eval_batch_size])))  # copy: may be a read-only memmap
+        with autocast(normalize.device, config.precision):
+            probs = sum(torch.softmax(model(apply_view(x, view)).float(), dim=1) for view in views) / len(views)
+        outputs.append(probs.cpu())
+    return torch.cat(outputs).numpy()
+
+
+def log_loss_and_accuracy(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    picked = probs[np.arange(len(labels)), labels]
+    loss = float(-np.log(np.clip(picked, 1e-7, 1.0)).mean())
+    return loss, float((probs.argmax(axis=1) == labels).mean())

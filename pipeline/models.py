@@ -1,0 +1,68 @@
+"""Model factory, device and precision choices, weight files.
+
+Weights are never fetched from a hub: a model starts from scratch or from a local file
+(`init_checkpoint`), which timm adapts to the input channels and class count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from safetensors.torch import load_file, save_file
+
+from pipeline.config import ConfigError, TrainConfig
+from pipeline.files import atomic_path
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_model_name(name: str) -> None:
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+        raise ConfigError(f"unknown timm model {name!r} in params.yaml; similar names: {close or 'none'} (see timm.list_models())")
+
+
+def create_model(config: TrainConfig, in_chans: int, num_classes: int) -> torch.nn.Module:
+    check_model_name(config.model)
+    options: dict[str, Any] = {"in_chans": in_chans, "num_classes": num_classes, "drop_rate": config.drop_rate}
+    if config.drop_path_rate is not None:
+        options["drop_path_rate"] = config.drop_path_rate
+    if config.init_checkpoint:
+        path = Path(config.init_checkpoint)
+        if not path.is_file():
+            raise ConfigError(f"init_checkpoint {str(path)!r} is not a file; give a local .safetensors/.pth weight file or null")
+        # timm's pretrained loader adapts the stem to in_chans and drops a mismatched classifier.
+        return timm.create_model(config.model, pretrained=True, pretrained_cfg_overlay={"file": str(path.resolve())}, **options)
+    try:
+        return timm.create_model(config.model, pretrained=False, **options)
+    except TypeError as error:  # e.g. drop_path_rate on a model that has no drop path
+        raise ConfigError(f"timm model {config.model!r} rejects an option from params.yaml: {error}") from error
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict[str, Any]) -> None:
+    """Safetensors file whose metadata says how the weights were made (config, data, epoch)."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={key: json.dumps(value) for key, value in metadata.items()})
+
+
+def load_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
+    model.load_state_dict(load_file(str(path)))
+    return model

@@ -1,0 +1,60 @@
+"""Stage `oof@<backbone>`: put a backbone's folds together and score its out-of-fold predictions.
+
+Writes oof/<backbone>.csv (with TTA) and oof/<backbone>.no_tta.csv in the OOF schema (id, fold,
+label, pred, one probability column per class), and metrics/<backbone>.json: accuracy overall, per
+fold and per class, log-loss, and the gain from TTA.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import log_loss
+
+from pipeline.config import load_config
+from pipeline.data import load_prepared
+from pipeline.files import write_csv, write_json
+from pipeline.predictions import BackbonePredictions, load_backbone, oof_table
+
+
+def score(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray, classes: list[str]) -> dict:
+    """Accuracy overall, per fold and per class (recall), and log-loss."""
+    pred = probs.argmax(axis=1)
+    correct = pred == labels
+    return {
+        "accuracy": float(correct.mean()),
+        "log_loss": float(log_loss(labels, np.clip(probs, 1e-7, 1), labels=range(len(classes)))),
+        "per_fold": {str(f): float(correct[folds == f].mean()) for f in np.unique(folds)},
+        "per_class": {name: float(correct[labels == i].mean()) if (labels == i).any() else None for i, name in enumerate(classes)},
+        "n": int(len(labels)),
+    }
+
+
+def backbone_metrics(predictions: BackbonePredictions, classes: list[str]) -> dict:
+    tta = score(predictions.oof_tta, predictions.labels, predictions.folds, classes)
+    plain = score(predictions.oof_plain, predictions.labels, predictions.folds, classes)
+    return {**tta, "accuracy_no_tta": plain["accuracy"], "tta_gain": tta["accuracy"] - plain["accuracy"]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline oof", description=__doc__)
+    parser.add_argument("--backbone", required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--models", type=Path, required=True, help="folder of train outputs (models/)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the OOF tables (oof/)")
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    config = load_config(args.params)
+    data = load_prepared(args.data)
+    predictions = load_backbone(args.models, args.backbone, config.folds.ids, data.classes, data.train_ids)
+    metrics = backbone_metrics(predictions, data.classes)
+    p = predictions
+    write_csv(oof_table(p.ids, p.folds, p.labels, p.oof_tta, data.classes), args.out / f"{args.backbone}.csv")
+    write_csv(oof_table(p.ids, p.folds, p.labels, p.oof_plain, data.classes), args.out / f"{args.backbone}.no_tta.csv")
+    write_json(metrics, args.metrics)
+    folds = np.array(list(metrics["per_fold"].values()))
+    print(f"oof {args.backbone}: accuracy {metrics['accuracy']:.4f} (folds {folds.mean():.4f} ± {folds.std():.4f}), "
+          f"without TTA {metrics['accuracy_no_tta']:.4f}, log-loss {metrics['log_loss']:.4f} → {args.out}/{args.backbone}.csv, {args.metrics}")

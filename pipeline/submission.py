@@ -1,0 +1,79 @@
+"""Stage `submission`: submissions/<backbone>.csv and submissions/ensemble.csv.
+
+Each file has exactly the shape of the competition's sample_submission.csv (same header, same ids
+in the same order, labels from the class names) and is checked against it before it is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import load_config
+from pipeline.data import load_prepared
+from pipeline.files import atomic_dir
+from pipeline.predictions import load_backbone
+
+
+class SubmissionError(ValueError):
+    """A submission that Kaggle would reject or mis-score."""
+
+
+def read_sample(path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def validate_submission(submission: pd.DataFrame, sample: pd.DataFrame, classes: list[str], name: str = "submission") -> None:
+    if list(submission.columns) != list(sample.columns):
+        raise SubmissionError(f"{name}: header {list(submission.columns)} differs from sample_submission.csv's {list(sample.columns)}")
+    if len(submission) != len(sample):
+        raise SubmissionError(f"{name}: {len(submission)} rows, sample_submission.csv has {len(sample)}")
+    empty = submission.isna() | (submission.astype(str).apply(lambda column: column.str.strip()) == "")
+    if empty.to_numpy().any():
+        row = int(np.flatnonzero(empty.to_numpy().any(axis=1))[0])
+        raise SubmissionError(f"{name}: empty or NaN cell in row {row + 2}")
+    id_column, label_column = sample.columns
+    ids, expected = submission[id_column].astype(str).to_numpy(), sample[id_column].to_numpy()
+    if not np.array_equal(ids, expected):
+        row = int(np.flatnonzero(ids != expected)[0])
+        raise SubmissionError(f"{name}: row {row + 2} has id {ids[row]!r} where sample_submission.csv has {expected[row]!r}; keep its ids and order")
+    unknown = sorted(set(submission[label_column].astype(str)) - set(classes))
+    if unknown:
+        raise SubmissionError(f"{name}: label(s) {unknown[:5]} are not class names {classes}")
+
+
+def make_submission(probs: np.ndarray, test_ids: np.ndarray, sample: pd.DataFrame, classes: list[str], name: str) -> pd.DataFrame:
+    id_column, label_column = sample.columns
+    submission = pd.DataFrame({id_column: test_ids, label_column: np.array(classes)[probs.argmax(axis=1)]})
+    validate_submission(submission, sample, classes, name)
+    return submission
+
+
+def to_csv_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    return buffer.getvalue().encode()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline submission", description=__doc__)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--models", type=Path, required=True)
+    parser.add_argument("--ensemble", type=Path, required=True, help="folder with the ensemble's test.csv")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    config = load_config(args.params)
+    data = load_prepared(args.data)
+    sample = read_sample(args.data / "sample_submission.csv")
+    probs = {name: load_backbone(args.models, name, config.folds.ids, data.classes, data.train_ids).test for name in config.backbones}
+    ensemble = pd.read_csv(args.ensemble / "test.csv", dtype={"id": str}, keep_default_na=False)
+    probs["ensemble"] = ensemble[data.classes].to_numpy()
+    with atomic_dir(args.out) as tmp:
+        for name, p in probs.items():
+            (tmp / f"{name}.csv").write_bytes(to_csv_bytes(make_submission(p, data.test_ids, sample, data.classes, f"{name}.csv")))
+    print(f"submission: wrote {', '.join(f'{n}.csv' for n in probs)} ({len(sample)} rows each, validated against sample_submission.csv) → {args.out}")

@@ -1,0 +1,114 @@
+"""Stage `train@<backbone>-<fold>`: one backbone trained on the other folds, scored on its own.
+
+Writes to its output folder:
+  model.safetensors   the kept epoch's weights; metadata holds config, data fingerprint, epoch
+  oof_plain.csv       id, fold, label, one probability column per class (no TTA)
+  oof_tta.csv         the same with the configured TTA views
+  test_tta.csv        id, one probability column per class, TTA views averaged
+  history.csv         per-epoch loss, accuracy, learning rate, speed
+  run.json           resolved settings, best epoch, timings
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.augment import Normalizer, check_tta_views
+from pipeline.config import TrainConfig, load_config
+from pipeline.data import Prepared, load_folds, load_prepared
+from pipeline.engine import EpochCallback, FitResult, fit, predict_proba
+from pipeline.files import atomic_dir, write_csv, write_json
+from pipeline.models import create_model, pick_device, save_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FoldRun:
+    fit: FitResult
+    valid_index: np.ndarray
+    oof_plain: np.ndarray
+    oof_tta: np.ndarray
+    test_tta: np.ndarray | None
+    seconds: float
+
+
+def fit_fold(
+    data: Prepared, fold_of: np.ndarray, fold: int, config: TrainConfig,
+    on_epoch: EpochCallback | None = None, predict_test: bool = True, label: str = "",
+) -> FoldRun:
+    """Train on every fold but `fold`; predict `fold` (plain and TTA) and, optionally, the test set."""
+    check_tta_views(config.tta)
+    started = time.perf_counter()
+    device = pick_device()
+    train_index, valid_index = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+    if len(valid_index) == 0:
+        raise ValueError(f"fold {fold} holds no images; folds present: {sorted(set(fold_of.tolist()))}")
+    model = create_model(config, data.channels, len(data.classes)).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last)
+    result = fit(model, data.train_images[train_index], data.train_labels[train_index],
+                 data.train_images[valid_index], data.train_labels[valid_index],
+                 config, normalize, len(data.classes), on_epoch=on_epoch, label=label)
+    valid_images = data.train_images[valid_index]
+    oof_plain = predict_proba(result.model, valid_images, normalize, config, views=({},))
+    oof_tta = predict_proba(result.model, valid_images, normalize, config, views=config.tta)
+    test_tta = predict_proba(result.model, data.test_images, normalize, config, views=config.tta) if predict_test else None
+    return FoldRun(result, valid_index, oof_plain, oof_tta, test_tta, time.perf_counter() - started)
+
+
+def probability_table(ids: np.ndarray, probs: np.ndarray, classes: list[str], **columns: np.ndarray) -> pd.DataFrame:
+    table = pd.DataFrame({"id": ids, **columns})
+    return pd.concat([table, pd.DataFrame(probs, columns=classes)], axis=1)
+
+
+def write_fold_outputs(run: FoldRun, data: Prepared, fold: int, backbone: str, config: TrainConfig, out_dir: Path) -> None:
+    ids = data.train_ids[run.valid_index]
+    labels = np.array(data.classes)[data.train_labels[run.valid_index]]
+    folds = np.full(len(ids), fold)
+    summary = {
+        "backbone": backbone,
+        "fold": fold,
+        "best_epoch": run.fit.best_epoch,
+        "best_val_acc": run.fit.best_val_acc,
+        "oof_tta_acc": float((run.oof_tta.argmax(1) == data.train_labels[run.valid_index]).mean()),
+        "seconds": run.seconds,
+        "data_fingerprint": data.fingerprint,
+        "config": dataclasses.asdict(config),
+    }
+    with atomic_dir(out_dir) as tmp:
+        save_weights(run.fit.model, tmp / "model.safetensors", {k: summary[k] for k in ("backbone", "fold", "best_epoch", "data_fingerprint", "config")})
+        write_csv(probability_table(ids, run.oof_plain, data.classes, fold=folds, label=labels), tmp / "oof_plain.csv")
+        write_csv(probability_table(ids, run.oof_tta, data.classes, fold=folds, label=labels), tmp / "oof_tta.csv")
+        write_csv(probability_table(data.test_ids, run.test_tta, data.classes), tmp / "test_tta.csv")
+        write_csv(pd.DataFrame(run.fit.history_rows()).assign(fold=fold), tmp / "history.csv")
+        write_json(summary, tmp / "run.json")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline train", description=__doc__)
+    parser.add_argument("--backbone", required=True, help="a key of `backbones` in params.yaml")
+    parser.add_argument("--fold", type=int, required=True)
+    parser.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
+    parser.add_argument("--folds", type=Path, required=True, help="folds CSV")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    config = load_config(args.params).backbone(args.backbone)
+    data = load_prepared(args.data)
+    fold_of = load_folds(args.folds, data.train_ids)
+    label = f"{args.backbone} fold {args.fold}"
+    run = fit_fold(data, fold_of, args.fold, config, label=label)
+    write_fold_outputs(run, data, args.fold, args.backbone, config, args.out)
+    log.info("%s: best epoch %d, val acc %.4f (TTA %.4f), %.0fs → %s", label, run.fit.best_epoch, run.fit.best_val_acc,
+             (run.oof_tta.argmax(1) == data.train_labels[run.valid_index]).mean(), run.seconds, args.out)
