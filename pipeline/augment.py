@@ -7,6 +7,7 @@ per batch, on the model's device. TTA views are batched tensor transforms.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import albumentations as A
@@ -31,8 +32,10 @@ def build_augment(spec: tuple[dict, ...], seed: int) -> A.Compose:
         if not (isinstance(factory, type) and issubclass(factory, A.BasicTransform)):
             raise ConfigError(f"augment: {name!r} is not an albumentations transform (see albumentations' list, e.g. HorizontalFlip, Affine)")
         try:
-            transforms.append(factory(**(kwargs or {})))
-        except (TypeError, ValueError) as error:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", UserWarning)  # albumentations only warns on unknown arguments
+                transforms.append(factory(**(kwargs or {})))
+        except (TypeError, ValueError, UserWarning) as error:
             raise ConfigError(f"augment: bad arguments for {name}: {error}") from error
     return A.Compose(transforms, seed=seed)
 

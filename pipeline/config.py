@@ -41,6 +41,7 @@ class SyntheticConfig:
     image_size: int = 48
     label_noise: float = 0.05  # fraction of train labels replaced by a random class
     duplicate_fraction: float = 0.03  # train images repeated verbatim, as FER-2013 has them
+    spread: float = 1.0  # per-face feature variation; lower is an easier task (tests use 0.3)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from pipeline.augment import Normalizer, apply_view, make_train_loader
 from pipeline.config import TrainConfig
+from pipeline.metrics import log_loss_and_accuracy
 from pipeline.models import autocast
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,12 @@ class TrainStep:
 EpochCallback = Callable[[EpochRecord], None]
 
 
+def seed_everything(seed: int) -> None:
+    """Seed the generators that model initialisation and timm's mixup draw from."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
 def fit(
     model: torch.nn.Module,
     train_images: np.ndarray,
@@ -114,13 +121,14 @@ def fit(
     num_classes: int,
     on_epoch: EpochCallback | None = None,
     label: str = "",
+    seed: int | None = None,
 ) -> FitResult:
     """Train for `config.epochs`, scoring the validation images after each epoch.
 
     `on_epoch` sees every epoch's record and may raise to stop early (tuning prunes this way).
+    `seed` (default `config.seed`) fixes the batch order and augmentations.
     """
-    torch.manual_seed(config.seed)
-    loader = make_train_loader(train_images, train_labels, config, seed=config.seed)
+    loader = make_train_loader(train_images, train_labels, config, seed=config.seed if seed is None else seed)
     step = TrainStep(model, config, normalize, num_classes, steps_per_epoch=len(loader))
     show_bars = sys.stderr.isatty()
     best_acc, best_epoch, best_state = -1.0, 0, None
@@ -165,9 +173,3 @@ def predict_proba(
             probs = sum(torch.softmax(model(apply_view(x, view)).float(), dim=1) for view in views) / len(views)
         outputs.append(probs.cpu())
     return torch.cat(outputs).numpy()
-
-
-def log_loss_and_accuracy(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    picked = probs[np.arange(len(labels)), labels]
-    loss = float(-np.log(np.clip(picked, 1e-7, 1.0)).mean())
-    return loss, float((probs.argmax(axis=1) == labels).mean())

@@ -16,14 +16,11 @@ import numpy as np
 
 from pipeline.config import load_config
 from pipeline.data import load_prepared
+from pipeline.metrics import log_loss_and_accuracy
 from pipeline.files import write_csv, write_json
 from pipeline.oof import score
 from pipeline.predictions import load_backbone, oof_table
 from pipeline.train import probability_table
-
-
-def _log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1)).mean())
 
 
 def greedy_weights(probs: list[np.ndarray], labels: np.ndarray, max_steps: int) -> np.ndarray:
@@ -32,7 +29,7 @@ def greedy_weights(probs: list[np.ndarray], labels: np.ndarray, max_steps: int) 
     total = np.zeros_like(probs[0])
     best_loss = np.inf
     for step in range(1, max_steps + 1):
-        losses = [_log_loss((total + p) / step, labels) for p in probs]
+        losses = [log_loss_and_accuracy((total + p) / step, labels)[0] for p in probs]
         pick = int(np.argmin(losses))
         if losses[pick] >= best_loss:
             break

@@ -11,10 +11,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import log_loss
 
 from pipeline.config import load_config
 from pipeline.data import load_prepared
+from pipeline.metrics import log_loss_and_accuracy
 from pipeline.files import write_csv, write_json
 from pipeline.predictions import BackbonePredictions, load_backbone, oof_table
 
@@ -25,7 +25,7 @@ def score(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray, classes: lis
     correct = pred == labels
     return {
         "accuracy": float(correct.mean()),
-        "log_loss": float(log_loss(labels, np.clip(probs, 1e-7, 1), labels=range(len(classes)))),
+        "log_loss": log_loss_and_accuracy(probs, labels)[0],
         "per_fold": {str(f): float(correct[folds == f].mean()) for f in np.unique(folds)},
         "per_class": {name: float(correct[labels == i].mean()) if (labels == i).any() else None for i, name in enumerate(classes)},
         "n": int(len(labels)),

@@ -48,11 +48,11 @@ PROTOTYPES = {
 SPREAD = Expression(0.22, 1.6, 0.45, 0.35, 0.18, 0.15, 0.35)
 
 
-def draw_face(rng: np.random.Generator, expression: Expression, size: int) -> np.ndarray:
-    """One grayscale face of `size`×`size` pixels, uint8."""
+def draw_face(rng: np.random.Generator, expression: Expression, size: int, spread: float = 1.0) -> np.ndarray:
+    """One grayscale face of `size`×`size` pixels, uint8; `spread` scales the per-face variation."""
     canvas_size = 2 * size
     s = canvas_size / 96  # feature geometry is written for a 96-pixel canvas
-    e = Expression(*(p + rng.normal(0, d) for p, d in zip(_astuple(expression), _astuple(SPREAD))))
+    e = Expression(*(p + rng.normal(0, d * spread) for p, d in zip(_astuple(expression), _astuple(SPREAD))))
     background = rng.uniform(20, 120)
     skin = rng.uniform(130, 220)
     ink = rng.uniform(10, 70)
@@ -108,8 +108,8 @@ def generate(config: SyntheticConfig) -> tuple[pd.DataFrame, list[np.ndarray], p
     train_counts = np.maximum(np.round(CLASS_SHARE / CLASS_SHARE.mean() * config.train_per_class), 6).astype(int)
     train_labels = np.repeat(np.arange(len(CLASSES)), train_counts)
     test_labels = rng.choice(len(CLASSES), size=config.test_size, p=CLASS_SHARE / CLASS_SHARE.sum())
-    train_images = [draw_face(rng, PROTOTYPES[CLASSES[y]], config.image_size) for y in train_labels]
-    test_images = [draw_face(rng, PROTOTYPES[CLASSES[y]], config.image_size) for y in test_labels]
+    train_images = [draw_face(rng, PROTOTYPES[CLASSES[y]], config.image_size, config.spread) for y in train_labels]
+    test_images = [draw_face(rng, PROTOTYPES[CLASSES[y]], config.image_size, config.spread) for y in test_labels]
 
     n_dup = int(round(config.duplicate_fraction * len(train_images)))
     dup_sources = rng.choice(len(train_images), size=n_dup, replace=False)

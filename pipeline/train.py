@@ -25,7 +25,7 @@ import torch
 from pipeline.augment import Normalizer, check_tta_views
 from pipeline.config import TrainConfig, load_config
 from pipeline.data import Prepared, load_folds, load_prepared
-from pipeline.engine import EpochCallback, FitResult, fit, predict_proba
+from pipeline.engine import EpochCallback, FitResult, fit, predict_proba, seed_everything
 from pipeline.files import atomic_dir, write_csv, write_json
 from pipeline.models import create_model, pick_device, save_weights
 
@@ -53,13 +53,15 @@ def fit_fold(
     train_index, valid_index = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
     if len(valid_index) == 0:
         raise ValueError(f"fold {fold} holds no images; folds present: {sorted(set(fold_of.tolist()))}")
+    seed = config.seed + fold  # folds differ in their draws, runs repeat exactly
+    seed_everything(seed)
     model = create_model(config, data.channels, len(data.classes)).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last)
     result = fit(model, data.train_images[train_index], data.train_labels[train_index],
                  data.train_images[valid_index], data.train_labels[valid_index],
-                 config, normalize, len(data.classes), on_epoch=on_epoch, label=label)
+                 config, normalize, len(data.classes), on_epoch=on_epoch, label=label, seed=seed)
     valid_images = data.train_images[valid_index]
     oof_plain = predict_proba(result.model, valid_images, normalize, config, views=({},))
     oof_tta = predict_proba(result.model, valid_images, normalize, config, views=config.tta)

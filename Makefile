@@ -1,0 +1,27 @@
+# `make run`: set up .venv and reproduce the pipeline on the embedded synthetic competition.
+# `make test`: the test suite (what CI runs).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FER2013 ?= ../shared/data/fer2013.zip
+
+.PHONY: setup run test fer2013 benchmark
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m dvc repro
+
+test: setup
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q tests
+
+fer2013: setup
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m dvc exp run -S data.source=$(FER2013) $(ARGS)
+
+benchmark: setup
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) benchmarks/throughput.py

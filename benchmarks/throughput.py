@@ -1,0 +1,119 @@
+"""Training images/s: the pipeline's own step fed by its own data path, against the same model and
+optimizer on random tensors already in memory (what the hardware can do with no data path at all).
+
+    python benchmarks/throughput.py                       # every backbone in params.yaml
+    python benchmarks/throughput.py --backbone resnet18 --precision fp32 bf16
+
+Images come from a prepared dataset (--data, e.g. data/prepared after `dvc repro prepare`) or, when
+there is none, from a freshly drawn synthetic competition of the same image size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.augment import Normalizer, make_train_loader  # noqa: E402
+from pipeline.config import SyntheticConfig, load_config  # noqa: E402
+from pipeline.data import Prepared, load_prepared  # noqa: E402
+from pipeline.engine import TrainStep  # noqa: E402
+from pipeline.models import autocast, create_model, pick_device  # noqa: E402
+from pipeline.prepare import prepare  # noqa: E402
+from pipeline.synthetic import write_competition  # noqa: E402
+
+
+def pipeline_rate(data: Prepared, config, device, steps: int, warmup: int) -> float:
+    """Images/s of TrainStep fed by the training loader (augmentations in loader processes)."""
+    model = create_model(config, data.channels, len(data.classes)).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    loader = make_train_loader(np.asarray(data.train_images), data.train_labels, config, seed=0)
+    step = TrainStep(model, config, Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last),
+                     len(data.classes), steps_per_epoch=len(loader))
+    done, started = 0, None
+    while done < warmup + steps:
+        for images, labels in loader:
+            if done == warmup:
+                _sync(device)
+                started = time.perf_counter()
+            step(images, labels)
+            done += 1
+            if done == warmup + steps:
+                break
+    _sync(device)
+    return steps * config.batch_size / (time.perf_counter() - started)
+
+
+def in_memory_rate(data: Prepared, config, device, steps: int, warmup: int) -> float:
+    """Images/s of the same model and optimizer on a random batch already on the device."""
+    model = create_model(config, data.channels, len(data.classes)).to(device)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format).train()
+    size = config.input_size or data.train_images.shape[1]
+    x = torch.randn(config.batch_size, data.channels, size, size, device=device).contiguous(memory_format=memory_format)
+    y = torch.randint(0, len(data.classes), (config.batch_size,), device=device)
+    optimizer = TrainStep(model, config, Normalizer(0, 1, None, device, False), len(data.classes), steps + warmup).optimizer
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            started = time.perf_counter()
+        with autocast(device, config.precision):
+            loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    _sync(device)
+    return steps * config.batch_size / (time.perf_counter() - started)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def load_data(path: Path | None, params: str) -> Prepared:
+    if path is not None:
+        return load_prepared(path)
+    config = load_config(params)
+    folder = Path(tempfile.mkdtemp(prefix="throughput-"))
+    write_competition(SyntheticConfig(image_size=config.data.image_size, train_per_class=300, test_size=10), folder / "synthetic")
+    prepare(folder / "synthetic" / "competition", config.data, folder / "prepared")
+    return load_prepared(folder / "prepared")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--data", type=Path, help="prepared dataset folder (default: a synthetic one)")
+    parser.add_argument("--backbone", nargs="*", help="backbones from params.yaml (default: all)")
+    parser.add_argument("--precision", nargs="*", help="precisions to compare (default: each backbone's own)")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=5)
+    args = parser.parse_args()
+    config = load_config(args.params)
+    data = load_data(args.data, args.params)
+    device = pick_device()
+    print(f"device {device}, torch threads {torch.get_num_threads()}, images {data.train_images.shape[1:]}, {args.steps} steps after {args.warmup} warm-up")
+    print(f"{'backbone':<16}{'precision':<10}{'batch':>6}{'pipeline img/s':>16}{'in-memory img/s':>17}{'ratio':>7}")
+    for name in args.backbone or list(config.backbones):
+        base = config.backbone(name)
+        for precision in args.precision or [base.precision]:
+            run = dataclasses.replace(base, precision=precision)
+            ours = pipeline_rate(data, run, device, args.steps, args.warmup)
+            ideal = in_memory_rate(data, run, device, args.steps, args.warmup)
+            print(f"{name:<16}{precision:<10}{run.batch_size:>6}{ours:>16.0f}{ideal:>17.0f}{ours / ideal:>7.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Shared fixtures: a tiny synthetic competition on disk, its prepared dataset, and a config."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import Config, SyntheticConfig, config_from_dict
+from pipeline.folds import assign_folds, duplicate_groups
+from pipeline.prepare import prepare
+from pipeline.synthetic import write_competition
+
+PROJECT = Path(__file__).resolve().parents[1]
+FER2013 = PROJECT.parent / "shared" / "data" / "fer2013.zip"
+TINY = SyntheticConfig(seed=3, train_per_class=16, test_size=40, label_noise=0.0, duplicate_fraction=0.05)
+
+
+def project_params() -> dict:
+    return yaml.safe_load((PROJECT / "params.yaml").read_text())
+
+
+def tiny_params(**sections: dict) -> dict:
+    """The project's params.yaml shrunk to seconds of work; `sections` override whole keys."""
+    params = project_params()
+    # An easy task (little per-face variation, no label noise) that small nets learn in ~100 steps.
+    params["synthetic"] = {**params["synthetic"], "train_per_class": 80, "test_size": 120, "seed": 1, "spread": 0.3, "label_noise": 0.0}
+    params["train"] = {**params["train"], "epochs": 8, "batch_size": 32, "warmup_epochs": 0, "lr": 0.003, "eval_batch_size": 128}
+    params["backbones"] = {"resnet10t": {}, "resnet18": {}}
+    params.update(sections)
+    return params
+
+
+@pytest.fixture(scope="session")
+def competition(tmp_path_factory) -> Path:
+    """A tiny synthetic competition folder (with answers.csv beside it)."""
+    root = tmp_path_factory.mktemp("synthetic") / "synthetic"
+    write_competition(TINY, root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def prepared(competition, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("prepared") / "prepared"
+    prepare(competition / "competition", config_from_dict(tiny_params()).data, out)
+    return out
+
+
+@pytest.fixture
+def config() -> Config:
+    return config_from_dict(tiny_params())
+
+
+@pytest.fixture
+def venv_env() -> dict:
+    """Environment in which `python` and `dvc` are this interpreter's."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def folds_for(prepared_data, k: int = 3, seed: int = 0):
+    from pipeline.config import FoldsConfig
+
+    return assign_folds(prepared_data.train_labels, duplicate_groups(prepared_data.train_images), FoldsConfig(ids=tuple(range(k)), seed=seed))

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+import torch
+
+from pipeline.augment import Normalizer, apply_view, build_augment, check_tta_views, make_train_loader
+from pipeline.config import ConfigError, TrainConfig
+
+
+def test_unknown_transform_and_bad_arguments_are_named():
+    with pytest.raises(ConfigError, match="'Flipp'"):
+        build_augment(({"Flipp": {"p": 0.5}},), seed=0)
+    with pytest.raises(ConfigError, match="Affine"):
+        build_augment(({"Affine": {"no_such_argument": 1}},), seed=0)
+
+
+def test_loader_yields_augmented_uint8_batches_reproducibly():
+    images = np.random.default_rng(0).integers(0, 255, (40, 16, 16), dtype=np.uint8)
+    labels = np.arange(40) % 4
+    config = TrainConfig(batch_size=8, workers=0, augment=({"HorizontalFlip": {"p": 1.0}},))
+    batches = list(make_train_loader(images, labels, config, seed=3))
+    x, y = batches[0]
+    assert len(batches) == 5 and x.dtype == torch.uint8 and x.shape == (8, 16, 16)
+    flipped = {np.ascontiguousarray(im[:, ::-1]).tobytes(): label for im, label in zip(images, labels)}
+    assert all(flipped[image.numpy().tobytes()] == label for image, label in zip(x, y))
+    again = list(make_train_loader(images, labels, config, seed=3))[0][0]
+    assert torch.equal(x, again)
+
+
+def test_loader_with_worker_processes_matches_shapes():
+    images = np.zeros((20, 8, 8), np.uint8)
+    config = TrainConfig(batch_size=4, workers=1, augment=({"Affine": {"rotate": [-10, 10]}},))
+    x, y = next(iter(make_train_loader(images, np.zeros(20, np.int64), config, seed=0)))
+    assert x.shape == (4, 8, 8) and y.shape == (4,)
+
+
+def test_normalizer_makes_nchw_float_and_resizes():
+    normalize = Normalizer(0.5, 0.25, input_size=32, device=torch.device("cpu"), channels_last=False)
+    x = normalize(torch.full((2, 16, 16), 255, dtype=torch.uint8))
+    assert x.shape == (2, 1, 32, 32) and torch.allclose(x, torch.full_like(x, 2.0))
+    rgb = Normalizer(0.5, 0.25, None, torch.device("cpu"), True)(torch.zeros((2, 8, 8, 3), dtype=torch.uint8))
+    assert rgb.shape == (2, 3, 8, 8) and rgb.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_tta_views():
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).reshape(2, 1, 6, 6)
+    assert torch.equal(apply_view(x, {}), x)
+    assert torch.equal(apply_view(x, {"hflip": True}), x.flip(3))
+    shifted = apply_view(x, {"shift": [1, 0]})
+    assert torch.allclose(shifted[..., 1:], x[..., :-1], atol=1e-4)
+    zoomed = apply_view(x, {"scale": 1.2})
+    assert zoomed.shape == x.shape and not torch.allclose(zoomed, x)
+    with pytest.raises(ConfigError, match="rotate"):
+        check_tta_views(({"rotate": 10},))

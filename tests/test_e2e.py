@@ -1,0 +1,118 @@
+"""The real `dvc repro` on a tiny synthetic competition, in a fresh project folder."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import PROJECT, tiny_params
+
+E2E_PARAMS = tiny_params()
+
+
+def make_project(root: Path, params: dict, env: dict) -> Path:
+    root.mkdir(parents=True)
+    shutil.copytree(PROJECT / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(PROJECT / name, root / name)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"],
+                    [sys.executable, "-m", "dvc", "config", "core.analytics", "false"]):
+        subprocess.run(command, cwd=root, env=env, check=True, capture_output=True)
+    return root
+
+
+def repro(root: Path, env: dict) -> str:
+    done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"dvc repro failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done.stdout
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    import os
+
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    root = make_project(tmp_path_factory.mktemp("e2e") / "project", E2E_PARAMS, env)
+    output = repro(root, env)
+    return root, env, output
+
+
+def test_every_stage_runs_and_writes_its_outputs(project):
+    root, _, output = project
+    names = list(E2E_PARAMS["backbones"])
+    expected = {"synthesize", "prepare", "folds", "ensemble", "submission"}
+    expected |= {f"train@{n}-{f}" for n in names for f in E2E_PARAMS["folds"]["ids"]} | {f"oof@{n}" for n in names}
+    assert stages_run(output) == expected
+    for name in names:
+        for fold in E2E_PARAMS["folds"]["ids"]:
+            run = root / "models" / name / f"fold{fold}"
+            assert {"model.safetensors", "oof_tta.csv", "oof_plain.csv", "test_tta.csv", "history.csv", "run.json"} <= {p.name for p in run.iterdir()}
+        oof = pd.read_csv(root / "oof" / f"{name}.csv")
+        assert {"id", "fold", "label", "pred"} <= set(oof.columns)
+        assert (root / "metrics" / f"{name}.json").exists()
+        assert (root / "submissions" / f"{name}.csv").exists()
+    assert (root / "ensemble" / "weights.json").exists() and (root / "oof" / "ensemble.csv").exists()
+
+
+def test_folds_cover_train_once_keep_duplicates_together_and_balance_classes(project):
+    root, _, _ = project
+    folds = pd.read_csv(root / "folds" / "folds.csv", dtype={"id": str})
+    train = pd.read_csv(root / "data" / "prepared" / "train.csv", dtype=str)
+    images = np.load(root / "data" / "prepared" / "train_images.npy")
+    assert sorted(folds["id"]) == sorted(train["id"]) and folds["id"].is_unique
+    assert set(folds["fold"]) == set(E2E_PARAMS["folds"]["ids"])
+    merged = train.merge(folds, on="id")
+    merged["pixels"] = [im.tobytes() for im in images]
+    repeated = merged[merged["pixels"].duplicated(keep=False)]
+    assert len(repeated) > 0 and (repeated.groupby("pixels")["fold"].nunique() == 1).all()
+    per_class = merged.groupby(["label", "fold"]).size().unstack()
+    assert ((per_class.max(axis=1) - per_class.min(axis=1)) <= 3).all()
+
+
+def test_submissions_match_the_sample_and_the_ensemble_beats_chance(project):
+    root, _, _ = project
+    sample = pd.read_csv(root / "data" / "synthetic" / "competition" / "sample_submission.csv", dtype=str)
+    answers = pd.read_csv(root / "data" / "synthetic" / "answers.csv", dtype=str).set_index("id")["label"]
+    ensemble = pd.read_csv(root / "submissions" / "ensemble.csv", dtype=str)
+    assert list(ensemble.columns) == list(sample.columns) and list(ensemble["id"]) == list(sample["id"])
+    accuracy = (ensemble["label"].to_numpy() == answers.loc[ensemble["id"]].to_numpy()).mean()
+    majority = answers.value_counts(normalize=True).max()
+    assert accuracy > majority + 0.15, f"ensemble test accuracy {accuracy:.3f} vs majority class {majority:.3f}"
+
+
+def test_second_repro_has_nothing_to_do(project):
+    root, env, _ = project
+    output = repro(root, env)
+    assert stages_run(output) == set() and "up to date" in output
+
+
+def test_same_seed_gives_the_same_folds_and_submission(project, tmp_path):
+    root, env, _ = project
+    other = make_project(tmp_path / "again", E2E_PARAMS, env)
+    repro(other, env)
+    for path in ("folds/folds.csv", "submissions/ensemble.csv"):
+        assert (root / path).read_bytes() == (other / path).read_bytes(), path
+
+
+def test_changing_one_backbone_reruns_only_that_backbone_and_what_follows(project):
+    root, env, _ = project
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    first, second = list(params["backbones"])
+    params["backbones"][first] = {**(params["backbones"][first] or {}), "epochs": 1}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = stages_run(repro(root, env))
+    expected = {f"train@{first}-{f}" for f in params["folds"]["ids"]} | {f"oof@{first}", "ensemble", "submission"}
+    assert ran == expected
