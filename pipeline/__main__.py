@@ -10,6 +10,7 @@ STAGES = {
     "synthesize": "pipeline.synthetic",
     "prepare": "pipeline.prepare",
     "folds": "pipeline.folds",
+    "tune": "pipeline.tune",
     "train": "pipeline.train",
     "oof": "pipeline.oof",
     "ensemble": "pipeline.ensemble",
@@ -22,13 +23,11 @@ def main(argv: list[str]) -> int:
         print(f"usage: python -m pipeline {{{','.join(STAGES)}}} [options]  (add -h after a stage for its options)", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    from pipeline.config import ConfigError
-    from pipeline.prepare import SourceError
-    from pipeline.submission import SubmissionError
+    from pipeline.config import PipelineError
 
     try:
         importlib.import_module(STAGES[argv[0]]).main(argv[1:])
-    except (ConfigError, SourceError, SubmissionError, FileNotFoundError) as error:
+    except (PipelineError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -21,8 +21,11 @@ from pipeline.config import ConfigError, TrainConfig
 TTA_KEYS = {"hflip", "shift", "scale"}
 
 
-def build_augment(spec: tuple[dict, ...], seed: int) -> A.Compose:
-    """`[{Name: {kwargs}}, ...]` from params → an albumentations pipeline."""
+def build_augment(spec: tuple[dict, ...], seed: int, strength: float = 1.0) -> A.Compose:
+    """`[{Name: {kwargs}}, ...]` from params → an albumentations pipeline.
+
+    `strength` multiplies each transform's probability, so one number tunes how much augmentation.
+    """
     transforms = []
     for entry in spec:
         if not isinstance(entry, dict) or len(entry) != 1:
@@ -34,7 +37,9 @@ def build_augment(spec: tuple[dict, ...], seed: int) -> A.Compose:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", UserWarning)  # albumentations only warns on unknown arguments
-                transforms.append(factory(**(kwargs or {})))
+                transform = factory(**(kwargs or {}))
+            transform.p = min(1.0, transform.p * strength)
+            transforms.append(transform)
         except (TypeError, ValueError, UserWarning) as error:
             raise ConfigError(f"augment: bad arguments for {name}: {error}") from error
     return A.Compose(transforms, seed=seed)
@@ -67,7 +72,7 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def make_train_loader(images: np.ndarray, labels: np.ndarray, config: TrainConfig, seed: int) -> torch.utils.data.DataLoader:
-    dataset = AugmentedImages(images, labels, build_augment(config.augment, seed))
+    dataset = AugmentedImages(images, labels, build_augment(config.augment, seed, config.augment_strength))
     generator = torch.Generator().manual_seed(seed)
     workers = config.workers
     return torch.utils.data.DataLoader(

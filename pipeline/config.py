@@ -18,7 +18,11 @@ import yaml
 PARAMS_FILE = "params.yaml"
 
 
-class ConfigError(ValueError):
+class PipelineError(ValueError):
+    """Bad input to a stage; the message names the file or value and the fix."""
+
+
+class ConfigError(PipelineError):
     """A value in params.yaml that cannot be used; the message names the key and the fix."""
 
 
@@ -83,6 +87,7 @@ class TrainConfig:
     init_checkpoint: str | None = None  # local weights file to start from (no hub downloads)
     checkpoint: str = "best"  # best: keep the best validation epoch; last: the final one
     augment: tuple[dict, ...] = ()  # albumentations transforms: [{Name: {kwargs}}, ...]
+    augment_strength: float = 1.0  # multiplies every transform's probability p (capped at 1)
     tta: tuple[dict, ...] = ({},)  # views: {hflip: bool, shift: [dx, dy], scale: s}; {} = identity
     workers: int = 1  # data-loader processes that run the augmentations
     eval_batch_size: int = 256
@@ -99,10 +104,45 @@ class TrainConfig:
             "checkpoint": self.checkpoint in ("best", "last"),
             "workers": self.workers >= 0,
             "tta": len(self.tta) >= 1,
+            "augment_strength": self.augment_strength >= 0,
         }
         for key, ok in checks.items():
             if not ok:
                 raise ConfigError(f"train.{key}={getattr(self, key)!r} is out of range; see the comment beside it in params.yaml")
+
+
+PRUNERS = ("auto", "median", "successive_halving", "hyperband", "wilcoxon", "none")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    enabled: bool = True  # false: `train` uses the values in params as they are
+    n_trials: int = 6  # finished trials (complete or pruned) the study should hold per backbone
+    timeout: float | None = None  # seconds one worker may spend; None: no limit
+    epochs: int = 4  # training budget of one trial, per fold
+    folds: tuple[int, ...] = (0,)  # folds whose held-out accuracy is the objective
+    # auto: median for one fold (reports per epoch), wilcoxon for several (reports per fold)
+    pruner: str = "auto"
+    sampler_seed: int = 0
+    # null: a journal file in tuning/ (no server; optuna-dashboard opens it). Or any RDB URL such as
+    # postgresql://user:pass@host/db for workers on several machines. $OPTUNA_STORAGE overrides both.
+    storage: str | None = None
+    heartbeat_seconds: float = 20.0  # a running trial refreshes its heartbeat this often
+    grace_seconds: float = 120.0  # a RUNNING trial silent this long belonged to a dead worker: FAIL
+    # name: {low, high[, log]} or {choices: [...]}; names are `train` keys
+    space: dict[str, dict] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.pruner not in PRUNERS:
+            raise ConfigError(f"tune.pruner={self.pruner!r} is unknown; use one of {list(PRUNERS)}")
+        if self.n_trials < 1 or self.epochs < 1 or not self.folds:
+            raise ConfigError("tune.n_trials and tune.epochs must be >= 1 and tune.folds non-empty")
+        tunable = {f.name for f in fields(TrainConfig)}
+        for name, spec in self.space.items():
+            if name not in tunable:
+                raise ConfigError(f"tune.space.{name} is not a `train` setting; tunable: {sorted(tunable)}")
+            if not isinstance(spec, dict) or not ({"choices"} <= set(spec) or {"low", "high"} <= set(spec)):
+                raise ConfigError(f"tune.space.{name}={spec!r} needs {{low, high[, log]}} or {{choices: [...]}}")
 
 
 @dataclass(frozen=True)
@@ -122,6 +162,7 @@ class Config:
     folds: FoldsConfig
     train: TrainConfig  # defaults shared by every backbone
     backbones: dict[str, dict[str, Any]]  # run name -> overrides of `train`
+    tune: TuneConfig
     ensemble: EnsembleConfig
 
     def backbone(self, name: str) -> TrainConfig:
@@ -147,6 +188,7 @@ def config_from_dict(raw: dict[str, Any], where: str = PARAMS_FILE) -> Config:
         "synthetic": SyntheticConfig,
         "folds": FoldsConfig,
         "train": TrainConfig,
+        "tune": TuneConfig,
         "ensemble": EnsembleConfig,
     }
     unknown = set(raw) - set(sections) - {"backbones"}

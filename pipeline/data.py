@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.config import PipelineError
 from pipeline.files import read_json
 
 
@@ -66,5 +67,5 @@ def load_folds(path: str | Path, train_ids: np.ndarray) -> np.ndarray:
     by_id = dict(zip(folds["id"], folds["fold"]))
     missing = [i for i in train_ids if i not in by_id]
     if missing or len(folds) != len(train_ids):
-        raise ValueError(f"{path} does not match the prepared data ({len(missing)} ids missing, e.g. {missing[:3]}); re-run `dvc repro folds`")
+        raise PipelineError(f"{path} does not match the prepared data ({len(missing)} ids missing, e.g. {missing[:3]}); re-run `dvc repro folds`")
     return np.array([by_id[i] for i in train_ids], dtype=np.int64)

@@ -130,14 +130,15 @@ def fit(
     """
     loader = make_train_loader(train_images, train_labels, config, seed=config.seed if seed is None else seed)
     step = TrainStep(model, config, normalize, num_classes, steps_per_epoch=len(loader))
-    show_bars = sys.stderr.isatty()
+    quiet = not sys.stderr.isatty()  # bars on a terminal; per-epoch log lines always
     best_acc, best_epoch, best_state = -1.0, 0, None
     history: list[EpochRecord] = []
-    for epoch in range(1, config.epochs + 1):
+    epochs = tqdm(range(1, config.epochs + 1), desc=label or "training", unit="epoch", disable=quiet)
+    for epoch in epochs:
         model.train()
         started = time.perf_counter()
         total_loss = torch.zeros((), device=normalize.device)
-        for images, labels in tqdm(loader, desc=f"{label} epoch {epoch}/{config.epochs}", leave=False, disable=not show_bars, unit="batch"):
+        for images, labels in tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=quiet, unit="batch"):
             total_loss += step(images, labels)
         train_seconds = time.perf_counter() - started
         train_loss = total_loss.item() / len(loader)
@@ -148,8 +149,13 @@ def fit(
         record = EpochRecord(epoch, train_loss, val_loss, val_acc, step.lr, time.perf_counter() - started,
                              len(loader) * config.batch_size / train_seconds)
         history.append(record)
-        log.info("%s epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.4f  %.0f img/s  %.1fs",
-                 label, epoch, config.epochs, train_loss, val_loss, val_acc, record.train_images_per_s, record.seconds)
+        line = (f"{label} epoch {epoch}/{config.epochs}  train_loss {train_loss:.4f}  val_loss {val_loss:.4f}  "
+                f"val_acc {val_acc:.4f}  {record.train_images_per_s:.0f} img/s  {record.seconds:.1f}s")
+        if quiet:
+            log.info(line)
+        else:
+            tqdm.write(line)  # printed above the bars instead of through them
+        epochs.set_postfix(val_acc=f"{val_acc:.4f}")
         if config.checkpoint == "last" or val_acc > best_acc:
             best_acc, best_epoch = val_acc, epoch
             best_state = copy.deepcopy(step.eval_model.state_dict())

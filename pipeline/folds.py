@@ -17,7 +17,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
 
-from pipeline.config import FoldsConfig, load_config
+from pipeline.config import FoldsConfig, PipelineError, load_config
 from pipeline.data import load_prepared
 from pipeline.files import write_csv
 
@@ -45,18 +45,18 @@ def merge_groupings(*groupings: np.ndarray) -> np.ndarray:
 def read_groups(path: str | Path, ids: np.ndarray) -> np.ndarray:
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     if not {"id", "group"} <= set(table.columns):
-        raise ValueError(f"{path}: folds.groups_csv needs columns id,group; found {list(table.columns)}")
+        raise PipelineError(f"{path}: folds.groups_csv needs columns id,group; found {list(table.columns)}")
     by_id = dict(zip(table["id"], table["group"]))
     missing = [i for i in ids if i not in by_id]
     if missing:
-        raise ValueError(f"{path}: {len(missing)} train ids have no group (e.g. {missing[:3]}); add a row for each")
+        raise PipelineError(f"{path}: {len(missing)} train ids have no group (e.g. {missing[:3]}); add a row for each")
     return pd.factorize(pd.Series([by_id[i] for i in ids]))[0]
 
 
 def assign_folds(labels: np.ndarray, groups: np.ndarray, config: FoldsConfig) -> np.ndarray:
     smallest = np.bincount(labels).min()
     if smallest < config.k:
-        raise ValueError(f"the rarest class has {smallest} images, fewer than K={config.k} folds; use fewer folds.ids or drop that class (data.drop_classes)")
+        raise PipelineError(f"the rarest class has {smallest} images, fewer than K={config.k} folds; use fewer folds.ids or drop that class (data.drop_classes)")
     splitter = StratifiedGroupKFold(n_splits=config.k, shuffle=True, random_state=config.seed)
     fold = np.full(len(labels), -1, np.int64)
     for number, (_, valid) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):

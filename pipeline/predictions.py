@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.config import PipelineError
+
 
 @dataclass(frozen=True)
 class BackbonePredictions:
@@ -47,7 +49,7 @@ def load_backbone(models_dir: str | Path, backbone: str, fold_ids: tuple[int, ..
 def _concat_in_order(paths: list[Path], train_ids: np.ndarray) -> pd.DataFrame:
     table = pd.concat([pd.read_csv(p, dtype={"id": str, "label": str}, keep_default_na=False) for p in paths], ignore_index=True)
     if len(table) != len(train_ids) or set(table["id"]) != set(train_ids):
-        raise ValueError(f"{paths[0].parent.parent}: the folds' predictions do not cover the train set once each; re-run its train stages")
+        raise PipelineError(f"{paths[0].parent.parent}: the folds' predictions do not cover the train set once each; re-run its train stages")
     return table.set_index("id").loc[train_ids].reset_index()
 
 

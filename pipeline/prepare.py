@@ -18,14 +18,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.config import DataConfig, load_config
+from pipeline.config import DataConfig, PipelineError, load_config
 from pipeline.files import atomic_dir, fingerprint, save_array, write_csv, write_json
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 SUPPORTED_MODES = {"L", "RGB", "P", "LA", "RGBA"}  # what converts to gray/RGB without guessing
 
 
-class SourceError(ValueError):
+class SourceError(PipelineError):
     """The competition files are not usable; the message names the file and the fix."""
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import load_config
+from pipeline.config import PipelineError, load_config
 from pipeline.data import load_prepared
 from pipeline.files import atomic_dir
 from pipeline.predictions import load_backbone
 
 
-class SubmissionError(ValueError):
+class SubmissionError(PipelineError):
     """A submission that Kaggle would reject or mis-score."""
 
 

@@ -23,11 +23,11 @@ import pandas as pd
 import torch
 
 from pipeline.augment import Normalizer, check_tta_views
-from pipeline.config import TrainConfig, load_config
+from pipeline.config import PipelineError, TrainConfig, load_config
 from pipeline.data import Prepared, load_folds, load_prepared
 from pipeline.engine import EpochCallback, FitResult, fit, predict_proba, seed_everything
-from pipeline.files import atomic_dir, write_csv, write_json
-from pipeline.models import create_model, pick_device, save_weights
+from pipeline.files import atomic_dir, read_json, write_csv, write_json
+from pipeline.models import check_model_name, create_model, pick_device, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def fit_fold(
     device = pick_device()
     train_index, valid_index = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
     if len(valid_index) == 0:
-        raise ValueError(f"fold {fold} holds no images; folds present: {sorted(set(fold_of.tolist()))}")
+        raise PipelineError(f"fold {fold} holds no images; folds present: {sorted(set(fold_of.tolist()))}")
     seed = config.seed + fold  # folds differ in their draws, runs repeat exactly
     seed_everything(seed)
     model = create_model(config, data.channels, len(data.classes)).to(device)
@@ -97,6 +97,14 @@ def write_fold_outputs(run: FoldRun, data: Prepared, fold: int, backbone: str, c
         write_json(summary, tmp / "run.json")
 
 
+def tuned_config(base: TrainConfig, tuned_file: Path | None) -> TrainConfig:
+    """`base` with the best parameters found by `tune`, when tuning was on."""
+    if tuned_file is None:
+        return base
+    tuned = read_json(tuned_file)
+    return dataclasses.replace(base, **tuned["best_params"]) if tuned.get("enabled") else base
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline train", description=__doc__)
     parser.add_argument("--backbone", required=True, help="a key of `backbones` in params.yaml")
@@ -104,9 +112,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
     parser.add_argument("--folds", type=Path, required=True, help="folds CSV")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--tuned", type=Path, help="tuning output whose best parameters override params.yaml")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
-    config = load_config(args.params).backbone(args.backbone)
+    config = tuned_config(load_config(args.params).backbone(args.backbone), args.tuned)
+    check_model_name(config.model)
     data = load_prepared(args.data)
     fold_of = load_folds(args.folds, data.train_ids)
     label = f"{args.backbone} fold {args.fold}"

@@ -30,6 +30,7 @@ def tiny_params(**sections: dict) -> dict:
     params["synthetic"] = {**params["synthetic"], "train_per_class": 80, "test_size": 120, "seed": 1, "spread": 0.3, "label_noise": 0.0}
     params["train"] = {**params["train"], "epochs": 8, "batch_size": 32, "warmup_epochs": 0, "lr": 0.003, "eval_batch_size": 128}
     params["backbones"] = {"resnet10t": {}, "resnet18": {}}
+    params["tune"] = {**params["tune"], "n_trials": 2, "epochs": 2}
     params.update(sections)
     return params
 

@@ -1,0 +1,236 @@
+"""Tuning with real Optuna storages: journal file, SQLite, PostgreSQL (when CI provides one)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from pipeline.config import PipelineError, TuneConfig, config_from_dict
+from pipeline.data import load_prepared
+from pipeline.folds import assign_folds, duplicate_groups
+from pipeline.tune import Objective, fail_stale_trials, open_storage, run_study, study_name, summarize
+from tests.conftest import PROJECT, tiny_params
+
+POSTGRES_ENV = "PIPELINE_TEST_POSTGRES_URL"
+SPACE = {"lr": {"low": 0.001, "high": 0.01, "log": True}, "label_smoothing": {"low": 0.0, "high": 0.2}}
+
+
+def tune_params(storage: str, **tune: object) -> dict:
+    params = tiny_params()
+    params["train"].update(epochs=2, workers=0)
+    params["backbones"] = {"resnet10t": {}}
+    params["tune"] = {"n_trials": 2, "epochs": 2, "folds": [0], "space": SPACE, "storage": storage,
+                      "heartbeat_seconds": 0.5, "grace_seconds": 3, **tune}
+    return params
+
+
+@pytest.fixture
+def workspace(prepared, tmp_path):
+    """A folder with params.yaml, the prepared data and a folds file, as the tune stage sees it."""
+    data = load_prepared(prepared)
+    fold = assign_folds(data.train_labels, duplicate_groups(data.train_images), config_from_dict(tiny_params()).folds)
+    pd.DataFrame({"id": data.train_ids, "fold": fold}).to_csv(tmp_path / "folds.csv", index=False)
+    return tmp_path
+
+
+def write_params(workspace: Path, params: dict) -> Path:
+    path = workspace / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def start_worker(workspace: Path, prepared: Path, n_trials: int, storage: str | None = None) -> subprocess.Popen:
+    command = [sys.executable, "-m", "pipeline", "tune", "--backbone", "resnet10t", "--n-trials", str(n_trials),
+               "--data", str(prepared), "--folds", "folds.csv"] + (["--storage", storage] if storage else [])
+    env = dict(os.environ, PYTHONPATH=str(PROJECT))
+    return subprocess.Popen(command, cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def load_study(url: str) -> optuna.Study:
+    storage = open_storage(url)
+    (summary,) = optuna.get_all_study_summaries(storage)
+    return optuna.load_study(study_name=summary.study_name, storage=storage)
+
+
+def run_here(workspace: Path, prepared: Path, params: dict, n_trials: int | None = None) -> optuna.Study:
+    config = config_from_dict(params)
+    return run_study("resnet10t", load_prepared(prepared), workspace / "folds.csv", config.backbone("resnet10t"),
+                     config.tune, n_trials=n_trials)
+
+
+def test_study_starts_from_the_untuned_setting_and_records_epochs(workspace, prepared):
+    url = str(workspace / "optuna.journal")
+    params = tune_params(url, n_trials=3)
+    study = run_here(workspace, prepared, params)
+    trials = study.get_trials()
+    assert len(trials) == 3 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    first = trials[0]
+    assert first.user_attrs["untuned_default"] is True
+    assert first.params == {"lr": params["train"]["lr"], "label_smoothing": params["train"]["label_smoothing"]}
+    assert len(first.user_attrs["fold0_val_acc"]) == 2 and "epoch_seconds" in first.user_attrs
+    summary = summarize(study, "resnet10t", url)
+    assert set(summary["best_params"]) == set(SPACE) and summary["untuned_value"] == first.value
+
+
+def test_rerun_continues_the_study_and_new_data_starts_a_new_one(workspace, prepared):
+    url = str(workspace / "optuna.journal")
+    run_here(workspace, prepared, tune_params(url, n_trials=1))
+    study = run_here(workspace, prepared, tune_params(url, n_trials=2))
+    assert len(study.get_trials()) == 2
+    assert len(optuna.get_all_study_summaries(open_storage(url))) == 1
+    config = config_from_dict(tune_params(url))
+    data = load_prepared(prepared)
+    other = dataclasses.replace(data, fingerprint="another-dataset")
+    base = config.backbone("resnet10t")
+    assert study_name("resnet10t", base, config.tune, data, workspace / "folds.csv") == study.study_name
+    assert study_name("resnet10t", base, config.tune, other, workspace / "folds.csv") != study.study_name
+
+
+def test_pruned_trial_stops_at_the_epoch_it_is_pruned(workspace, prepared):
+    config = config_from_dict(tune_params("unused", epochs=3))
+    data = load_prepared(prepared)
+    fold_of = pd.read_csv(workspace / "folds.csv")["fold"].to_numpy()
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0))
+    study.optimize(Objective(data, fold_of, config.backbone("resnet10t"), config.tune, "t"), n_trials=1)
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.PRUNED and len(trial.user_attrs["fold0_val_acc"]) == 1
+
+
+def test_several_folds_report_one_value_per_fold(workspace, prepared):
+    study = run_here(workspace, prepared, tune_params(str(workspace / "j.journal"), n_trials=1, folds=[0, 1], epochs=1))
+    (trial,) = study.get_trials()
+    assert sorted(trial.intermediate_values) == [0, 1]
+    assert trial.value == pytest.approx(np.mean(trial.user_attrs["fold_accuracies"]))
+    assert type(study.pruner).__name__ == "WilcoxonPruner"
+
+
+def test_failing_trials_are_recorded_with_their_reason_and_the_study_goes_on(workspace, prepared):
+    params = tune_params(str(workspace / "optuna.journal"), n_trials=2, space={"label_smoothing": {"low": 0.0, "high": 0.0}})
+    params["train"].update(lr=1.0e6, label_smoothing=0.0)
+    study = run_here(workspace, prepared, params)
+    trials = study.get_trials()
+    assert len(trials) == 2 and all(t.state == TrialState.FAIL for t in trials)
+    assert all("lower lr" in t.user_attrs["fail_reason"] for t in trials)
+    with pytest.raises(PipelineError, match="no trial of study"):
+        summarize(study, "resnet10t", str(workspace / "optuna.journal"))
+
+
+def two_workers_share(workspace: Path, prepared: Path, url: str) -> None:
+    write_params(workspace, tune_params(url))
+    workers = [start_worker(workspace, prepared, n_trials=2, storage=url) for _ in range(2)]
+    for worker in workers:
+        output, _ = worker.communicate(timeout=600)
+        assert worker.returncode == 0, output
+    trials = load_study(url).get_trials()
+    assert len(trials) == 4
+    by_worker = pd.Series([t.user_attrs["worker"] for t in trials]).value_counts()
+    assert sorted(by_worker.tolist()) == [2, 2]
+
+
+def test_two_workers_share_a_journal_file(workspace, prepared):
+    two_workers_share(workspace, prepared, str(workspace / "optuna.journal"))
+
+
+def test_two_workers_share_sqlite(workspace, prepared):
+    two_workers_share(workspace, prepared, f"sqlite:///{workspace / 'optuna.db'}")
+
+
+@pytest.mark.skipif(not os.environ.get(POSTGRES_ENV), reason=f"set {POSTGRES_ENV} to a PostgreSQL URL to run (.ci/run does)")
+def test_two_workers_share_postgresql(workspace, prepared):
+    url = os.environ[POSTGRES_ENV]
+    storage = open_storage(url)
+    for summary in optuna.get_all_study_summaries(storage):
+        optuna.delete_study(study_name=summary.study_name, storage=storage)
+    two_workers_share(workspace, prepared, url)
+
+
+def wait_for_running_trial(url: str, worker: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert worker.poll() is None, worker.stdout.read()
+        try:
+            if load_study(url).get_trials(states=(TrialState.RUNNING,)):
+                return
+        except ValueError:
+            pass  # the study is not created yet
+        time.sleep(0.5)
+    raise AssertionError("the worker never started a trial")
+
+
+def test_killed_worker_leaves_no_trial_running_for_ever(workspace, prepared):
+    url = str(workspace / "optuna.journal")
+    params = tune_params(url, epochs=6)
+    write_params(workspace, params)
+    worker = start_worker(workspace, prepared, n_trials=1)
+    wait_for_running_trial(url, worker)
+    worker.kill()
+    worker.wait()
+    study = load_study(url)
+    assert len(study.get_trials(states=(TrialState.RUNNING,))) == 1
+    time.sleep(params["tune"]["grace_seconds"] + 0.5)
+    assert fail_stale_trials(study, params["tune"]["grace_seconds"]) == [0]
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.FAIL and "heartbeat" in trial.user_attrs["fail_reason"]
+
+
+def test_ctrl_c_leaves_the_study_usable(workspace, prepared):
+    url = str(workspace / "optuna.journal")
+    write_params(workspace, tune_params(url, epochs=6))
+    worker = start_worker(workspace, prepared, n_trials=1)
+    wait_for_running_trial(url, worker)
+    worker.send_signal(signal.SIGINT)
+    worker.wait(timeout=60)
+    assert worker.returncode != 0
+    assert load_study(url).get_trials()[0].state == TrialState.FAIL
+    again = start_worker(workspace, prepared, n_trials=1)
+    output, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, output
+    assert [t.state for t in load_study(url).get_trials()] == [TrialState.FAIL, TrialState.COMPLETE]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_optuna_dashboard_serves_the_pipelines_study(workspace, prepared):
+    url = str(workspace / "optuna.journal")
+    study = run_here(workspace, prepared, tune_params(url, n_trials=1, epochs=1))
+    port = free_port()
+    dashboard = subprocess.Popen([str(Path(sys.executable).parent / "optuna-dashboard"), url, "--host", "127.0.0.1", "--port", str(port)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, studies = time.time() + 60, None
+        while time.time() < deadline and studies is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
+                    studies = json.load(response)["study_summaries"]
+            except OSError:
+                time.sleep(0.5)
+        assert studies is not None, "optuna-dashboard did not answer"
+        (served,) = studies
+        assert served["study_name"] == study.study_name
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{served['study_id']}", timeout=5) as response:
+            detail = json.load(response)
+        assert detail["name"] == study.study_name
+        (trial,) = detail["trials"]
+        assert {attr["key"] for attr in trial["user_attrs"]} >= {"fold0_val_acc", "epoch_seconds", "untuned_default"}
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=10)
