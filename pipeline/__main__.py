@@ -15,6 +15,7 @@ STAGES = {
     "oof": "pipeline.oof",
     "ensemble": "pipeline.ensemble",
     "submission": "pipeline.submission",
+    "report": "pipeline.report",
 }
 
 

@@ -95,7 +95,8 @@ def make_pruner(tune: TuneConfig) -> optuna.pruners.BasePruner:
     if name == "wilcoxon" and len(tune.folds) == 1:
         raise ConfigError("tune.pruner=wilcoxon compares folds and needs several tune.folds; use median for one fold")
     return {
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        # Epoch-1 accuracy is too noisy to judge a trial by.
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
         "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(),
         "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=tune.epochs),
         "wilcoxon": lambda: optuna.pruners.WilcoxonPruner(p_threshold=0.1),

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from pipeline.config import PipelineError, TuneConfig, config_from_dict
+from pipeline.config import PipelineError, config_from_dict
 from pipeline.data import load_prepared
 from pipeline.folds import assign_folds, duplicate_groups
 from pipeline.tune import Objective, fail_stale_trials, open_storage, run_study, study_name, summarize

@@ -1,0 +1,220 @@
+"""Stage `report`: one leaderboard of the backbones and the ensemble, with what to expect on Kaggle.
+
+Prints (and writes to report/report.md) a table, best first: OOF accuracy with a 95% bootstrap
+interval, per-fold mean ± std, TTA gain, per-class recall, training time, parameter count and
+inference time per image; then the ensemble with its weights. Writes metrics/report.json for
+`dvc metrics show/diff` and `dvc exp show`, per-fold training curves (report/curves/) and a grid of
+the most confidently wrong OOF images (report/confident_errors.png), and warns when OOF may not
+predict the leaderboard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw, ImageFont
+
+from pipeline.augment import Normalizer
+from pipeline.config import Config, TrainConfig, load_config
+from pipeline.data import Prepared, load_folds, load_prepared
+from pipeline.engine import predict_proba
+from pipeline.files import atomic_dir, atomic_path, read_json, write_csv, write_json
+from pipeline.folds import duplicate_groups
+from pipeline.models import create_model, load_weights, pick_device
+from pipeline.oof import score
+from pipeline.predictions import fold_dir
+
+CONFIDENCE = 0.95  # width of the bootstrap interval
+BOOTSTRAP_SAMPLES = 1000
+# Fold accuracies further apart than this many binomial standard errors make OOF suspect.
+FOLD_SPREAD_LIMIT = 4.0
+
+
+def bootstrap_interval(correct: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of a 0/1 vector."""
+    rng = np.random.default_rng(seed)
+    n = len(correct)
+    means = np.concatenate([correct[rng.integers(0, n, size=(min(100, samples - start), n))].mean(axis=1)
+                            for start in range(0, samples, 100)])
+    tail = (1 - CONFIDENCE) / 2 * 100
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+@dataclass
+class Row:
+    name: str
+    accuracy: float
+    interval: tuple[float, float]
+    fold_mean: float
+    fold_std: float
+    tta_gain: float | None
+    per_class: dict[str, float | None]
+    train_minutes: float | None
+    params_millions: float | None
+    ms_per_image: float | None
+
+    def as_metrics(self) -> dict:
+        return {"accuracy": self.accuracy, "ci_low": self.interval[0], "ci_high": self.interval[1],
+                "fold_mean": self.fold_mean, "fold_std": self.fold_std, "tta_gain": self.tta_gain,
+                "per_class": self.per_class, "train_minutes": self.train_minutes,
+                "params_millions": self.params_millions, "ms_per_image": self.ms_per_image}
+
+
+def summarize(name: str, probs: np.ndarray, labels: np.ndarray, folds: np.ndarray, classes: list[str],
+              plain: np.ndarray | None = None) -> Row:
+    figures = score(probs, labels, folds, classes)
+    per_fold = np.array(list(figures["per_fold"].values()))
+    tta_gain = None if plain is None else figures["accuracy"] - float((plain.argmax(1) == labels).mean())
+    return Row(name, figures["accuracy"], bootstrap_interval((probs.argmax(1) == labels).astype(np.float64)),
+               float(per_fold.mean()), float(per_fold.std()), tta_gain, figures["per_class"], None, None, None)
+
+
+def inference_ms_per_image(config: TrainConfig, weights: Path, data: Prepared, images: int = 512) -> tuple[float, float]:
+    """(milliseconds per image with the TTA views, parameters in millions) of one fold's model."""
+    device = pick_device()
+    model = load_weights(create_model(config, data.channels, len(data.classes)), weights).to(device)
+    normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last)
+    sample = np.asarray(data.test_images[:images])
+    predict_proba(model, sample[:config.eval_batch_size], normalize, config, config.tta)  # warm-up
+    started = time.perf_counter()
+    predict_proba(model, sample, normalize, config, config.tta)
+    seconds = time.perf_counter() - started
+    return 1000 * seconds / len(sample), sum(p.numel() for p in model.parameters()) / 1e6
+
+
+def oof_warnings(folds: np.ndarray, labels: np.ndarray, classes: list[str], per_fold: dict[str, float],
+                 duplicate_group: np.ndarray) -> list[str]:
+    warnings = []
+    accuracies = np.array(list(per_fold.values()))
+    sizes = np.bincount(folds)
+    standard_error = np.sqrt(accuracies.mean() * (1 - accuracies.mean()) / sizes.mean())
+    if accuracies.max() - accuracies.min() > FOLD_SPREAD_LIMIT * standard_error:
+        warnings.append(f"fold accuracies range {accuracies.min():.4f}–{accuracies.max():.4f}, wider than chance "
+                        f"({FOLD_SPREAD_LIMIT:.0f} standard errors = {FOLD_SPREAD_LIMIT * standard_error:.4f}): check the folds")
+    for fold in np.unique(folds):
+        missing = sorted(set(range(len(classes))) - set(labels[folds == fold].tolist()))
+        if missing:
+            warnings.append(f"fold {fold} holds no image of {[classes[i] for i in missing]}: its accuracy ignores them")
+    split = pd.DataFrame({"group": duplicate_group, "fold": folds}).groupby("group")["fold"].nunique()
+    if (split > 1).any():
+        warnings.append(f"{int((split > 1).sum())} sets of pixel-identical images are split across folds: OOF is optimistic; re-run `folds`")
+    return warnings
+
+
+def confident_errors_grid(data: Prepared, probs: np.ndarray, labels: np.ndarray, path: Path, count: int = 24, scale: int = 3) -> None:
+    """PNG grid of the OOF images the model got wrong with the most confidence, captioned true→pred."""
+    wrong = np.flatnonzero(probs.argmax(1) != labels)
+    worst = wrong[np.argsort(-probs[wrong].max(1))][:count]
+    size = data.train_images.shape[1] * scale
+    columns = 6
+    caption = 24
+    grid = Image.new("RGB", (columns * size, max(1, -(-len(worst) // columns)) * (size + caption)), "white")
+    draw = ImageDraw.Draw(grid)
+    font = ImageFont.load_default(size=11)
+    for slot, index in enumerate(worst):
+        image = Image.fromarray(np.asarray(data.train_images[index])).convert("RGB").resize((size, size), Image.Resampling.NEAREST)
+        x, y = slot % columns * size, slot // columns * (size + caption)
+        grid.paste(image, (x, y))
+        predicted = probs[index].argmax()
+        draw.text((x + 2, y + size + 1), f"{data.classes[labels[index]]}→{data.classes[predicted]}", fill="black", font=font)
+        draw.text((x + 2, y + size + 12), f"p={probs[index, predicted]:.2f}", fill="firebrick", font=font)
+    with atomic_path(path) as tmp:
+        grid.save(tmp, format="PNG")
+
+
+def format_table(rows: list[Row], classes: list[str]) -> str:
+    header = ["model", "OOF acc", "95% CI", "folds mean±std", "TTA gain", "train min", "params M", "ms/img"] + [f"{c[:7]}" for c in classes]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row.name, f"{row.accuracy:.4f}", f"{row.interval[0]:.4f}–{row.interval[1]:.4f}",
+                 f"{row.fold_mean:.4f}±{row.fold_std:.4f}", _maybe(row.tta_gain, "+.4f"), _maybe(row.train_minutes, ".1f"),
+                 _maybe(row.params_millions, ".2f"), _maybe(row.ms_per_image, ".3f")]
+        cells += [_maybe(row.per_class[c], ".3f") for c in classes]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _maybe(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def read_oof(path: Path, classes: list[str], train_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(probabilities, label indices, folds) of an OOF table, in the prepared train order."""
+    table = pd.read_csv(path, dtype={"id": str, "label": str}, keep_default_na=False).set_index("id").loc[train_ids]
+    index = {name: i for i, name in enumerate(classes)}
+    return table[classes].to_numpy(np.float64), table["label"].map(index).to_numpy(), table["fold"].to_numpy()
+
+
+def backbone_row(name: str, config: Config, data: Prepared, oof_dir: Path, models_dir: Path) -> Row:
+    probs, labels, folds = read_oof(oof_dir / f"{name}.csv", data.classes, data.train_ids)
+    plain, _, _ = read_oof(oof_dir / f"{name}.no_tta.csv", data.classes, data.train_ids)
+    row = summarize(name, probs, labels, folds, data.classes, plain=plain)
+    first = fold_dir(models_dir, name, config.folds.ids[0])
+    runs = [read_json(fold_dir(models_dir, name, f) / "run.json") for f in config.folds.ids]
+    row.train_minutes = sum(r["seconds"] for r in runs) / 60
+    row.ms_per_image, row.params_millions = inference_ms_per_image(_train_config(runs[0]["config"]), first / "model.safetensors", data)
+    return row
+
+
+def _train_config(saved: dict) -> TrainConfig:
+    return TrainConfig(**{**saved, "augment": tuple(saved["augment"]), "tta": tuple(saved["tta"])})
+
+
+def build_report(config: Config, data: Prepared, oof_dir: Path, models_dir: Path, ensemble_dir: Path, fold_of: np.ndarray, out_dir: Path) -> tuple[str, dict]:
+    rows = sorted((backbone_row(name, config, data, oof_dir, models_dir) for name in config.backbones), key=lambda r: -r.accuracy)
+    weights = read_json(ensemble_dir / "weights.json")
+    probs, labels, folds = read_oof(oof_dir / "ensemble.csv", data.classes, data.train_ids)
+    ensemble = summarize("ensemble", probs, labels, folds, data.classes)
+    used = [r for r in rows if weights["weights"][r.name] > 0]
+    ensemble.train_minutes = sum(r.train_minutes for r in used)
+    ensemble.ms_per_image = sum(r.ms_per_image for r in used)
+    ensemble.params_millions = sum(r.params_millions for r in used)
+    gain = ensemble.accuracy - rows[0].accuracy
+    warnings = oof_warnings(fold_of, data.train_labels, data.classes, score(probs, labels, folds, data.classes)["per_fold"],
+                            duplicate_groups(data.train_images))
+
+    weight_text = ", ".join(f"{name} {w:.2f}" for name, w in weights["weights"].items() if w > 0)
+    text = "\n".join([
+        "## OOF leaderboard (best first)", "", format_table(rows + [ensemble], data.classes), "",
+        f"Ensemble weights: {weight_text}. {weights['verdict']}.",
+        f"Ensemble gain over the best single backbone ({rows[0].name}): {gain:+.4f}.", "",
+        f"Expected leaderboard accuracy of submissions/ensemble.csv: {ensemble.accuracy:.4f} "
+        f"(95% bootstrap interval {ensemble.interval[0]:.4f}–{ensemble.interval[1]:.4f}, from {len(labels)} OOF images).",
+        *([""] + [f"WARNING: {w}" for w in warnings] if warnings else ["", "No warnings: folds agree, every class is in every fold, repeated images share folds."]),
+    ])
+    metrics = {r.name: r.as_metrics() for r in rows}
+    metrics["ensemble"] = {**ensemble.as_metrics(), "weights": weights["weights"], "gain_over_best_single": gain}
+    metrics["expected_leaderboard"] = {"accuracy": ensemble.accuracy, "ci_low": ensemble.interval[0], "ci_high": ensemble.interval[1]}
+    metrics["warnings"] = len(warnings)
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "report.md").write_text(text + "\n")
+        for name in config.backbones:
+            for f in config.folds.ids:
+                history = pd.read_csv(fold_dir(models_dir, name, f) / "history.csv")
+                write_csv(history[["epoch", "train_loss", "val_loss", "val_acc"]], tmp / "curves" / f"{name}_fold{f}.csv")
+        confident_errors_grid(data, probs, labels, tmp / "confident_errors.png")
+    return text, metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("data/prepared"))
+    parser.add_argument("--folds", type=Path, default=Path("folds/folds.csv"))
+    parser.add_argument("--oof", type=Path, default=Path("oof"))
+    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--ensemble", type=Path, default=Path("ensemble"))
+    parser.add_argument("--out", type=Path, default=Path("report"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/report.json"))
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    config = load_config(args.params)
+    data = load_prepared(args.data)
+    text, metrics = build_report(config, data, args.oof, args.models, args.ensemble, load_folds(args.folds, data.train_ids), args.out)
+    write_json(metrics, args.metrics)
+    print(text)
+    print(f"\nreport: wrote {args.out}/report.md, {args.out}/curves/, {args.out}/confident_errors.png, {args.metrics}")
