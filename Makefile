@@ -7,7 +7,7 @@ FER2013 ?= ../shared/data/fer2013.zip
 .PHONY: setup run test fer2013 benchmark
 
 $(VENV)/.installed: requirements.txt
-	python3 -m venv $(VENV)
+	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -53,8 +54,9 @@ def project(tmp_path_factory):
 def test_every_stage_runs_and_writes_its_outputs(project):
     root, _, output = project
     names = list(E2E_PARAMS["backbones"])
-    expected = {"synthesize", "prepare", "folds", "ensemble", "submission"}
-    expected |= {f"train@{n}-{f}" for n in names for f in E2E_PARAMS["folds"]["ids"]} | {f"oof@{n}" for n in names}
+    expected = {"synthesize", "prepare", "folds", "ensemble", "submission", "report"}
+    expected |= {f"train@{n}-{f}" for n in names for f in E2E_PARAMS["folds"]["ids"]}
+    expected |= {f"oof@{n}" for n in names} | {f"tune@{n}" for n in names}
     assert stages_run(output) == expected
     for name in names:
         for fold in E2E_PARAMS["folds"]["ids"]:
@@ -93,6 +95,32 @@ def test_submissions_match_the_sample_and_the_ensemble_beats_chance(project):
     assert accuracy > majority + 0.15, f"ensemble test accuracy {accuracy:.3f} vs majority class {majority:.3f}"
 
 
+def dvc_json(root: Path, env: dict, *command: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "dvc", *command, "--json"], cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_report_dvc_metrics_and_plots_agree(project):
+    root, env, _ = project
+    report = json.loads((root / "metrics" / "report.json").read_text())
+    shown = dvc_json(root, env, "metrics", "show")[""]["data"]
+    for name in E2E_PARAMS["backbones"]:
+        oof = json.loads((root / "metrics" / f"{name}.json").read_text())
+        assert report[name]["accuracy"] == pytest.approx(oof["accuracy"])
+        assert shown[f"metrics/{name}.json"]["data"]["accuracy"] == pytest.approx(oof["accuracy"])
+    assert shown["metrics/report.json"]["data"]["ensemble"]["accuracy"] == pytest.approx(report["ensemble"]["accuracy"])
+    tuned = json.loads((root / "tuning" / f"{list(E2E_PARAMS['backbones'])[0]}.json").read_text())
+    assert tuned["enabled"] and set(tuned["best_params"]) <= set(E2E_PARAMS["tune"]["space"])
+    plots = dvc_json(root, env, "plots", "show")
+    assert not plots.get("errors")
+    assert {"oof/ensemble.csv", "report/confident_errors.png"} <= set(plots["data"])
+    printed = subprocess.run([sys.executable, "-m", "pipeline", "report", "--out", str(root / "report_again"),
+                              "--metrics", str(root / "report_again.json")], cwd=root, env=env, capture_output=True, text=True)
+    assert printed.returncode == 0, printed.stderr
+    assert f"Expected leaderboard accuracy of submissions/ensemble.csv: {report['ensemble']['accuracy']:.4f}" in printed.stdout
+
+
 def test_second_repro_has_nothing_to_do(project):
     root, env, _ = project
     output = repro(root, env)
@@ -114,5 +142,6 @@ def test_changing_one_backbone_reruns_only_that_backbone_and_what_follows(projec
     params["backbones"][first] = {**(params["backbones"][first] or {}), "epochs": 1}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ran = stages_run(repro(root, env))
-    expected = {f"train@{first}-{f}" for f in params["folds"]["ids"]} | {f"oof@{first}", "ensemble", "submission"}
+    expected = {f"tune@{first}"} | {f"train@{first}-{f}" for f in params["folds"]["ids"]}
+    expected |= {f"oof@{first}", "ensemble", "submission", "report"}
     assert ran == expected
