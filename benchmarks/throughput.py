@@ -2,7 +2,7 @@
 optimizer on random tensors already in memory (what the hardware can do with no data path at all).
 
     python benchmarks/throughput.py                       # every backbone in params.yaml
-    python benchmarks/throughput.py --backbone resnet18 --precision fp32 bf16
+    python benchmarks/throughput.py --backbone resnet18 --precision fp32 bf16 --channels-last no yes
 
 Images come from a prepared dataset (--data, e.g. data/prepared after `dvc repro prepare`) or, when
 there is none, from a freshly drawn synthetic competition of the same image size.
@@ -98,6 +98,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="prepared dataset folder (default: a synthetic one)")
     parser.add_argument("--backbone", nargs="*", help="backbones from params.yaml (default: all)")
     parser.add_argument("--precision", nargs="*", help="precisions to compare (default: each backbone's own)")
+    parser.add_argument("--channels-last", nargs="*", choices=["yes", "no"], help="memory formats to compare (default: each backbone's own)")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args()
@@ -105,14 +106,15 @@ def main() -> None:
     data = load_data(args.data, args.params)
     device = pick_device()
     print(f"device {device}, torch threads {torch.get_num_threads()}, images {data.train_images.shape[1:]}, {args.steps} steps after {args.warmup} warm-up")
-    print(f"{'backbone':<16}{'precision':<10}{'batch':>6}{'pipeline img/s':>16}{'in-memory img/s':>17}{'ratio':>7}")
+    print(f"{'backbone':<16}{'precision':<10}{'chan-last':<10}{'batch':>6}{'pipeline img/s':>16}{'in-memory img/s':>17}{'ratio':>7}")
     for name in args.backbone or list(config.backbones):
         base = config.backbone(name)
         for precision in args.precision or [base.precision]:
-            run = dataclasses.replace(base, precision=precision)
-            ours = pipeline_rate(data, run, device, args.steps, args.warmup)
-            ideal = in_memory_rate(data, run, device, args.steps, args.warmup)
-            print(f"{name:<16}{precision:<10}{run.batch_size:>6}{ours:>16.0f}{ideal:>17.0f}{ours / ideal:>7.2f}", flush=True)
+            for channels_last in [c == "yes" for c in args.channels_last] if args.channels_last else [base.channels_last]:
+                run = dataclasses.replace(base, precision=precision, channels_last=channels_last)
+                ours = pipeline_rate(data, run, device, args.steps, args.warmup)
+                ideal = in_memory_rate(data, run, device, args.steps, args.warmup)
+                print(f"{name:<16}{precision:<10}{str(channels_last):<10}{run.batch_size:>6}{ours:>16.0f}{ideal:>17.0f}{ours / ideal:>7.2f}", flush=True)
 
 
 if __name__ == "__main__":

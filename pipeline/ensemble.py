@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> None:
     if fallback:
         weights = np.array([float(name == best_name) for name in names])
         blended_oof = oof[names.index(best_name)]
-        verdict = f"the blend ({blend_acc:.4f}) does not beat {best_name} alone ({singles[best_name]:.4f}) on OOF: falling back to {best_name}"
+        verdict = f"The blend ({blend_acc:.4f}) does not beat {best_name} alone ({singles[best_name]:.4f}) on OOF: falling back to {best_name}"
     else:
-        verdict = f"the blend ({blend_acc:.4f}) beats the best single backbone {best_name} ({singles[best_name]:.4f}) on OOF"
+        verdict = f"The blend ({blend_acc:.4f}) beats the best single backbone {best_name} ({singles[best_name]:.4f}) on OOF"
 
     metrics = {**score(blended_oof, labels, folds, data.classes), "blend_accuracy": blend_acc, "best_single": best_name,
                "best_single_accuracy": singles[best_name], "gain_over_best_single": blend_acc - singles[best_name], "fallback": fallback}

@@ -107,7 +107,7 @@ def oof_warnings(folds: np.ndarray, labels: np.ndarray, classes: list[str], per_
 
 
 def confident_errors_grid(data: Prepared, probs: np.ndarray, labels: np.ndarray, path: Path, count: int = 24, scale: int = 3) -> None:
-    """PNG grid of the OOF images the model got wrong with the most confidence, captioned true→pred."""
+    """PNG grid of the OOF images the model got wrong with the most confidence, captioned true and predicted."""
     wrong = np.flatnonzero(probs.argmax(1) != labels)
     worst = wrong[np.argsort(-probs[wrong].max(1))][:count]
     size = data.train_images.shape[1] * scale
@@ -121,8 +121,8 @@ def confident_errors_grid(data: Prepared, probs: np.ndarray, labels: np.ndarray,
         x, y = slot % columns * size, slot // columns * (size + caption)
         grid.paste(image, (x, y))
         predicted = probs[index].argmax()
-        draw.text((x + 2, y + size + 1), f"{data.classes[labels[index]]}→{data.classes[predicted]}", fill="black", font=font)
-        draw.text((x + 2, y + size + 12), f"p={probs[index, predicted]:.2f}", fill="firebrick", font=font)
+        draw.text((x + 2, y + size + 1), f"true {data.classes[labels[index]]}", fill="black", font=font)
+        draw.text((x + 2, y + size + 12), f"pred {data.classes[predicted]} {probs[index, predicted]:.2f}", fill="firebrick", font=font)
     with atomic_path(path) as tmp:
         grid.save(tmp, format="PNG")
 

@@ -276,5 +276,6 @@ def main(argv: list[str] | None = None) -> None:
     summary = summarize(study, args.backbone, url)
     if args.out:
         write_json(summary, args.out)
-    print(f"tune {args.backbone}: best accuracy {summary['best_value']:.4f} (untuned {summary['untuned_value']}) with {summary['best_params']}; "
+    untuned = "not run" if summary["untuned_value"] is None else f"{summary['untuned_value']:.4f}"
+    print(f"tune {args.backbone}: best accuracy {summary['best_value']:.4f} (untuned setting {untuned}) with {summary['best_params']}; "
           f"trials {summary['trials']}; watch it with: optuna-dashboard {summary['storage']}" + (f" → {args.out}" if args.out else ""))
