@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,12 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.augment import Normalizer, make_train_loader  # noqa: E402
-from pipeline.config import SyntheticConfig, load_config  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
 from pipeline.data import Prepared, load_prepared  # noqa: E402
 from pipeline.engine import TrainStep  # noqa: E402
 from pipeline.models import autocast, create_model, pick_device  # noqa: E402
-from pipeline.prepare import prepare  # noqa: E402
-from pipeline.synthetic import write_competition  # noqa: E402
 
 
 def pipeline_rate(data: Prepared, config, device, steps: int, warmup: int) -> float:
@@ -85,10 +84,12 @@ def _sync(device: torch.device) -> None:
 def load_data(path: Path | None, params: str) -> Prepared:
     if path is not None:
         return load_prepared(path)
-    config = load_config(params)
+    # Drawn in child processes: OpenCV used here before the loader forks can hang its workers.
     folder = Path(tempfile.mkdtemp(prefix="throughput-"))
-    write_competition(SyntheticConfig(image_size=config.data.image_size, train_per_class=300, test_size=10), folder / "synthetic")
-    prepare(folder / "synthetic" / "competition", config.data, folder / "prepared")
+    root = Path(__file__).resolve().parents[1]
+    for stage in (["synthesize", "--out", str(folder / "synthetic")],
+                  ["prepare", "--source", str(folder / "synthetic" / "competition"), "--out", str(folder / "prepared")]):
+        subprocess.run([sys.executable, "-m", "pipeline", *stage, "--params", str(Path(params).resolve())], cwd=root, check=True)
     return load_prepared(folder / "prepared")
 
 

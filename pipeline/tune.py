@@ -76,13 +76,18 @@ def redact(url: str) -> str:
     return url
 
 
+# Settings that cannot change a trial's score: editing them keeps the study going.
+NOT_IN_OBJECTIVE = ("epochs", "tta", "eval_batch_size", "workers")
+
+
 def study_name(backbone: str, base: TrainConfig, tune: TuneConfig, data: Prepared, folds_path: Path) -> str:
     """Backbone plus a fingerprint of data, folds, search space and budget: new data, new study."""
+    settings = {k: v for k, v in dataclasses.asdict(base).items() if k not in NOT_IN_OBJECTIVE}
     recipe = {
         "data": data.fingerprint,
         "folds": hashlib.sha256(Path(folds_path).read_bytes()).hexdigest(),
         "space": tune.space, "epochs": tune.epochs, "tune_folds": tune.folds,
-        "base": dataclasses.asdict(base),
+        "base": settings,
     }
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{backbone}-{digest}"

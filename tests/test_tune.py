@@ -99,6 +99,9 @@ def test_rerun_continues_the_study_and_new_data_starts_a_new_one(workspace, prep
     base = config.backbone("resnet10t")
     assert study_name("resnet10t", base, config.tune, data, workspace / "folds.csv") == study.study_name
     assert study_name("resnet10t", base, config.tune, other, workspace / "folds.csv") != study.study_name
+    # The full run's epochs do not enter a trial (tune.epochs does): the study carries on.
+    longer = dataclasses.replace(base, epochs=base.epochs + 5)
+    assert study_name("resnet10t", longer, config.tune, data, workspace / "folds.csv") == study.study_name
 
 
 def test_pruned_trial_stops_at_the_epoch_it_is_pruned(workspace, prepared):
