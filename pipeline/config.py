@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -239,7 +239,3 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}")
     return value
 
-
-def with_overrides(train: TrainConfig, **overrides: Any) -> TrainConfig:
-    """A copy of `train` with some values replaced (used by tuning and benchmarks)."""
-    return replace(train, **overrides)

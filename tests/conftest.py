@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pipeline.config import Config, SyntheticConfig, config_from_dict
-from pipeline.folds import assign_folds, duplicate_groups
 from pipeline.prepare import prepare
 from pipeline.synthetic import write_competition
 
@@ -54,17 +51,3 @@ def prepared(competition, tmp_path_factory) -> Path:
 def config() -> Config:
     return config_from_dict(tiny_params())
 
-
-@pytest.fixture
-def venv_env() -> dict:
-    """Environment in which `python` and `dvc` are this interpreter's."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.pop("PYTHONPATH", None)
-    return env
-
-
-def folds_for(prepared_data, k: int = 3, seed: int = 0):
-    from pipeline.config import FoldsConfig
-
-    return assign_folds(prepared_data.train_labels, duplicate_groups(prepared_data.train_images), FoldsConfig(ids=tuple(range(k)), seed=seed))
