@@ -1,4 +1,4 @@
-"""`python -m pipeline <stage> [options]`: run one pipeline stage (as dvc.yaml does)."""
+"""`python -m pipeline <stage> [options]`: run one pipeline stage (as dvc.yaml does), `submit` or `preset`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import sys
 
 STAGES = {
+    "download": "pipeline.download",
     "synthesize": "pipeline.synthetic",
     "prepare": "pipeline.prepare",
     "folds": "pipeline.folds",
@@ -16,6 +17,8 @@ STAGES = {
     "ensemble": "pipeline.ensemble",
     "submission": "pipeline.submission",
     "report": "pipeline.report",
+    "submit": "pipeline.submit",  # by hand, not in dvc.yaml: it spends a Kaggle submission
+    "preset": "pipeline.preset",  # writes a presets/*.yaml into params.yaml
 }
 
 

@@ -54,7 +54,7 @@ def project(tmp_path_factory):
 def test_every_stage_runs_and_writes_its_outputs(project):
     root, _, output = project
     names = list(E2E_PARAMS["backbones"])
-    expected = {"synthesize", "prepare", "folds", "ensemble", "submission", "report"}
+    expected = {"download", "synthesize", "prepare", "folds", "ensemble", "submission", "report"}
     expected |= {f"train@{n}-{f}" for n in names for f in E2E_PARAMS["folds"]["ids"]}
     expected |= {f"oof@{n}" for n in names} | {f"tune@{n}" for n in names}
     assert stages_run(output) == expected

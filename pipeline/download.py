@@ -1,0 +1,54 @@
+"""Stage `download`: fetch a Kaggle competition's files when `data.source` is `data/kaggle/<slug>.zip`.
+
+The archive is the one `kaggle competitions download -c <slug>` saves, fetched through the kaggle
+package with the usual credentials (see pipeline/kaggle_api.py). `prepare` then reads it like any
+local .zip, and DVC tracks it as prepare's input, so a finished download is never repeated. Any other
+source is a local file or folder: nothing is fetched and the output folder stays empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from pathlib import Path, PurePosixPath
+
+from pipeline.config import ConfigError, load_config
+from pipeline.files import atomic_dir
+from pipeline.kaggle_api import download_competition
+
+log = logging.getLogger(__name__)
+
+KAGGLE_FOLDER = PurePosixPath("data/kaggle")
+SLUG = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+
+def competition_slug(source: str) -> str | None:
+    """The competition named by `data.source`, or None for a local source."""
+    if source.startswith("kaggle:"):
+        slug = source.removeprefix("kaggle:")
+        raise ConfigError(f"data.source {source!r}: write it as {KAGGLE_FOLDER}/{slug}.zip; "
+                          "the download stage saves the competition there and DVC tracks it as a file")
+    path = PurePosixPath(source)
+    if path.parent != KAGGLE_FOLDER:
+        return None
+    if path.suffix != ".zip" or not SLUG.fullmatch(path.stem):
+        raise ConfigError(f"data.source {source!r}: a Kaggle source is {KAGGLE_FOLDER}/<competition>.zip, "
+                          "where <competition> is the name in the competition's URL, e.g. data/kaggle/digit-recognizer.zip")
+    return path.stem
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline download", description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path(KAGGLE_FOLDER), help="folder for <slug>.zip")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    source = load_config(args.params).data.source
+    slug = competition_slug(source)
+    with atomic_dir(args.out) as tmp:
+        if slug is None:
+            log.info("download: data.source %s is local; nothing to fetch", source)
+            return
+        download_competition(slug, tmp / f"{slug}.zip")
+        size = (tmp / f"{slug}.zip").stat().st_size
+    log.info("download: competition %s → %s (%.1f MB)", slug, args.out / f"{slug}.zip", size / 1e6)
