@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FER2013 ?= ../shared/data/fer2013.zip
 
-.PHONY: setup run test fer2013 benchmark
+.PHONY: setup run test fer2013 fer2013-cpu fer2013-gpu benchmark
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,6 +22,10 @@ test: setup
 
 fer2013: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m dvc exp run -S data.source=$(FER2013) $(ARGS)
+
+# Presets: presets/fer2013-<name>.yaml written into params.yaml, then `dvc exp run` with figures printed.
+fer2013-cpu fer2013-gpu: fer2013-%: setup
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) benchmarks/fer2013.py --preset presets/fer2013-$*.yaml --source $(FER2013) $(ARGS)
 
 benchmark: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) benchmarks/throughput.py

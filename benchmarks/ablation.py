@@ -1,0 +1,154 @@
+"""Ablation on one held-out fold: which choices buy accuracy on a competition, measured on OOF.
+
+    python benchmarks/ablation.py --data data/prepared --folds folds/folds.csv          # every row
+    python benchmarks/ablation.py --data ... --folds ... --rows base resnet18 --epochs 4
+
+Every row trains once on the other folds and is scored on fold `--fold` (the same images for every
+row), with three test-time settings: none, flip, and ten-crop (five shifted crops and their
+mirrors). The rows vary one thing at a time against `base` (params.yaml's `train` with the model
+and epochs given here); the ensemble row blends the backbone rows with greedy weights cross-fitted
+on two halves of the fold. Finished rows are kept in `--work`, so an interrupted run resumes, and
+the table is rewritten after every row to `--out` (.csv and .md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.augment import Normalizer  # noqa: E402
+from pipeline.config import TrainConfig, load_config  # noqa: E402
+from pipeline.data import Prepared, load_folds, load_prepared  # noqa: E402
+from pipeline.engine import predict_proba  # noqa: E402
+from pipeline.ensemble import cross_fitted_blend  # noqa: E402
+from pipeline.files import atomic_path, read_json, save_array, write_csv, write_json  # noqa: E402
+from pipeline.models import pick_device  # noqa: E402
+from pipeline.train import fit_fold  # noqa: E402
+
+TEN_CROP = tuple({"scale": 1.09, "shift": [dx, dy], "hflip": flip}
+                 for dx, dy in [(0, 0), (-2, -2), (-2, 2), (2, -2), (2, 2)] for flip in (False, True))
+TTA_SETTINGS = {"none": ({},), "flip": ({}, {"hflip": True}), "ten_crop": TEN_CROP}
+
+# name -> (what it tests, overrides of the base config); epochs given as a multiple of --epochs
+ROWS: dict[str, tuple[str, dict]] = {
+    "base": ("baseline", {}),
+    "input_64": ("input resolution: upscaled 48→64", {"input_size": 64}),
+    "input_96": ("input resolution: upscaled 48→96", {"input_size": 96}),
+    "resnet18": ("backbone: ResNet-18", {"model": "resnet18"}),
+    "convnext_atto": ("backbone: ConvNeXt-atto", {"model": "convnext_atto"}),
+    "efficientnet_b0": ("backbone: EfficientNet-B0", {"model": "efficientnet_b0"}),
+    "repvgg_a0": ("backbone: VGG-style (RepVGG-A0)", {"model": "repvgg_a0"}),
+    "epochs_x2": ("epochs ×2", {"epochs_factor": 2}),
+    "label_smoothing_0": ("label smoothing 0 (base 0.1)", {"label_smoothing": 0.0}),
+    "mixup_cutmix": ("mixup 0.2 + cutmix 1.0", {"mixup_alpha": 0.2, "cutmix_alpha": 1.0}),
+    "ema": ("EMA of weights, decay 0.998", {"ema_decay": 0.998}),
+}
+BACKBONE_ROWS = ("base", "resnet18", "convnext_atto", "efficientnet_b0", "repvgg_a0")
+
+log = logging.getLogger("ablation")
+
+
+def row_config(base: TrainConfig, overrides: dict, epochs: int) -> TrainConfig:
+    overrides = dict(overrides)
+    factor = overrides.pop("epochs_factor", 1)
+    return dataclasses.replace(base, epochs=epochs * factor, checkpoint="last", **overrides)
+
+
+def run_row(name: str, config: TrainConfig, data: Prepared, fold_of: np.ndarray, fold: int, work: Path) -> dict:
+    """Train one row (or read it back from `work`) and score every TTA setting on the held-out fold."""
+    done = work / f"{name}.json"
+    if done.exists() and read_json(done)["config"] == dataclasses.asdict(config):
+        return read_json(done)
+    run = fit_fold(data, fold_of, fold, config, predict_test=False, label=name)
+    labels = data.train_labels[run.valid_index]
+    normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, pick_device(), config.channels_last)
+    result = {"row": name, "model": config.model, "input": config.input_size or data.train_images.shape[1], "epochs": config.epochs,
+              "train_img_s": float(np.median([r.train_images_per_s for r in run.fit.history])),
+              "train_min": run.seconds / 60, "config": dataclasses.asdict(config)}
+    for setting, views in TTA_SETTINGS.items():
+        started = time.perf_counter()
+        probs = predict_proba(run.fit.model, data.train_images[run.valid_index], normalize, config, views=views)
+        result[f"acc_{setting}"] = float((probs.argmax(1) == labels).mean())
+        result[f"ms_per_img_{setting}"] = 1000 * (time.perf_counter() - started) / len(labels)
+        save_array(probs, work / f"{name}.{setting}.npy")
+    write_json(result, done)
+    return result
+
+
+def ensemble_row(results: dict[str, dict], labels: np.ndarray, work: Path, seed: int) -> dict | None:
+    """Greedy blend of the backbone rows (flip TTA), weights cross-fitted on two random halves."""
+    members = [name for name in BACKBONE_ROWS if name in results]
+    if len(members) < 2:
+        return None
+    probs = [np.load(work / f"{name}.flip.npy") for name in members]
+    halves = np.random.default_rng(seed).integers(0, 2, len(labels))
+    blended = cross_fitted_blend(probs, labels, halves, max_steps=30)
+    best = max(members, key=lambda name: results[name]["acc_flip"])
+    return {"row": "ensemble", "what": f"greedy blend of {', '.join(members)} (best single: {best})",
+            "model": "+".join(results[name]["model"] for name in members),
+            "acc_flip": float((blended.argmax(1) == labels).mean()),
+            "train_min": sum(results[name]["train_min"] for name in members)}
+
+
+def write_table(rows: list[dict], out: Path) -> None:
+    columns = ["row", "what", "model", "input", "epochs", "acc_none", "acc_flip", "acc_ten_crop",
+               "train_img_s", "train_min", "ms_per_img_flip", "ms_per_img_ten_crop"]
+    table = pd.DataFrame(rows).reindex(columns=columns)
+    write_csv(table, out.with_suffix(".csv"))
+    with atomic_path(out.with_suffix(".md")) as tmp:
+        tmp.write_text(markdown(table))
+
+
+def markdown(table: pd.DataFrame) -> str:
+    def cell(value) -> str:
+        if isinstance(value, float):
+            if np.isnan(value):
+                return "–"
+            return f"{value:.4f}" if value < 1 else f"{value:.0f}" if value.is_integer() else f"{value:.1f}"
+        return str(value)
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="prepared dataset folder (`dvc repro prepare`)")
+    parser.add_argument("--folds", type=Path, required=True, help="folds CSV (`dvc repro folds`)")
+    parser.add_argument("--fold", type=int, default=0, help="the held-out fold every row is scored on")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs of the base row")
+    parser.add_argument("--model", default="resnet10t", help="backbone of the base row")
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--work", type=Path, default=Path("benchmarks/results/ablation_work"),
+                        help="finished rows and their OOF probabilities (not for git)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ablation"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    data = load_prepared(args.data)
+    fold_of = load_folds(args.folds, data.train_ids)
+    base = dataclasses.replace(load_config(args.params).train, model=args.model)
+    args.work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    for name in args.rows:
+        what, overrides = ROWS[name]
+        results[name] = {**run_row(name, row_config(base, overrides, args.epochs), data, fold_of, args.fold, args.work), "what": what}
+        labels = data.train_labels[fold_of == args.fold]
+        rows = list(results.values()) + [r for r in [ensemble_row(results, labels, args.work, base.seed)] if r]
+        write_table(rows, args.out)
+        log.info("%s: none %.4f  flip %.4f  ten-crop %.4f  (%.1f min)", name, results[name]["acc_none"],
+                 results[name]["acc_flip"], results[name]["acc_ten_crop"], results[name]["train_min"])
+    print(args.out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()

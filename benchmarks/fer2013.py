@@ -1,0 +1,122 @@
+"""FER-2013 end to end with a preset: per-stage wall time, training speed against the hardware, OOF accuracy.
+
+    python benchmarks/fer2013.py --preset presets/fer2013-cpu.yaml          # what `make fer2013-cpu` runs
+    python benchmarks/fer2013.py --preset presets/fer2013-gpu.yaml -S train.epochs=2 -S tune.enabled=false
+
+Writes the preset into params.yaml (`python -m pipeline preset`), runs `dvc exp run` on
+../shared/data/fer2013.zip (or --source) in this workspace, so the submissions are left in
+submissions/, and prints: the wall time of every stage, each backbone's training images/s (median
+over its epochs and folds) against the same model and optimizer on in-memory tensors, and the OOF
+accuracy of every backbone and of the ensemble. The figures are also written to --out (.md, .json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from pipeline.config import load_config  # noqa: E402
+from pipeline.data import load_prepared  # noqa: E402
+from pipeline.files import atomic_path, read_json, write_json  # noqa: E402
+from pipeline.models import pick_device  # noqa: E402
+from pipeline.preset import apply_preset  # noqa: E402
+from throughput import in_memory_rate  # noqa: E402
+
+STAGE_LINE = re.compile(r"Running stage '([^']+)'")
+
+
+def run_experiment(name: str, sets: list[str]) -> tuple[dict[str, float], float]:
+    """`dvc exp run`, echoing its output; seconds per stage that ran, and in all."""
+    command = [sys.executable, "-m", "dvc", "exp", "run", "-n", name, *[arg for s in sets for arg in ("-S", s)]]
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
+    current, since = None, started
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as dvc:
+        for line in dvc.stdout:
+            print(line, end="", flush=True)
+            match = STAGE_LINE.search(line)
+            if match:
+                now = time.perf_counter()
+                if current:
+                    seconds[current] = now - since
+                current, since = match.group(1), now
+    total = time.perf_counter() - started
+    if current:
+        seconds[current] = time.perf_counter() - since
+    if dvc.returncode != 0:
+        sys.exit(f"dvc exp run failed (exit {dvc.returncode}); the figures above are incomplete")
+    return seconds, total
+
+
+def stage_group(stage: str) -> str:
+    return stage.split("@")[0]
+
+
+def training_speed(backbone: str, data_dir: Path, params: str, steps: int) -> tuple[float, float]:
+    """(pipeline img/s from the run's history, in-memory img/s of the same model and optimizer)."""
+    histories = [pd.read_csv(path) for path in sorted((ROOT / "models" / backbone).glob("fold*/history.csv"))]
+    measured = float(pd.concat(histories)["train_images_per_s"].median())
+    config = load_config(ROOT / params).backbone(backbone)
+    tuned = ROOT / "tuning" / f"{backbone}.json"
+    if tuned.exists() and read_json(tuned).get("enabled"):
+        config = dataclasses.replace(config, **read_json(tuned)["best_params"])
+    ideal = in_memory_rate(load_prepared(data_dir), config, pick_device(), steps=steps, warmup=5)
+    return measured, ideal
+
+
+def summary_markdown(figures: dict) -> str:
+    lines = [f"# FER-2013, preset {figures['preset']}", "", f"Device: {figures['device']}. Wall time of `dvc exp run`: "
+             f"{figures['wall_minutes']:.1f} min.", "", "| stage | minutes |", "|---|---|"]
+    lines += [f"| {stage} | {minutes:.1f} |" for stage, minutes in figures["stage_minutes"].items()]
+    lines += ["", "| model | OOF acc | train img/s | in-memory img/s | ratio |", "|---|---|---|---|---|"]
+    for name, row in figures["models"].items():
+        speed = (f"{row['train_img_s']:.0f} | {row['in_memory_img_s']:.0f} | {row['train_img_s'] / row['in_memory_img_s']:.2f}"
+                 if "train_img_s" in row else "– | – | –")
+        lines.append(f"| {name} | {row['oof_acc']:.4f} | {speed} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", type=Path, required=True)
+    parser.add_argument("--source", default=str(ROOT.parent / "shared" / "data" / "fer2013.zip"))
+    parser.add_argument("-S", "--set", dest="sets", action="append", default=[], help="extra params override, as dvc exp run -S")
+    parser.add_argument("--speed-steps", type=int, default=30, help="steps of the in-memory speed reference")
+    parser.add_argument("--out", type=Path, help="figures file stem (default benchmarks/results/<preset name>)")
+    args = parser.parse_args()
+    if not Path(args.source).exists():
+        sys.exit(f"{args.source} not found; pass --source path/to/fer2013.zip")
+    apply_preset(args.preset, ROOT / "params.yaml")
+    seconds, total = run_experiment(f"{args.preset.stem}-{time.strftime('%m%d-%H%M')}", [f"data.source={args.source}", *args.sets])
+    stage_minutes: dict[str, float] = {}
+    for stage, value in seconds.items():
+        stage_minutes[stage_group(stage)] = stage_minutes.get(stage_group(stage), 0.0) + value / 60
+    models = {}
+    for name in load_config(ROOT / "params.yaml").backbones:
+        measured, ideal = training_speed(name, ROOT / "data" / "prepared", "params.yaml", args.speed_steps)
+        models[name] = {"oof_acc": read_json(ROOT / "metrics" / f"{name}.json")["accuracy"], "train_img_s": measured, "in_memory_img_s": ideal}
+    models["ensemble"] = {"oof_acc": read_json(ROOT / "metrics" / "ensemble.json")["accuracy"]}
+    figures = {"preset": args.preset.stem, "overrides": args.sets, "device": str(pick_device()), "wall_minutes": total / 60,
+               "stage_minutes": stage_minutes, "models": models}
+    out = args.out or ROOT / "benchmarks" / "results" / args.preset.stem
+    write_json(figures, out.with_suffix(".json"))
+    with atomic_path(out.with_suffix(".md")) as tmp:
+        tmp.write_text(summary_markdown(figures))
+    print(summary_markdown(figures))
+    print(json.dumps({"submissions": sorted(str(p.relative_to(ROOT)) for p in (ROOT / "submissions").glob("*.csv"))}))
+
+
+if __name__ == "__main__":
+    main()
