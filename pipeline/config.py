@@ -86,6 +86,7 @@ class TrainConfig:
     channels_last: bool = False
     init_checkpoint: str | None = None  # local weights file to start from (no hub downloads)
     checkpoint: str = "best"  # best: keep the best validation epoch; last: the final one
+    eval_every: int = 1  # score the validation fold every N epochs (and after the last)
     augment: tuple[dict, ...] = ()  # albumentations transforms: [{Name: {kwargs}}, ...]
     augment_strength: float = 1.0  # multiplies every transform's probability p (capped at 1)
     tta: tuple[dict, ...] = ({},)  # views: {hflip: bool, shift: [dx, dy], scale: s}; {} = identity
@@ -103,6 +104,7 @@ class TrainConfig:
             "precision": self.precision in ("fp32", "bf16", "fp16"),
             "checkpoint": self.checkpoint in ("best", "last"),
             "workers": self.workers >= 0,
+            "eval_every": self.eval_every >= 1,
             "tta": len(self.tta) >= 1,
             "augment_strength": self.augment_strength >= 0,
         }

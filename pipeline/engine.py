@@ -125,7 +125,8 @@ def fit(
 ) -> FitResult:
     """Train for `config.epochs`, scoring the validation images after each epoch.
 
-    `on_epoch` sees every epoch's record and may raise to stop early (tuning prunes this way).
+    `on_epoch` sees every scored epoch's record and may raise to stop early (tuning prunes this way).
+    Epochs between scorings (`config.eval_every`) record NaN validation figures.
     `seed` (default `config.seed`) fixes the batch order and augmentations.
     """
     loader = make_train_loader(train_images, train_labels, config, seed=config.seed if seed is None else seed)
@@ -144,8 +145,11 @@ def fit(
         train_loss = total_loss.item() / len(loader)
         if not math.isfinite(train_loss):
             raise NonFiniteLoss(f"{label}: training loss became {train_loss} at epoch {epoch}; lower lr (now {config.lr}) or use fp32")
-        probs = predict_proba(step.eval_model, val_images, normalize, config, views=({},))
-        val_loss, val_acc = log_loss_and_accuracy(probs, val_labels)
+        evaluated = epoch % config.eval_every == 0 or epoch == config.epochs
+        val_loss, val_acc = math.nan, math.nan
+        if evaluated:
+            probs = predict_proba(step.eval_model, val_images, normalize, config, views=({},))
+            val_loss, val_acc = log_loss_and_accuracy(probs, val_labels)
         record = EpochRecord(epoch, train_loss, val_loss, val_acc, step.lr, time.perf_counter() - started,
                              len(loader) * config.batch_size / train_seconds)
         history.append(record)
@@ -155,6 +159,8 @@ def fit(
             log.info(line)
         else:
             tqdm.write(line)  # printed above the bars instead of through them
+        if not evaluated:
+            continue
         epochs.set_postfix(val_acc=f"{val_acc:.4f}")
         if config.checkpoint == "last" or val_acc > best_acc:
             best_acc, best_epoch = val_acc, epoch

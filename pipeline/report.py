@@ -196,7 +196,8 @@ def build_report(config: Config, data: Prepared, oof_dir: Path, models_dir: Path
         for name in config.backbones:
             for f in config.folds.ids:
                 history = pd.read_csv(fold_dir(models_dir, name, f) / "history.csv")
-                write_csv(history[["epoch", "train_loss", "val_loss", "val_acc"]], tmp / "curves" / f"{name}_fold{f}.csv")
+                scored = history.dropna(subset=["val_acc"])  # epochs skipped by train.eval_every
+                write_csv(scored[["epoch", "train_loss", "val_loss", "val_acc"]], tmp / "curves" / f"{name}_fold{f}.csv")
         confident_errors_grid(data, probs, labels, tmp / "confident_errors.png")
     return text, metrics
 

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -37,6 +39,18 @@ def test_fit_learns_keeps_best_epoch_and_reports_every_epoch():
     probs = predict_proba(result.model, images[120:], normalize, CONFIG, views=({}, {"hflip": True}))
     assert probs.shape == (40, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
     assert log_loss_and_accuracy(probs, labels[120:])[1] >= 0.8
+
+
+def test_eval_every_scores_only_every_nth_and_the_last_epoch():
+    rng = np.random.default_rng(3)
+    images, labels = bars_dataset(64, rng)
+    normalize = Normalizer(0.2, 0.3, None, torch.device("cpu"), False)
+    config = dataclasses.replace(CONFIG, epochs=5, eval_every=2)
+    seen = []
+    result = fit(create_model(config, 1, 2), images, labels, images, labels, config, normalize, 2, on_epoch=seen.append)
+    assert [r.epoch for r in seen] == [2, 4, 5]
+    assert [np.isnan(r.val_acc) for r in result.history] == [True, False, True, False, False]
+    assert result.best_epoch in (2, 4, 5)
 
 
 def test_on_epoch_can_stop_training_early():
