@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--speed-steps", type=int, default=30, help="steps of the in-memory speed reference")
     parser.add_argument("--out", type=Path, help="figures file stem (default benchmarks/results/<preset name>)")
     args = parser.parse_args()
-    if not Path(args.source).exists():
+    if not Path(args.source).exists() and not args.source.startswith("data/"):  # data/...: made by a stage
         sys.exit(f"{args.source} not found; pass --source path/to/fer2013.zip")
     apply_preset(args.preset, ROOT / "params.yaml")
     seconds, total = run_experiment(f"{args.preset.stem}-{time.strftime('%m%d-%H%M')}", [f"data.source={args.source}", *args.sets])
