@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 import time
@@ -66,7 +67,7 @@ def row_config(base: TrainConfig, overrides: dict, epochs: int) -> TrainConfig:
 def run_row(name: str, config: TrainConfig, data: Prepared, fold_of: np.ndarray, fold: int, work: Path) -> dict:
     """Train one row (or read it back from `work`) and score every TTA setting on the held-out fold."""
     done = work / f"{name}.json"
-    if done.exists() and read_json(done)["config"] == dataclasses.asdict(config):
+    if done.exists() and same_settings(read_json(done)["config"], config):
         return read_json(done)
     run = fit_fold(data, fold_of, fold, config, predict_test=False, label=name)
     labels = data.train_labels[run.valid_index]
@@ -82,6 +83,19 @@ def run_row(name: str, config: TrainConfig, data: Prepared, fold_of: np.ndarray,
         save_array(probs, work / f"{name}.{setting}.npy")
     write_json(result, done)
     return result
+
+
+def same_settings(stored: dict, config: TrainConfig) -> bool:
+    """A finished row still stands if its settings equal `config`'s; keys added to TrainConfig since
+    then must hold their defaults (they did not exist, so the row ran as if they did)."""
+    current = json.loads(json.dumps(dataclasses.asdict(config)))  # as stored: tuples become lists
+    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
+    return all(stored.get(key, defaults[key]) == value for key, value in current.items())
+
+
+def finished_rows(work: Path) -> dict[str, dict]:
+    """Every row finished in `work`, in the order of ROWS."""
+    return {name: {**read_json(work / f"{name}.json"), "what": ROWS[name][0]} for name in ROWS if (work / f"{name}.json").exists()}
 
 
 def ensemble_row(results: dict[str, dict], labels: np.ndarray, work: Path, seed: int) -> dict | None:
@@ -138,15 +152,13 @@ def main(argv: list[str] | None = None) -> None:
     fold_of = load_folds(args.folds, data.train_ids)
     base = dataclasses.replace(load_config(args.params).train, model=args.model)
     args.work.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict] = {}
+    labels = data.train_labels[fold_of == args.fold]
     for name in args.rows:
-        what, overrides = ROWS[name]
-        results[name] = {**run_row(name, row_config(base, overrides, args.epochs), data, fold_of, args.fold, args.work), "what": what}
-        labels = data.train_labels[fold_of == args.fold]
-        rows = list(results.values()) + [r for r in [ensemble_row(results, labels, args.work, base.seed)] if r]
-        write_table(rows, args.out)
-        log.info("%s: none %.4f  flip %.4f  ten-crop %.4f  (%.1f min)", name, results[name]["acc_none"],
-                 results[name]["acc_flip"], results[name]["acc_ten_crop"], results[name]["train_min"])
+        result = run_row(name, row_config(base, ROWS[name][1], args.epochs), data, fold_of, args.fold, args.work)
+        log.info("%s: none %.4f  flip %.4f  ten-crop %.4f  (%.1f min)", name, result["acc_none"],
+                 result["acc_flip"], result["acc_ten_crop"], result["train_min"])
+        results = finished_rows(args.work)  # the table holds rows from earlier invocations too
+        write_table(list(results.values()) + [r for r in [ensemble_row(results, labels, args.work, base.seed)] if r], args.out)
     print(args.out.with_suffix(".md").read_text())
 
 
