@@ -37,7 +37,7 @@ from pipeline.train import fit_fold  # noqa: E402
 
 TEN_CROP = tuple({"scale": 1.09, "shift": [dx, dy], "hflip": flip}
                  for dx, dy in [(0, 0), (-2, -2), (-2, 2), (2, -2), (2, 2)] for flip in (False, True))
-TTA_SETTINGS = {"none": ({},), "flip": ({}, {"hflip": True}), "ten_crop": TEN_CROP}
+TTA_SETTINGS = {"flip": ({}, {"hflip": True}), "ten_crop": TEN_CROP}  # "none" comes with the fold's run
 
 # name -> (what it tests, overrides of the base config); epochs given as a multiple of --epochs
 ROWS: dict[str, tuple[str, dict]] = {
@@ -75,6 +75,8 @@ def run_row(name: str, config: TrainConfig, data: Prepared, fold_of: np.ndarray,
     result = {"row": name, "model": config.model, "input": config.input_size or data.train_images.shape[1], "epochs": config.epochs,
               "train_img_s": float(np.median([r.train_images_per_s for r in run.fit.history])),
               "train_min": run.seconds / 60, "config": dataclasses.asdict(config)}
+    result["acc_none"] = float((run.oof_plain.argmax(1) == labels).mean())  # fit_fold scored the plain view already
+    save_array(run.oof_plain, work / f"{name}.none.npy")
     for setting, views in TTA_SETTINGS.items():
         started = time.perf_counter()
         probs = predict_proba(run.fit.model, data.train_images[run.valid_index], normalize, config, views=views)
@@ -98,14 +100,14 @@ def finished_rows(work: Path) -> dict[str, dict]:
     return {name: {**read_json(work / f"{name}.json"), "what": ROWS[name][0]} for name in ROWS if (work / f"{name}.json").exists()}
 
 
-def ensemble_row(results: dict[str, dict], labels: np.ndarray, work: Path, seed: int) -> dict | None:
+def ensemble_row(results: dict[str, dict], labels: np.ndarray, work: Path, seed: int, max_steps: int) -> dict | None:
     """Greedy blend of the backbone rows (flip TTA), weights cross-fitted on two random halves."""
     members = [name for name in BACKBONE_ROWS if name in results]
     if len(members) < 2:
         return None
     probs = [np.load(work / f"{name}.flip.npy") for name in members]
     halves = np.random.default_rng(seed).integers(0, 2, len(labels))
-    blended = cross_fitted_blend(probs, labels, halves, max_steps=30)
+    blended = cross_fitted_blend(probs, labels, halves, max_steps)
     best = max(members, key=lambda name: results[name]["acc_flip"])
     return {"row": "ensemble", "what": f"greedy blend of {', '.join(members)} (best single: {best})",
             "model": "+".join(results[name]["model"] for name in members),
@@ -150,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     data = load_prepared(args.data)
     fold_of = load_folds(args.folds, data.train_ids)
-    base = dataclasses.replace(load_config(args.params).train, model=args.model)
+    config = load_config(args.params)
+    base = dataclasses.replace(config.train, model=args.model)
     args.work.mkdir(parents=True, exist_ok=True)
     labels = data.train_labels[fold_of == args.fold]
     for name in args.rows:
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         log.info("%s: none %.4f  flip %.4f  ten-crop %.4f  (%.1f min)", name, result["acc_none"],
                  result["acc_flip"], result["acc_ten_crop"], result["train_min"])
         results = finished_rows(args.work)  # the table holds rows from earlier invocations too
-        write_table(list(results.values()) + [r for r in [ensemble_row(results, labels, args.work, base.seed)] if r], args.out)
+        write_table(list(results.values()) + [r for r in [ensemble_row(results, labels, args.work, base.seed, config.ensemble.max_steps)] if r], args.out)
     print(args.out.with_suffix(".md").read_text())
 
 

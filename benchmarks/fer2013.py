@@ -13,7 +13,6 @@ accuracy of every backbone and of the ensemble. The figures are also written to 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import re
 import subprocess
@@ -27,11 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from pipeline.config import load_config  # noqa: E402
-from pipeline.data import load_prepared  # noqa: E402
+from pipeline.config import Config, load_config  # noqa: E402
+from pipeline.data import Prepared, load_prepared  # noqa: E402
 from pipeline.files import atomic_path, read_json, write_json  # noqa: E402
 from pipeline.models import pick_device  # noqa: E402
 from pipeline.preset import apply_preset  # noqa: E402
+from pipeline.train import tuned_config  # noqa: E402
 from throughput import in_memory_rate  # noqa: E402
 
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
@@ -64,16 +64,13 @@ def stage_group(stage: str) -> str:
     return stage.split("@")[0]
 
 
-def training_speed(backbone: str, data_dir: Path, params: str, steps: int) -> tuple[float, float]:
+def training_speed(backbone: str, data: Prepared, config: Config, steps: int) -> tuple[float, float]:
     """(pipeline img/s from the run's history, in-memory img/s of the same model and optimizer)."""
     histories = [pd.read_csv(path) for path in sorted((ROOT / "models" / backbone).glob("fold*/history.csv"))]
     measured = float(pd.concat(histories)["train_images_per_s"].median())
-    config = load_config(ROOT / params).backbone(backbone)
     tuned = ROOT / "tuning" / f"{backbone}.json"
-    if tuned.exists() and read_json(tuned).get("enabled"):
-        config = dataclasses.replace(config, **read_json(tuned)["best_params"])
-    ideal = in_memory_rate(load_prepared(data_dir), config, pick_device(), steps=steps, warmup=5)
-    return measured, ideal
+    trained = tuned_config(config.backbone(backbone), tuned if tuned.exists() else None)
+    return measured, in_memory_rate(data, trained, pick_device(), steps=steps, warmup=5)
 
 
 def summary_markdown(figures: dict) -> str:
@@ -104,8 +101,9 @@ def main() -> None:
     for stage, value in seconds.items():
         stage_minutes[stage_group(stage)] = stage_minutes.get(stage_group(stage), 0.0) + value / 60
     models = {}
-    for name in load_config(ROOT / "params.yaml").backbones:
-        measured, ideal = training_speed(name, ROOT / "data" / "prepared", "params.yaml", args.speed_steps)
+    config, data = load_config(ROOT / "params.yaml"), load_prepared(ROOT / "data" / "prepared")
+    for name in config.backbones:
+        measured, ideal = training_speed(name, data, config, args.speed_steps)
         models[name] = {"oof_acc": read_json(ROOT / "metrics" / f"{name}.json")["accuracy"], "train_img_s": measured, "in_memory_img_s": ideal}
     models["ensemble"] = {"oof_acc": read_json(ROOT / "metrics" / "ensemble.json")["accuracy"]}
     figures = {"preset": args.preset.stem, "overrides": args.sets, "device": str(pick_device()), "wall_minutes": total / 60,

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from pipeline.config import ConfigError, load_config
 from pipeline.files import atomic_dir
-from pipeline.kaggle_api import download_competition
+from pipeline.kaggle_api import connect
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,6 @@ def main(argv: list[str] | None = None) -> None:
         if slug is None:
             log.info("download: data.source %s is local; nothing to fetch", source)
             return
-        download_competition(slug, tmp / f"{slug}.zip")
+        connect().download_competition(slug, tmp / f"{slug}.zip")
         size = (tmp / f"{slug}.zip").stat().st_size
     log.info("download: competition %s → %s (%.1f MB)", slug, args.out / f"{slug}.zip", size / 1e6)

@@ -80,8 +80,8 @@ def warn_if_readable_by_others(path: Path) -> None:
         log.warning("%s is readable by other users of this machine; run `chmod 600 %s`", path, path)
 
 
-def connect() -> Any:
-    """An authenticated kaggle.api.KaggleApi, or a KaggleError saying how to set credentials."""
+def connect() -> Kaggle:
+    """An authenticated connection, or a KaggleError saying how to set credentials."""
     source = credential_source()
     if source is None:
         raise KaggleError(f"no Kaggle credentials found; {HOW_TO_AUTHENTICATE}")
@@ -94,24 +94,7 @@ def connect() -> Any:
             api.authenticate()
         except SystemExit:
             raise KaggleError(f"Kaggle did not accept the credentials from {source}; {HOW_TO_AUTHENTICATE}") from None
-    api.credential_source = source
-    return api
-
-
-def call(api: Any, what: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run one kaggle API call; HTTP and network failures become a KaggleError naming `what` failed."""
-    import requests
-
-    try:
-        with contextlib.redirect_stdout(io.StringIO()) as chatter:
-            result = function(*args, **kwargs)
-    except requests.HTTPError as error:
-        raise KaggleError(http_failure(what, error, api.credential_source)) from None
-    except requests.ConnectionError as error:
-        raise KaggleError(f"{what}: cannot reach Kaggle ({type(error).__name__}); check the network or proxy settings") from None
-    for line in chatter.getvalue().splitlines():
-        log.info("kaggle: %s", line)
-    return result
+    return Kaggle(api, source)
 
 
 def http_failure(what: str, error: Any, credential_source: str) -> str:
@@ -127,44 +110,61 @@ def http_failure(what: str, error: Any, credential_source: str) -> str:
     return f"{what}: Kaggle answered HTTP {status}: {reason}"
 
 
-def download_competition(slug: str, dest: Path) -> Path:
-    """The competition's files as one .zip at `dest` (what `kaggle competitions download -c slug` saves)."""
-    api = connect()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as tmp:
-        call(api, f"download of competition {slug!r}", api.competition_download_files, slug, path=tmp, force=True, quiet=True)
-        downloaded = sorted(Path(tmp).iterdir())
-        if len(downloaded) != 1 or not zipfile.is_zipfile(downloaded[0]):
-            raise KaggleError(f"download of competition {slug!r} gave {[p.name for p in downloaded]}, not one .zip archive")
-        os.replace(downloaded[0], dest)  # same folder: the archive appears whole or not at all
-    return dest
+@dataclass(frozen=True)
+class Kaggle:
+    """One authenticated kaggle.api.KaggleApi and where its credentials came from (for messages)."""
 
+    api: Any
+    credential_source: str
 
-def submit(slug: str, file: Path, message: str) -> int:
-    """Upload `file` as a submission; its reference number."""
-    api = connect()
-    response = call(api, f"submission to {slug!r}", api.competition_submit, str(file), message, slug, quiet=True)
-    if not response.ref:
-        raise KaggleError(f"submission to {slug!r}: the upload of {file} failed ({response.message}); nothing was submitted, try again")
-    log.info("kaggle: %s", response.message)
-    return int(response.ref)
+    def call(self, what: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one API call; HTTP and network failures become a KaggleError naming `what` failed."""
+        import requests
 
+        try:
+            with contextlib.redirect_stdout(io.StringIO()) as chatter:
+                result = function(*args, **kwargs)
+        except requests.HTTPError as error:
+            raise KaggleError(http_failure(what, error, self.credential_source)) from None
+        except requests.ConnectionError as error:
+            raise KaggleError(f"{what}: cannot reach Kaggle ({type(error).__name__}); check the network or proxy settings") from None
+        for line in chatter.getvalue().splitlines():
+            log.info("kaggle: %s", line)
+        return result
 
-def list_submissions(slug: str) -> list[Submission]:
-    api = connect()
-    found = call(api, f"listing submissions of {slug!r}", api.competition_submissions, slug) or []
-    return [Submission(ref=s.ref, date=str(s.date), file_name=s.file_name or "", description=s.description or "",
-                       status=s.status.name, public_score=s.public_score or None, private_score=s.private_score or None,
-                       error=s.error_description or None) for s in found]
+    def download_competition(self, slug: str, dest: Path) -> Path:
+        """The competition's files as one .zip at `dest` (what `kaggle competitions download -c slug` saves)."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as tmp:
+            self.call(f"download of competition {slug!r}", self.api.competition_download_files, slug, path=tmp, force=True, quiet=True)
+            downloaded = sorted(Path(tmp).iterdir())
+            if len(downloaded) != 1 or not zipfile.is_zipfile(downloaded[0]):
+                raise KaggleError(f"download of competition {slug!r} gave {[p.name for p in downloaded]}, not one .zip archive")
+            os.replace(downloaded[0], dest)  # same folder: the archive appears whole or not at all
+        return dest
 
+    def submit(self, slug: str, file: Path, message: str) -> int:
+        """Upload `file` as a submission; its reference number."""
+        response = self.call(f"submission to {slug!r}", self.api.competition_submit, str(file), message, slug, quiet=True)
+        if not response.ref:
+            raise KaggleError(f"submission to {slug!r}: the upload of {file} failed ({response.message}); nothing was submitted, try again")
+        log.info("kaggle: %s", response.message)
+        return int(response.ref)
 
-def wait_for_score(slug: str, ref: int, timeout: float, poll_seconds: float = 5.0) -> Submission | None:
-    """The submission once Kaggle has scored it (or rejected it); None if still pending after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        mine = next((s for s in list_submissions(slug) if s.ref == ref), None)
-        if mine is not None and mine.status != "PENDING":
-            return mine
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(poll_seconds)
+    def list_submissions(self, slug: str) -> list[Submission]:
+        found = self.call(f"listing submissions of {slug!r}", self.api.competition_submissions, slug) or []
+        return [Submission(ref=s.ref, date=str(s.date), file_name=s.file_name or "", description=s.description or "",
+                           status=s.status.name, public_score=s.public_score or None, private_score=s.private_score or None,
+                           error=s.error_description or None) for s in found]
+
+    def wait_for_score(self, slug: str, ref: int, timeout: float, poll_seconds: float = 5.0) -> tuple[Submission | None, list[Submission]]:
+        """Submission `ref` once scored or rejected (None if still pending after `timeout` s), and the last listing."""
+        deadline = time.monotonic() + timeout
+        while True:
+            listed = self.list_submissions(slug)
+            mine = next((s for s in listed if s.ref == ref), None)
+            if mine is not None and mine.status != "PENDING":
+                return mine, listed
+            if time.monotonic() >= deadline:
+                return None, listed
+            time.sleep(poll_seconds)

@@ -21,7 +21,7 @@ from pipeline.config import PipelineError, load_config
 from pipeline.data import load_prepared
 from pipeline.download import competition_slug
 from pipeline.files import read_json
-from pipeline.kaggle_api import KaggleError, Submission, list_submissions, submit, wait_for_score
+from pipeline.kaggle_api import KaggleError, Submission, connect
 from pipeline.submission import SubmissionError, read_sample, validate_submission
 
 log = logging.getLogger(__name__)
@@ -107,10 +107,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if slug is None:
         raise PipelineError("no competition to submit to: pass --competition <name>, or set data.source to data/kaggle/<name>.zip")
-    ref = submit(slug, args.file, message)
+    kaggle = connect()
+    ref = kaggle.submit(slug, args.file, message)
     print(f"submitted to {slug} as submission {ref}")
-    scored = wait_for_score(slug, ref, timeout=args.wait)
-    print(format_submissions(list_submissions(slug)))
+    scored, listed = kaggle.wait_for_score(slug, ref, timeout=args.wait)
+    print(format_submissions(listed))
     if scored is None:
         print(f"not scored after {args.wait:.0f}s; see it later with `kaggle competitions submissions -c {slug}`")
     elif scored.status == "ERROR":

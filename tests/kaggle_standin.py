@@ -56,7 +56,6 @@ class StandIn:
     uploads: dict[str, bytes] = field(default_factory=dict)  # token -> file content
     upload_names: dict[str, str] = field(default_factory=dict)
     submissions: dict[str, list[StoredSubmission]] = field(default_factory=dict)
-    auth_headers: list[str] = field(default_factory=list)
 
     def __enter__(self) -> StandIn:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -136,7 +135,6 @@ def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
             body = json.loads(self.read_body() or b"{}")
             method = self.route.removeprefix(API)
             standin.calls.append(method)
-            standin.auth_headers.append(self.headers.get("Authorization") or "")
             if method in standin.failures:
                 self.send_error_json(standin.failures.pop(method), "Internal server error")
             elif not standin.authorized(self.headers.get("Authorization")):
