@@ -7,8 +7,10 @@ Every row trains once on the other folds and is scored on fold `--fold` (the sam
 row), with three test-time settings: none, flip, and ten-crop (five shifted crops and their
 mirrors). The rows vary one thing at a time against `base` (params.yaml's `train` with the model
 and epochs given here); the ensemble row blends the backbone rows with greedy weights cross-fitted
-on two halves of the fold. Finished rows are kept in `--work`, so an interrupted run resumes, and
-the table is rewritten after every row to `--out` (.csv and .md).
+on two halves of the fold; the average row is the plain mean of three variants of the base model,
+a measure of what averaging the fold models adds to test predictions and OOF cannot see. Finished
+rows are kept in `--work`, so an interrupted run resumes, and the table is rewritten after every
+row to `--out` (.csv and .md).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ TEN_CROP = tuple({"scale": 1.09, "shift": [dx, dy], "hflip": flip}
                  for dx, dy in [(0, 0), (-2, -2), (-2, 2), (2, -2), (2, 2)] for flip in (False, True))
 TTA_SETTINGS = {"flip": ({}, {"hflip": True}), "ten_crop": TEN_CROP}  # "none" comes with the fold's run
 
-# name -> (what it tests, overrides of the base config); epochs given as a multiple of --epochs
+# name -> (what it tests, overrides of the base config); epochs_factor and lr_factor multiply --epochs and the base lr
 ROWS: dict[str, tuple[str, dict]] = {
     "base": ("baseline", {}),
     "input_64": ("input resolution: upscaled 48→64", {"input_size": 64}),
@@ -52,16 +54,23 @@ ROWS: dict[str, tuple[str, dict]] = {
     "label_smoothing_0": ("label smoothing 0 (base 0.1)", {"label_smoothing": 0.0}),
     "mixup_cutmix": ("mixup 0.2 + cutmix 1.0", {"mixup_alpha": 0.2, "cutmix_alpha": 1.0}),
     "ema": ("EMA of weights, decay 0.998", {"ema_decay": 0.998}),
+    # against epochs_x2: what a longer schedule wants
+    "epochs_x2_lr_x2": ("epochs ×2, learning rate ×2", {"epochs_factor": 2, "lr_factor": 2}),
+    "epochs_x2_dropout": ("epochs ×2, dropout 0.3 + drop-path 0.1", {"epochs_factor": 2, "drop_rate": 0.3, "drop_path_rate": 0.1}),
 }
 BACKBONE_ROWS = ("base", "resnet18", "convnext_atto", "efficientnet_b0", "repvgg_a0")
+# Same backbone, same data, small differences: how much a plain average of models gains, which is
+# roughly what averaging the K fold models adds to the test predictions and OOF does not see.
+AVERAGE_ROWS = ("base", "label_smoothing_0", "ema")
 
 log = logging.getLogger("ablation")
 
 
 def row_config(base: TrainConfig, overrides: dict, epochs: int) -> TrainConfig:
     overrides = dict(overrides)
-    factor = overrides.pop("epochs_factor", 1)
-    return dataclasses.replace(base, epochs=epochs * factor, checkpoint="last", **overrides)
+    epochs_factor = overrides.pop("epochs_factor", 1)
+    lr = base.lr * overrides.pop("lr_factor", 1)
+    return dataclasses.replace(base, epochs=epochs * epochs_factor, lr=lr, checkpoint="last", **overrides)
 
 
 def run_row(name: str, config: TrainConfig, data: Prepared, fold_of: np.ndarray, fold: int, work: Path) -> dict:
@@ -115,6 +124,19 @@ def ensemble_row(results: dict[str, dict], labels: np.ndarray, work: Path, seed:
             "train_min": sum(results[name]["train_min"] for name in members)}
 
 
+def average_row(results: dict[str, dict], labels: np.ndarray, work: Path) -> dict | None:
+    """Plain average of the AVERAGE_ROWS models (flip TTA) against their mean single accuracy."""
+    members = [name for name in AVERAGE_ROWS if name in results]
+    if len(members) < 2:
+        return None
+    probs = np.mean([np.load(work / f"{name}.flip.npy") for name in members], axis=0)
+    mean_single = np.mean([results[name]["acc_flip"] for name in members])
+    return {"row": "average", "what": f"plain average of {', '.join(members)} (mean single: {mean_single:.4f})",
+            "model": "+".join(results[name]["model"] for name in members),
+            "acc_flip": float((probs.argmax(1) == labels).mean()),
+            "train_min": sum(results[name]["train_min"] for name in members)}
+
+
 def write_table(rows: list[dict], out: Path) -> None:
     columns = ["row", "what", "model", "input", "epochs", "acc_none", "acc_flip", "acc_ten_crop",
                "train_img_s", "train_min", "ms_per_img_flip", "ms_per_img_ten_crop"]
@@ -125,14 +147,16 @@ def write_table(rows: list[dict], out: Path) -> None:
 
 
 def markdown(table: pd.DataFrame) -> str:
-    def cell(value) -> str:
+    def cell(column: str, value) -> str:
+        if isinstance(value, float) and np.isnan(value):
+            return "–"
+        if column.startswith("acc_"):
+            return f"{value:.4f}"
         if isinstance(value, float):
-            if np.isnan(value):
-                return "–"
-            return f"{value:.4f}" if value < 1 else f"{value:.0f}" if value.is_integer() else f"{value:.1f}"
+            return f"{value:.0f}" if value.is_integer() else f"{value:.1f}"
         return str(value)
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    lines += ["| " + " | ".join(cell(c, v) for c, v in zip(table.columns, row)) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
@@ -161,7 +185,9 @@ def main(argv: list[str] | None = None) -> None:
         log.info("%s: none %.4f  flip %.4f  ten-crop %.4f  (%.1f min)", name, result["acc_none"],
                  result["acc_flip"], result["acc_ten_crop"], result["train_min"])
         results = finished_rows(args.work)  # the table holds rows from earlier invocations too
-        write_table(list(results.values()) + [r for r in [ensemble_row(results, labels, args.work, base.seed, config.ensemble.max_steps)] if r], args.out)
+        combined = [ensemble_row(results, labels, args.work, base.seed, config.ensemble.max_steps),
+                    average_row(results, labels, args.work)]
+        write_table(list(results.values()) + [row for row in combined if row], args.out)
     print(args.out.with_suffix(".md").read_text())
 
 
