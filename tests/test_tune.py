@@ -193,7 +193,7 @@ def test_killed_worker_leaves_no_trial_running_for_ever(workspace, prepared):
 
 def test_ctrl_c_leaves_the_study_usable(workspace, prepared):
     url = str(workspace / "optuna.journal")
-    write_params(workspace, tune_params(url, epochs=6))
+    write_params(workspace, tune_params(url, epochs=24))  # long enough that the trial is still running at the signal
     worker = start_worker(workspace, prepared, n_trials=1)
     wait_for_running_trial(url, worker)
     worker.send_signal(signal.SIGINT)
