@@ -114,14 +114,10 @@ def ensemble_row(results: dict[str, dict], labels: np.ndarray, work: Path, seed:
     members = [name for name in BACKBONE_ROWS if name in results]
     if len(members) < 2:
         return None
-    probs = [np.load(work / f"{name}.flip.npy") for name in members]
     halves = np.random.default_rng(seed).integers(0, 2, len(labels))
-    blended = cross_fitted_blend(probs, labels, halves, max_steps)
+    blended = cross_fitted_blend(flip_probs(members, work), labels, halves, max_steps)
     best = max(members, key=lambda name: results[name]["acc_flip"])
-    return {"row": "ensemble", "what": f"greedy blend of {', '.join(members)} (best single: {best})",
-            "model": "+".join(results[name]["model"] for name in members),
-            "acc_flip": float((blended.argmax(1) == labels).mean()),
-            "train_min": sum(results[name]["train_min"] for name in members)}
+    return combined_row("ensemble", f"greedy blend of {', '.join(members)} (best single: {best})", members, results, blended, labels)
 
 
 def average_row(results: dict[str, dict], labels: np.ndarray, work: Path) -> dict | None:
@@ -129,10 +125,18 @@ def average_row(results: dict[str, dict], labels: np.ndarray, work: Path) -> dic
     members = [name for name in AVERAGE_ROWS if name in results]
     if len(members) < 2:
         return None
-    probs = np.mean([np.load(work / f"{name}.flip.npy") for name in members], axis=0)
     mean_single = np.mean([results[name]["acc_flip"] for name in members])
-    return {"row": "average", "what": f"plain average of {', '.join(members)} (mean single: {mean_single:.4f})",
-            "model": "+".join(results[name]["model"] for name in members),
+    return combined_row("average", f"plain average of {', '.join(members)} (mean single: {mean_single:.4f})",
+                        members, results, np.mean(flip_probs(members, work), axis=0), labels)
+
+
+def flip_probs(members: list[str], work: Path) -> list[np.ndarray]:
+    return [np.load(work / f"{name}.flip.npy") for name in members]
+
+
+def combined_row(row: str, what: str, members: list[str], results: dict[str, dict], probs: np.ndarray, labels: np.ndarray) -> dict:
+    """A table row for predictions combined from several finished rows (flip TTA only)."""
+    return {"row": row, "what": what, "model": "+".join(results[name]["model"] for name in members),
             "acc_flip": float((probs.argmax(1) == labels).mean()),
             "train_min": sum(results[name]["train_min"] for name in members)}
 
