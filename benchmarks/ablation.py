@@ -32,10 +32,10 @@ from pipeline.augment import Normalizer  # noqa: E402
 from pipeline.config import TrainConfig, load_config  # noqa: E402
 from pipeline.data import Prepared, load_folds, load_prepared  # noqa: E402
 from pipeline.engine import predict_proba  # noqa: E402
-from pipeline.ensemble import cross_fitted_blend  # noqa: E402
+from pipeline.blend import cross_fitted_blend  # noqa: E402
 from pipeline.files import atomic_path, read_json, save_array, write_csv, write_json  # noqa: E402
 from pipeline.models import pick_device  # noqa: E402
-from pipeline.train import fit_fold  # noqa: E402
+from pipeline.engine import fit_fold  # noqa: E402
 
 TEN_CROP = tuple({"scale": 1.09, "shift": [dx, dy], "hflip": flip}
                  for dx, dy in [(0, 0), (-2, -2), (-2, 2), (2, -2), (2, 2)] for flip in (False, True))

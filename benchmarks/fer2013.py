@@ -26,12 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from pipeline.config import Config, load_config  # noqa: E402
+from pipeline.config import Config, load_config, tuned_config  # noqa: E402
 from pipeline.data import Prepared, load_prepared  # noqa: E402
 from pipeline.files import atomic_path, read_json, write_json  # noqa: E402
 from pipeline.models import pick_device  # noqa: E402
-from pipeline.preset import apply_preset  # noqa: E402
-from pipeline.train import tuned_config  # noqa: E402
+from pipeline.commands.preset import apply_preset  # noqa: E402
 from throughput import in_memory_rate  # noqa: E402
 
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")

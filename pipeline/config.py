@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from pipeline.files import read_json
+
 PARAMS_FILE = "params.yaml"
 
 
@@ -241,3 +243,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}")
     return value
 
+
+def tuned_config(base: TrainConfig, tuned_file: Path | None) -> TrainConfig:
+    """`base` with the best parameters found by `tune`, when tuning was on."""
+    if tuned_file is None:
+        return base
+    tuned = read_json(tuned_file)
+    return dataclasses.replace(base, **tuned["best_params"]) if tuned.get("enabled") else base

@@ -63,8 +63,19 @@ def load_prepared(folder: str | Path) -> Prepared:
 
 def load_folds(path: str | Path, train_ids: np.ndarray) -> np.ndarray:
     """Fold number of each train image, in the prepared train order."""
+    return _folds_column(path, train_ids, "fold")
+
+
+def load_groups(path: str | Path, train_ids: np.ndarray) -> np.ndarray:
+    """Group of each train image (images that must share a fold), in the prepared train order."""
+    return _folds_column(path, train_ids, "group")
+
+
+def _folds_column(path: str | Path, train_ids: np.ndarray, column: str) -> np.ndarray:
     folds = pd.read_csv(path, dtype={"id": str})
-    by_id = dict(zip(folds["id"], folds["fold"]))
+    if column not in folds.columns:
+        raise PipelineError(f"{path} has no {column!r} column (columns: {list(folds.columns)}); re-run `dvc repro folds`")
+    by_id = dict(zip(folds["id"], folds[column]))
     missing = [i for i in train_ids if i not in by_id]
     if missing or len(folds) != len(train_ids):
         raise PipelineError(f"{path} does not match the prepared data ({len(missing)} ids missing, e.g. {missing[:3]}); re-run `dvc repro folds`")

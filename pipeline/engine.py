@@ -1,5 +1,5 @@
-"""The training step, the epoch loop and batched prediction: the one copy that `train`, tuning and
-the benchmarks all use."""
+"""The training step, the epoch loop, one fold's run and batched prediction: the one copy that
+`train`, tuning and the benchmarks all use."""
 
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
-from pipeline.augment import Normalizer, apply_view, make_train_loader
-from pipeline.config import TrainConfig
+from pipeline.augment import Normalizer, apply_view, check_tta_views, make_train_loader
+from pipeline.config import PipelineError, TrainConfig
+from pipeline.data import Prepared
 from pipeline.metrics import log_loss_and_accuracy
-from pipeline.models import autocast
+from pipeline.models import autocast, create_model, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -185,3 +186,40 @@ def predict_proba(
             probs = sum(torch.softmax(model(apply_view(x, view)).float(), dim=1) for view in views) / len(views)
         outputs.append(probs.cpu())
     return torch.cat(outputs).numpy()
+
+
+@dataclass
+class FoldRun:
+    fit: FitResult
+    valid_index: np.ndarray
+    oof_plain: np.ndarray
+    oof_tta: np.ndarray
+    test_tta: np.ndarray | None
+    seconds: float
+
+
+def fit_fold(
+    data: Prepared, fold_of: np.ndarray, fold: int, config: TrainConfig,
+    on_epoch: EpochCallback | None = None, predict_test: bool = True, label: str = "",
+) -> FoldRun:
+    """Train on every fold but `fold`; predict `fold` (plain and TTA) and, optionally, the test set."""
+    check_tta_views(config.tta)
+    started = time.perf_counter()
+    device = pick_device()
+    train_index, valid_index = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+    if len(valid_index) == 0:
+        raise PipelineError(f"fold {fold} holds no images; folds present: {sorted(set(fold_of.tolist()))}")
+    seed = config.seed + fold  # folds differ in their draws, runs repeat exactly
+    seed_everything(seed)
+    model = create_model(config, data.channels, len(data.classes)).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last)
+    result = fit(model, data.train_images[train_index], data.train_labels[train_index],
+                 data.train_images[valid_index], data.train_labels[valid_index],
+                 config, normalize, len(data.classes), on_epoch=on_epoch, label=label, seed=seed)
+    valid_images = data.train_images[valid_index]
+    oof_plain = predict_proba(result.model, valid_images, normalize, config, views=({},))
+    oof_tta = predict_proba(result.model, valid_images, normalize, config, views=config.tta)
+    test_tta = predict_proba(result.model, data.test_images, normalize, config, views=config.tta) if predict_test else None
+    return FoldRun(result, valid_index, oof_plain, oof_tta, test_tta, time.perf_counter() - started)

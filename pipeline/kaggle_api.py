@@ -11,16 +11,17 @@ import contextlib
 import io
 import logging
 import os
+import re
 import stat
 import sys
 import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
-from pipeline.config import PipelineError
+from pipeline.config import ConfigError, PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,9 @@ HOW_TO_AUTHENTICATE = (
     "create an API token at https://www.kaggle.com/settings (section API) and either save the downloaded "
     "kaggle.json as ~/.kaggle/kaggle.json (chmod 600), set KAGGLE_USERNAME and KAGGLE_KEY, or set KAGGLE_API_TOKEN"
 )
+
+KAGGLE_FOLDER = PurePosixPath("data/kaggle")
+SLUG = re.compile(r"[a-z0-9][a-z0-9-]*")
 
 
 class KaggleError(PipelineError):
@@ -44,6 +48,21 @@ class Submission:
     public_score: str | None
     private_score: str | None
     error: str | None
+
+
+def competition_slug(source: str) -> str | None:
+    """The competition named by `data.source`, or None for a local source."""
+    if source.startswith("kaggle:"):
+        slug = source.removeprefix("kaggle:")
+        raise ConfigError(f"data.source {source!r}: write it as {KAGGLE_FOLDER}/{slug}.zip; "
+                          "the download stage saves the competition there and DVC tracks it as a file")
+    path = PurePosixPath(source)
+    if path.parent != KAGGLE_FOLDER:
+        return None
+    if path.suffix != ".zip" or not SLUG.fullmatch(path.stem):
+        raise ConfigError(f"data.source {source!r}: a Kaggle source is {KAGGLE_FOLDER}/<competition>.zip, "
+                          "where <competition> is the name in the competition's URL, e.g. data/kaggle/digit-recognizer.zip")
+    return path.stem
 
 
 def config_dir() -> Path:

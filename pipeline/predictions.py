@@ -1,4 +1,8 @@
-"""Reading the train runs' predictions back, per backbone, with all folds put together."""
+"""Probability tables: the train runs' fold outputs, gathered per backbone, and the tables later stages read.
+
+`oof@<backbone>` is the one stage that gathers a backbone's fold outputs (load_backbone); the
+ensemble, submission and report stages read the tables it writes (read_oof_table, read_test_table).
+"""
 
 from __future__ import annotations
 
@@ -58,3 +62,30 @@ def oof_table(ids: np.ndarray, folds: np.ndarray, labels: np.ndarray, probs: np.
     names = np.array(classes)
     table = pd.DataFrame({"id": ids, "fold": folds, "label": names[labels], "pred": names[probs.argmax(axis=1)]})
     return pd.concat([table, pd.DataFrame(probs, columns=classes)], axis=1)
+
+
+def probability_table(ids: np.ndarray, probs: np.ndarray, classes: list[str], **columns: np.ndarray) -> pd.DataFrame:
+    """id, the given columns, then one probability column per class."""
+    table = pd.DataFrame({"id": ids, **columns})
+    return pd.concat([table, pd.DataFrame(probs, columns=classes)], axis=1)
+
+
+def read_oof_table(path: Path, classes: list[str], train_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(probabilities, label indices, folds) of an OOF table, in the prepared train order."""
+    table = _read_probabilities(path, classes, train_ids)
+    index = {name: i for i, name in enumerate(classes)}
+    return table[classes].to_numpy(np.float64), table["label"].map(index).to_numpy(), table["fold"].to_numpy()
+
+
+def read_test_table(path: Path, classes: list[str], test_ids: np.ndarray) -> np.ndarray:
+    """Test probabilities of a table written by `oof` or `ensemble`, in the prepared test order."""
+    return _read_probabilities(path, classes, test_ids)[classes].to_numpy(np.float64)
+
+
+def _read_probabilities(path: Path, classes: list[str], ids: np.ndarray) -> pd.DataFrame:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} is missing; run `dvc repro` to write it")
+    table = pd.read_csv(path, dtype={"id": str, "label": str}, keep_default_na=False)
+    if len(table) != len(ids) or set(table["id"]) != set(ids) or not set(classes) <= set(table.columns):
+        raise PipelineError(f"{path} does not match the prepared data (ids or class columns differ); re-run `dvc repro`")
+    return table.set_index("id").loc[ids].reset_index()

@@ -8,16 +8,13 @@ trivial. The competition is written in Kaggle's image layout, with the answers b
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from pipeline.config import SyntheticConfig, load_config
-from pipeline.files import atomic_dir, write_csv
+from pipeline.config import SyntheticConfig
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 # Class frequencies shaped like FER-2013's (disgust rare, happy common).
@@ -133,41 +130,9 @@ def _flip_labels(rng: np.random.Generator, labels: np.ndarray, rate: float) -> n
     return np.where(flip, rng.integers(0, len(CLASSES), size=len(labels)), labels)
 
 
-def write_competition(config: SyntheticConfig, out_dir: Path) -> None:
-    """Write `competition/` (train/<class>/*.png, test/*.png, sample_submission.csv) and `answers.csv`."""
-    train, train_images, answers, test_images = generate(config)
-    with atomic_dir(out_dir) as tmp:
-        competition = tmp / "competition"
-        for row, image in zip(train.itertuples(), train_images):
-            _write_png(competition / "train" / row.label / f"{row.id}.png", image)
-        for row, image in zip(answers.itertuples(), test_images):
-            _write_png(competition / "test" / f"{row.id}.png", image)
-        # Kaggle's sample lists the ids in its own order with a placeholder label.
-        order = np.random.default_rng(config.seed + 1).permutation(len(answers))
-        sample = pd.DataFrame({"id": answers["id"].to_numpy()[order], "label": CLASSES[-1]})
-        write_csv(sample, competition / "sample_submission.csv")
-        write_csv(answers, tmp / "answers.csv")
-        write_csv(train, tmp / "train_truth.csv")
-    print(f"synthesize: wrote {len(train)} train and {len(answers)} test faces to {out_dir}/competition, answers in {out_dir}/answers.csv")
-
-
-def _write_png(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"could not write {path}")
-
-
 def _astuple(e: Expression) -> tuple[float, ...]:
     return (e.eye_open, e.brow_raise, e.brow_slant, e.mouth_curve, e.mouth_open, e.mouth_width, e.asymmetry)
 
 
 def _pt(x: float, y: float) -> tuple[int, int]:
     return (int(round(x)), int(round(y)))
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline synthesize", description=__doc__)
-    parser.add_argument("--out", type=Path, required=True, help="folder to write the competition into")
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    write_competition(load_config(args.params).synthetic, args.out)

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from pipeline.config import Config, SyntheticConfig, config_from_dict
-from pipeline.prepare import prepare
-from pipeline.synthetic import write_competition
+from pipeline.stages.prepare import prepare
+from pipeline.stages.synthesize import write_competition
 
 PROJECT = Path(__file__).resolve().parents[1]
 FER2013 = PROJECT.parent / "shared" / "data" / "fer2013.zip"

@@ -66,7 +66,7 @@ def test_every_stage_runs_and_writes_its_outputs(project):
         assert {"id", "fold", "label", "pred"} <= set(oof.columns)
         assert (root / "metrics" / f"{name}.json").exists()
         assert (root / "submissions" / f"{name}.csv").exists()
-    assert (root / "ensemble" / "weights.json").exists() and (root / "oof" / "ensemble.csv").exists()
+    assert (root / "ensemble" / "weights.json").exists() and (root / "ensemble" / "oof.csv").exists()
 
 
 def test_folds_cover_train_once_keep_duplicates_together_and_balance_classes(project):
@@ -114,7 +114,7 @@ def test_report_dvc_metrics_and_plots_agree(project):
     assert tuned["enabled"] and set(tuned["best_params"]) <= set(E2E_PARAMS["tune"]["space"])
     plots = dvc_json(root, env, "plots", "show")
     assert not plots.get("errors")
-    assert {"oof/ensemble.csv", "report/confident_errors.png"} <= set(plots["data"])
+    assert {"ensemble/oof.csv", "report/confident_errors.png"} <= set(plots["data"])
     printed = subprocess.run([sys.executable, "-m", "pipeline", "report", "--out", str(root / "report_again"),
                               "--metrics", str(root / "report_again.json")], cwd=root, env=env, capture_output=True, text=True)
     assert printed.returncode == 0, printed.stderr

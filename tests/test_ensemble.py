@@ -1,6 +1,6 @@
 import numpy as np
 
-from pipeline.ensemble import blend, cross_fitted_blend, greedy_weights
+from pipeline.blend import blend, cross_fitted_blend, greedy_weights
 
 
 def noisy_model(labels: np.ndarray, accuracy: float, rng: np.random.Generator, classes: int = 3) -> np.ndarray:

@@ -6,8 +6,9 @@ import pytest
 
 from pipeline.config import DataConfig, FoldsConfig
 from pipeline.data import load_prepared
-from pipeline.folds import assign_folds, duplicate_groups
-from pipeline.prepare import prepare
+from pipeline.groups import duplicate_groups
+from pipeline.stages.folds import assign_folds
+from pipeline.stages.prepare import prepare
 from tests.conftest import FER2013
 
 pytestmark = pytest.mark.skipif(not FER2013.exists(), reason=f"{FER2013} not present")

@@ -3,7 +3,8 @@ import pytest
 
 from pipeline.config import FoldsConfig
 from pipeline.data import load_prepared
-from pipeline.folds import assign_folds, duplicate_groups, merge_groupings, read_groups
+from pipeline.groups import duplicate_groups, merge_groupings, read_groups
+from pipeline.stages.folds import assign_folds
 
 
 def test_identical_images_share_a_group_and_others_do_not():

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from pipeline.config import ConfigError
-from pipeline.download import competition_slug
+from pipeline.kaggle_api import competition_slug
 from tests.conftest import PROJECT, tiny_params
 from tests.kaggle_standin import Competition, StandIn
 from tests.test_e2e import make_project, repro, stages_run
@@ -202,7 +202,7 @@ def test_competition_slug_comes_from_the_source_path():
 
 
 def test_submission_message_names_the_dvc_experiment_whose_outputs_are_in_the_workspace(tmp_path, monkeypatch):
-    from pipeline.submit import experiment_name
+    from pipeline.commands.submit import experiment_name
 
     monkeypatch.chdir(tmp_path)
     git = lambda *args: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True, capture_output=True, text=True).stdout.strip()  # noqa: E731

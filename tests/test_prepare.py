@@ -9,7 +9,7 @@ from PIL import Image
 
 from pipeline.config import DataConfig
 from pipeline.data import load_prepared
-from pipeline.prepare import SourceError, prepare
+from pipeline.stages.prepare import SourceError, prepare
 
 
 def copy_competition(competition: Path, tmp_path: Path) -> Path:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pipeline.config import ConfigError, load_config
-from pipeline.preset import apply_preset
+from pipeline.commands.preset import apply_preset
 from tests.conftest import PROJECT
 
 PRESETS = sorted((PROJECT / "presets").glob("*.yaml"))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.report import bootstrap_interval, format_table, oof_warnings, summarize
+from pipeline.stages.report import bootstrap_interval, format_table, oof_warnings, summarize
 
 CLASSES = ["a", "b", "c"]
 

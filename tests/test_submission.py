@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.submission import SubmissionError, make_submission, validate_submission
+from pipeline.submission_format import SubmissionError, make_submission, validate_submission
 
 CLASSES = ["angry", "happy", "sad"]
 SAMPLE = pd.DataFrame({"id": ["003", "001", "002"], "label": ["sad"] * 3})

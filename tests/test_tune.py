@@ -22,8 +22,9 @@ from optuna.trial import TrialState
 
 from pipeline.config import PipelineError, config_from_dict
 from pipeline.data import load_prepared
-from pipeline.folds import assign_folds, duplicate_groups
-from pipeline.tune import Objective, fail_stale_trials, open_storage, run_study, study_name, summarize
+from pipeline.groups import duplicate_groups
+from pipeline.stages.folds import assign_folds
+from pipeline.stages.tune import Objective, fail_stale_trials, open_storage, run_study, study_name, summarize
 from tests.conftest import PROJECT, tiny_params
 
 POSTGRES_ENV = "PIPELINE_TEST_POSTGRES_URL"

@@ -14,64 +14,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from pipeline.augment import Normalizer, check_tta_views
-from pipeline.config import PipelineError, TrainConfig, load_config
+from pipeline.config import TrainConfig, load_config, tuned_config
 from pipeline.data import Prepared, load_folds, load_prepared
-from pipeline.engine import EpochCallback, FitResult, fit, predict_proba, seed_everything
-from pipeline.files import atomic_dir, read_json, write_csv, write_json
-from pipeline.models import check_model_name, create_model, pick_device, save_weights
+from pipeline.engine import FoldRun, fit_fold
+from pipeline.files import atomic_dir, write_csv, write_json
+from pipeline.models import check_model_name, save_weights
+from pipeline.predictions import probability_table
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FoldRun:
-    fit: FitResult
-    valid_index: np.ndarray
-    oof_plain: np.ndarray
-    oof_tta: np.ndarray
-    test_tta: np.ndarray | None
-    seconds: float
-
-
-def fit_fold(
-    data: Prepared, fold_of: np.ndarray, fold: int, config: TrainConfig,
-    on_epoch: EpochCallback | None = None, predict_test: bool = True, label: str = "",
-) -> FoldRun:
-    """Train on every fold but `fold`; predict `fold` (plain and TTA) and, optionally, the test set."""
-    check_tta_views(config.tta)
-    started = time.perf_counter()
-    device = pick_device()
-    train_index, valid_index = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
-    if len(valid_index) == 0:
-        raise PipelineError(f"fold {fold} holds no images; folds present: {sorted(set(fold_of.tolist()))}")
-    seed = config.seed + fold  # folds differ in their draws, runs repeat exactly
-    seed_everything(seed)
-    model = create_model(config, data.channels, len(data.classes)).to(device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last)
-    result = fit(model, data.train_images[train_index], data.train_labels[train_index],
-                 data.train_images[valid_index], data.train_labels[valid_index],
-                 config, normalize, len(data.classes), on_epoch=on_epoch, label=label, seed=seed)
-    valid_images = data.train_images[valid_index]
-    oof_plain = predict_proba(result.model, valid_images, normalize, config, views=({},))
-    oof_tta = predict_proba(result.model, valid_images, normalize, config, views=config.tta)
-    test_tta = predict_proba(result.model, data.test_images, normalize, config, views=config.tta) if predict_test else None
-    return FoldRun(result, valid_index, oof_plain, oof_tta, test_tta, time.perf_counter() - started)
-
-
-def probability_table(ids: np.ndarray, probs: np.ndarray, classes: list[str], **columns: np.ndarray) -> pd.DataFrame:
-    table = pd.DataFrame({"id": ids, **columns})
-    return pd.concat([table, pd.DataFrame(probs, columns=classes)], axis=1)
 
 
 def write_fold_outputs(run: FoldRun, data: Prepared, fold: int, backbone: str, config: TrainConfig, out_dir: Path) -> None:
@@ -95,14 +50,6 @@ def write_fold_outputs(run: FoldRun, data: Prepared, fold: int, backbone: str, c
         write_csv(probability_table(data.test_ids, run.test_tta, data.classes), tmp / "test_tta.csv")
         write_csv(pd.DataFrame(run.fit.history_rows()).assign(fold=fold), tmp / "history.csv")
         write_json(summary, tmp / "run.json")
-
-
-def tuned_config(base: TrainConfig, tuned_file: Path | None) -> TrainConfig:
-    """`base` with the best parameters found by `tune`, when tuning was on."""
-    if tuned_file is None:
-        return base
-    tuned = read_json(tuned_file)
-    return dataclasses.replace(base, **tuned["best_params"]) if tuned.get("enabled") else base
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,8 +1,10 @@
 """Stage `oof@<backbone>`: put a backbone's folds together and score its out-of-fold predictions.
 
-Writes oof/<backbone>.csv (with TTA) and oof/<backbone>.no_tta.csv in the OOF schema (id, fold,
-label, pred, one probability column per class), and metrics/<backbone>.json: accuracy overall, per
-fold and per class, log-loss, and the gain from TTA.
+The one stage that reads a backbone's fold outputs in models/; later stages read what it writes:
+oof/<backbone>.csv (with TTA) and oof/<backbone>.no_tta.csv in the OOF schema (id, fold, label,
+pred, one probability column per class); test_predictions/<backbone>.csv (id, one probability
+column per class: the fold models and TTA views averaged); and metrics/<backbone>.json: accuracy
+overall, per fold and per class, log-loss, and the gain from TTA.
 """
 
 from __future__ import annotations
@@ -14,22 +16,9 @@ import numpy as np
 
 from pipeline.config import load_config
 from pipeline.data import load_prepared
-from pipeline.metrics import log_loss_and_accuracy
 from pipeline.files import write_csv, write_json
-from pipeline.predictions import BackbonePredictions, load_backbone, oof_table
-
-
-def score(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray, classes: list[str]) -> dict:
-    """Accuracy overall, per fold and per class (recall), and log-loss."""
-    pred = probs.argmax(axis=1)
-    correct = pred == labels
-    return {
-        "accuracy": float(correct.mean()),
-        "log_loss": log_loss_and_accuracy(probs, labels)[0],
-        "per_fold": {str(f): float(correct[folds == f].mean()) for f in np.unique(folds)},
-        "per_class": {name: float(correct[labels == i].mean()) if (labels == i).any() else None for i, name in enumerate(classes)},
-        "n": int(len(labels)),
-    }
+from pipeline.metrics import score
+from pipeline.predictions import BackbonePredictions, load_backbone, oof_table, probability_table
 
 
 def backbone_metrics(predictions: BackbonePredictions, classes: list[str]) -> dict:
@@ -44,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--models", type=Path, required=True, help="folder of train outputs (models/)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the OOF tables (oof/)")
+    parser.add_argument("--test-out", type=Path, required=True, help="folder for the test probabilities (test_predictions/)")
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
@@ -54,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     p = predictions
     write_csv(oof_table(p.ids, p.folds, p.labels, p.oof_tta, data.classes), args.out / f"{args.backbone}.csv")
     write_csv(oof_table(p.ids, p.folds, p.labels, p.oof_plain, data.classes), args.out / f"{args.backbone}.no_tta.csv")
+    write_csv(probability_table(p.test_ids, p.test, data.classes), args.test_out / f"{args.backbone}.csv")
     write_json(metrics, args.metrics)
     folds = np.array(list(metrics["per_fold"].values()))
     print(f"oof {args.backbone}: accuracy {metrics['accuracy']:.4f} (folds {folds.mean():.4f} ± {folds.std():.4f}), "

@@ -1,22 +1,18 @@
-"""Stage `submission`: submissions/<backbone>.csv and submissions/ensemble.csv.
+"""The competition's submission format: a CSV shaped exactly like its sample_submission.csv.
 
-Each file has exactly the shape of the competition's sample_submission.csv (same header, same ids
-in the same order, labels from the class names) and is checked against it before it is written.
+Used by the `submission` stage to write files and by the `submit` command to check one before it
+is uploaded.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipeline.config import PipelineError, load_config
-from pipeline.data import load_prepared
-from pipeline.files import atomic_dir
-from pipeline.predictions import load_backbone
+from pipeline.config import PipelineError
 
 
 class SubmissionError(PipelineError):
@@ -57,23 +53,3 @@ def to_csv_bytes(frame: pd.DataFrame) -> bytes:
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False)
     return buffer.getvalue().encode()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline submission", description=__doc__)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--models", type=Path, required=True)
-    parser.add_argument("--ensemble", type=Path, required=True, help="folder with the ensemble's test.csv")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    config = load_config(args.params)
-    data = load_prepared(args.data)
-    sample = read_sample(args.data / "sample_submission.csv")
-    probs = {name: load_backbone(args.models, name, config.folds.ids, data.classes, data.train_ids).test for name in config.backbones}
-    ensemble = pd.read_csv(args.ensemble / "test.csv", dtype={"id": str}, keep_default_na=False)
-    probs["ensemble"] = ensemble[data.classes].to_numpy()
-    with atomic_dir(args.out) as tmp:
-        for name, p in probs.items():
-            (tmp / f"{name}.csv").write_bytes(to_csv_bytes(make_submission(p, data.test_ids, sample, data.classes, f"{name}.csv")))
-    print(f"submission: wrote {', '.join(f'{n}.csv' for n in probs)} ({len(sample)} rows each, validated against sample_submission.csv) → {args.out}")

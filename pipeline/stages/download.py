@@ -10,32 +10,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from pipeline.config import ConfigError, load_config
+from pipeline.config import load_config
 from pipeline.files import atomic_dir
-from pipeline.kaggle_api import connect
+from pipeline.kaggle_api import KAGGLE_FOLDER, competition_slug, connect
 
 log = logging.getLogger(__name__)
-
-KAGGLE_FOLDER = PurePosixPath("data/kaggle")
-SLUG = re.compile(r"[a-z0-9][a-z0-9-]*")
-
-
-def competition_slug(source: str) -> str | None:
-    """The competition named by `data.source`, or None for a local source."""
-    if source.startswith("kaggle:"):
-        slug = source.removeprefix("kaggle:")
-        raise ConfigError(f"data.source {source!r}: write it as {KAGGLE_FOLDER}/{slug}.zip; "
-                          "the download stage saves the competition there and DVC tracks it as a file")
-    path = PurePosixPath(source)
-    if path.parent != KAGGLE_FOLDER:
-        return None
-    if path.suffix != ".zip" or not SLUG.fullmatch(path.stem):
-        raise ConfigError(f"data.source {source!r}: a Kaggle source is {KAGGLE_FOLDER}/<competition>.zip, "
-                          "where <competition> is the name in the competition's URL, e.g. data/kaggle/digit-recognizer.zip")
-    return path.stem
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,6 @@
 """Stage `tune@<backbone>`: an Optuna study over the backbone's `train` settings → tuning/<backbone>.json.
 
-The objective trains with the same code as `train` (pipeline.train.fit_fold) for `tune.epochs` on
+The objective trains with the same code as `train` (pipeline.engine.fit_fold) for `tune.epochs` on
 the folds in `tune.folds` and returns the mean held-out accuracy. With one fold every epoch is
 reported and a pruner may stop the trial there; with several, each fold's accuracy is reported in
 turn for a pruner made for that (Wilcoxon). The first trial of a new study is the untuned setting
@@ -35,10 +35,9 @@ from optuna.trial import TrialState
 
 from pipeline.config import ConfigError, PipelineError, TrainConfig, TuneConfig, load_config
 from pipeline.data import Prepared, load_folds, load_prepared
-from pipeline.engine import EpochRecord, NonFiniteLoss
+from pipeline.engine import EpochRecord, NonFiniteLoss, fit_fold
 from pipeline.files import write_json
 from pipeline.models import check_model_name
-from pipeline.train import fit_fold
 
 log = logging.getLogger(__name__)
 DEFAULT_JOURNAL = Path("tuning/optuna.journal")

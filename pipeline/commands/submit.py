@@ -19,10 +19,9 @@ import pandas as pd
 
 from pipeline.config import PipelineError, load_config
 from pipeline.data import load_prepared
-from pipeline.download import competition_slug
 from pipeline.files import read_json
-from pipeline.kaggle_api import KaggleError, Submission, connect
-from pipeline.submission import SubmissionError, read_sample, validate_submission
+from pipeline.kaggle_api import KaggleError, Submission, competition_slug, connect
+from pipeline.submission_format import SubmissionError, read_sample, validate_submission
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,12 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.augment import Normalizer
 from pipeline.config import Config, TrainConfig, load_config
-from pipeline.data import Prepared, load_folds, load_prepared
+from pipeline.data import Prepared, load_folds, load_groups, load_prepared
 from pipeline.engine import predict_proba
 from pipeline.files import atomic_dir, atomic_path, read_json, write_csv, write_json
-from pipeline.folds import duplicate_groups
+from pipeline.metrics import score
 from pipeline.models import create_model, load_weights, pick_device
-from pipeline.oof import score
-from pipeline.predictions import fold_dir
+from pipeline.predictions import fold_dir, read_oof_table
 
 CONFIDENCE = 0.95  # width of the bootstrap interval
 BOOTSTRAP_SAMPLES = 1000
@@ -88,7 +87,7 @@ def inference_ms_per_image(config: TrainConfig, weights: Path, data: Prepared, i
 
 
 def oof_warnings(folds: np.ndarray, labels: np.ndarray, classes: list[str], per_fold: dict[str, float],
-                 duplicate_group: np.ndarray) -> list[str]:
+                 group: np.ndarray) -> list[str]:
     warnings = []
     accuracies = np.array(list(per_fold.values()))
     sizes = np.bincount(folds)
@@ -100,9 +99,10 @@ def oof_warnings(folds: np.ndarray, labels: np.ndarray, classes: list[str], per_
         missing = sorted(set(range(len(classes))) - set(labels[folds == fold].tolist()))
         if missing:
             warnings.append(f"fold {fold} holds no image of {[classes[i] for i in missing]}: its accuracy ignores them")
-    split = pd.DataFrame({"group": duplicate_group, "fold": folds}).groupby("group")["fold"].nunique()
+    split = pd.DataFrame({"group": group, "fold": folds}).groupby("group")["fold"].nunique()
     if (split > 1).any():
-        warnings.append(f"{int((split > 1).sum())} sets of pixel-identical images are split across folds: OOF is optimistic; re-run `folds`")
+        warnings.append(f"{int((split > 1).sum())} groups of images that must share a fold (pixel-identical images, folds.groups_csv) "
+                        "are split across folds: OOF is optimistic; re-run `folds`")
     return warnings
 
 
@@ -143,16 +143,9 @@ def _maybe(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
-def read_oof(path: Path, classes: list[str], train_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(probabilities, label indices, folds) of an OOF table, in the prepared train order."""
-    table = pd.read_csv(path, dtype={"id": str, "label": str}, keep_default_na=False).set_index("id").loc[train_ids]
-    index = {name: i for i, name in enumerate(classes)}
-    return table[classes].to_numpy(np.float64), table["label"].map(index).to_numpy(), table["fold"].to_numpy()
-
-
 def backbone_row(name: str, config: Config, data: Prepared, oof_dir: Path, models_dir: Path) -> Row:
-    probs, labels, folds = read_oof(oof_dir / f"{name}.csv", data.classes, data.train_ids)
-    plain, _, _ = read_oof(oof_dir / f"{name}.no_tta.csv", data.classes, data.train_ids)
+    probs, labels, folds = read_oof_table(oof_dir / f"{name}.csv", data.classes, data.train_ids)
+    plain, _, _ = read_oof_table(oof_dir / f"{name}.no_tta.csv", data.classes, data.train_ids)
     row = summarize(name, probs, labels, folds, data.classes, plain=plain)
     first = fold_dir(models_dir, name, config.folds.ids[0])
     runs = [read_json(fold_dir(models_dir, name, f) / "run.json") for f in config.folds.ids]
@@ -165,10 +158,11 @@ def _train_config(saved: dict) -> TrainConfig:
     return TrainConfig(**{**saved, "augment": tuple(saved["augment"]), "tta": tuple(saved["tta"])})
 
 
-def build_report(config: Config, data: Prepared, oof_dir: Path, models_dir: Path, ensemble_dir: Path, fold_of: np.ndarray, out_dir: Path) -> tuple[str, dict]:
+def build_report(config: Config, data: Prepared, oof_dir: Path, models_dir: Path, ensemble_dir: Path, fold_of: np.ndarray,
+                 group_of: np.ndarray, out_dir: Path) -> tuple[str, dict]:
     rows = sorted((backbone_row(name, config, data, oof_dir, models_dir) for name in config.backbones), key=lambda r: -r.accuracy)
     weights = read_json(ensemble_dir / "weights.json")
-    probs, labels, folds = read_oof(oof_dir / "ensemble.csv", data.classes, data.train_ids)
+    probs, labels, folds = read_oof_table(ensemble_dir / "oof.csv", data.classes, data.train_ids)
     ensemble = summarize("ensemble", probs, labels, folds, data.classes)
     used = [r for r in rows if weights["weights"][r.name] > 0]
     ensemble.train_minutes = sum(r.train_minutes for r in used)
@@ -176,7 +170,7 @@ def build_report(config: Config, data: Prepared, oof_dir: Path, models_dir: Path
     ensemble.params_millions = sum(r.params_millions for r in used)
     gain = ensemble.accuracy - rows[0].accuracy
     warnings = oof_warnings(fold_of, data.train_labels, data.classes, score(probs, labels, folds, data.classes)["per_fold"],
-                            duplicate_groups(data.train_images))
+                            group_of)
 
     weight_text = ", ".join(f"{name} {w:.2f}" for name, w in weights["weights"].items() if w > 0)
     text = "\n".join([
@@ -215,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = load_config(args.params)
     data = load_prepared(args.data)
-    text, metrics = build_report(config, data, args.oof, args.models, args.ensemble, load_folds(args.folds, data.train_ids), args.out)
+    fold_of, group_of = load_folds(args.folds, data.train_ids), load_groups(args.folds, data.train_ids)
+    text, metrics = build_report(config, data, args.oof, args.models, args.ensemble, fold_of, group_of, args.out)
     write_json(metrics, args.metrics)
     print(text)
     print(f"\nreport: wrote {args.out}/report.md, {args.out}/curves/, {args.out}/confident_errors.png, {args.metrics}")

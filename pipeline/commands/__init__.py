@@ -1,0 +1,1 @@
+"""Commands run by hand, outside `dvc repro`."""
