@@ -26,16 +26,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from pipeline.augment import Normalizer  # noqa: E402
 from pipeline.config import TrainConfig, load_config  # noqa: E402
 from pipeline.data import Prepared, load_folds, load_prepared  # noqa: E402
-from pipeline.engine import predict_proba  # noqa: E402
+from pipeline.engine import fit_fold, predict_proba  # noqa: E402
 from pipeline.blend import cross_fitted_blend  # noqa: E402
 from pipeline.files import atomic_path, read_json, save_array, write_csv, write_json  # noqa: E402
 from pipeline.models import pick_device  # noqa: E402
-from pipeline.engine import fit_fold  # noqa: E402
 
 TEN_CROP = tuple({"scale": 1.09, "shift": [dx, dy], "hflip": flip}
                  for dx, dy in [(0, 0), (-2, -2), (-2, 2), (2, -2), (2, 2)] for flip in (False, True))
@@ -98,9 +98,9 @@ def run_row(name: str, config: TrainConfig, data: Prepared, fold_of: np.ndarray,
 
 def same_settings(stored: dict, config: TrainConfig) -> bool:
     """A finished row still stands if its settings equal `config`'s; keys added to TrainConfig since
-    then must hold their defaults (they did not exist, so the row ran as if they did)."""
+    then must hold the project's params.yaml values (they did not exist, so the row ran as if they did)."""
     current = json.loads(json.dumps(dataclasses.asdict(config)))  # as stored: tuples become lists
-    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
+    defaults = json.loads(json.dumps(dataclasses.asdict(load_config(ROOT / "params.yaml").train)))
     return all(stored.get(key, defaults[key]) == value for key, value in current.items())
 
 

@@ -2,12 +2,15 @@
 
 Training batches are augmented per image with albumentations on uint8 arrays in loader processes,
 so the model never waits on decoding; conversion to float, normalisation and resizing happen once
-per batch, on the model's device. TTA views are batched tensor transforms.
+per batch, on the model's device. Batch order and augmentations are a function of (seed, epoch,
+batch number) alone, so a resumed run repeats an uninterrupted one. TTA views are batched tensor
+transforms.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import albumentations as A
@@ -18,7 +21,6 @@ import torch.nn.functional as F
 
 from pipeline.config import ConfigError, TrainConfig
 
-TTA_KEYS = {"hflip", "shift", "scale"}
 
 
 def build_augment(spec: tuple[dict, ...], seed: int, strength: float = 1.0) -> A.Compose:
@@ -46,7 +48,12 @@ def build_augment(spec: tuple[dict, ...], seed: int, strength: float = 1.0) -> A
 
 
 class AugmentedImages(torch.utils.data.Dataset):
-    """uint8 images and int labels; a batch is fetched and augmented in one call."""
+    """uint8 images and int labels; a batch is fetched and augmented in one call.
+
+    The loader's batch sampler (:class:`EpochBatches`) hands `__getitems__` a `(batch_seed, indices)`
+    pair: the augmentations are reseeded per batch, so they depend on the batch alone, never on
+    which loader process draws it or what that process drew before.
+    """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform: A.Compose):
         self.images, self.labels, self.transform = images, labels, transform
@@ -54,36 +61,75 @@ class AugmentedImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, batch: tuple[int, list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        batch_seed, indices = batch
         images = self.images[indices]
         if self.transform.transforms:
+            self.transform.set_random_seed(batch_seed)
             images = np.stack([self.transform(image=image)["image"] for image in images])
         return torch.from_numpy(images), torch.from_numpy(self.labels[indices])
+
+
+def batch_seed(seed: int, epoch: int, number: int) -> int:
+    """The augmentation seed of batch `number` of `epoch`: a function of the three numbers only."""
+    return int(np.random.SeedSequence((seed % 2**64, epoch, number)).generate_state(1)[0])
+
+
+class EpochBatches(torch.utils.data.Sampler):
+    """Full batches of a per-epoch permutation, each yielded as `(batch_seed, indices)`.
+
+    The order and the augmentation seeds depend only on (seed, epoch, batch number): set the epoch
+    with :meth:`set_epoch` before iterating, and a run resumed at epoch e draws what an
+    uninterrupted one would have. The last partial batch is dropped (mixup pairs images within a
+    batch and needs an even, full one).
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int):
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.epoch = 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size // self.batch_size
+
+    def __iter__(self) -> Iterator[tuple[int, list[int]]]:
+        epoch = self.epoch  # read now: a loader's workers prefetch from this iterator later
+        order = np.random.default_rng((self.seed % 2**64, epoch)).permutation(self.size)
+        return ((batch_seed(self.seed, epoch, number), order[number * self.batch_size:(number + 1) * self.batch_size].tolist())
+                for number in range(len(self)))
 
 
 def _keep_batch(batch: Any) -> Any:
     return batch
 
 
-def _seed_worker(worker_id: int) -> None:
+def _init_worker(worker_id: int) -> None:
     cv2.setNumThreads(1)  # one loader process, one core: OpenCV's own threads would fight the model's
-    info = torch.utils.data.get_worker_info()
-    info.dataset.transform.set_random_seed(info.seed % 2**32)
 
 
 def make_train_loader(images: np.ndarray, labels: np.ndarray, config: TrainConfig, seed: int) -> torch.utils.data.DataLoader:
+    """Augmented uint8 batches; call `loader.batch_sampler.set_epoch(epoch)` before each epoch.
+
+    Batches depend only on (seed, epoch, batch number), whatever `config.workers` is.
+    """
     dataset = AugmentedImages(images, labels, build_augment(config.augment, seed, config.augment_strength))
-    generator = torch.Generator().manual_seed(seed)
     workers = config.workers
+    if workers:
+        # OpenCV's thread pool does not survive fork: a loader process that resizes a pool its parent
+        # had running hangs in cv2.setNumThreads. A parent on one thread has no pool to hand down, and
+        # with loader processes it runs no augmentations itself.
+        cv2.setNumThreads(1)
     return torch.utils.data.DataLoader(
         dataset,
-        batch_size=config.batch_size,
-        shuffle=True,
-        drop_last=True,  # mixup pairs images within a batch and needs an even, full batch
+        batch_sampler=EpochBatches(len(dataset), config.batch_size, seed),
         num_workers=workers,
         collate_fn=_keep_batch,
-        generator=generator,
-        worker_init_fn=_seed_worker if workers else None,
+        # The loader draws its workers' base seed once per iterator; a generator of its own keeps that
+        # draw off the global torch RNG, which dropout and drop-path use.
+        generator=torch.Generator().manual_seed(seed % 2**63),
+        worker_init_fn=_init_worker if workers else None,
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers else None,
         pin_memory=torch.cuda.is_available(),
@@ -104,13 +150,6 @@ class Normalizer:
         if self.input_size and x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-
-def check_tta_views(views: tuple[dict, ...]) -> None:
-    for view in views:
-        unknown = set(view or {}) - TTA_KEYS
-        if unknown:
-            raise ConfigError(f"tta view {view!r}: unknown key(s) {sorted(unknown)}; use {sorted(TTA_KEYS)}")
 
 
 def apply_view(x: torch.Tensor, view: dict) -> torch.Tensor:

@@ -1,15 +1,24 @@
 """The one typed view of ``params.yaml``.
 
 Every stage reads its settings through :func:`load_config`; nothing else parses the params file.
-Unknown keys are errors, so a typo in ``params.yaml`` never silently falls back to a default.
+``params.yaml`` is the one place values live: the classes below declare each key's type and the
+range it must lie in, not a default, so a key missing from the file is an error that names it, and
+so is an unknown key, a value of the wrong type or one out of range. Everything that can be checked
+without loading the data or a training library is checked here, before a stage does any work; the
+timm model names and albumentations transforms are checked by `check_backbones` at the start of
+the first stages that train (tune, train).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
+import re
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +27,11 @@ import yaml
 from pipeline.files import read_json
 
 PARAMS_FILE = "params.yaml"
+# Backbone run names become DVC stage names, folder names and command-line words.
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+TTA_KEYS = ("hflip", "shift", "scale")
+PRECISIONS = ("fp32", "bf16", "fp16")
+PRUNERS = ("auto", "median", "successive_halving", "hyperband", "wilcoxon", "none")
 
 
 class PipelineError(ValueError):
@@ -28,39 +42,78 @@ class ConfigError(PipelineError):
     """A value in params.yaml that cannot be used; the message names the key and the fix."""
 
 
+Rule = tuple[str, Callable[[Any], bool], str]  # (key, test of its value, what the value must be)
+
+
+def _between(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Callable[[Any], bool]:
+    def inside(value: Any) -> bool:
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        return math.isfinite(value) and above and below
+    return inside
+
+
+def _optional(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or test(value)
+
+
+def _check_rules(config: Any, rules: list[Rule], where: str) -> None:
+    for key, test, requirement in rules:
+        value = getattr(config, key)
+        if not test(value):
+            raise ConfigError(f"{where}.{key}={value!r} is out of range: it must be {requirement}")
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    # A competition archive (.zip) or folder in Kaggle's image layout; the default is the
-    # synthetic competition that the `synthesize` stage writes.
-    source: str = "data/synthetic/competition"
-    image_size: int = 48  # FER-2013's native size; other sources are resized to it
-    channels: int = 1  # 1 = grayscale, 3 = RGB
-    drop_classes: tuple[str, ...] = ()  # e.g. ("disgust",) for the common 6-class FER
-    merge_classes: dict[str, str] = field(default_factory=dict)  # {from: into}
+    source: str  # competition .zip or folder, or data/kaggle/<competition>.zip (downloaded)
+    image_size: int  # every image is resized to this square size when decoded
+    channels: int  # 1 grayscale, 3 RGB
+    drop_classes: tuple[str, ...]
+    merge_classes: dict[str, str]  # {from: into}
+
+    def validate(self, where: str) -> None:
+        _check_rules(self, [
+            ("source", lambda v: bool(v.strip()), "a path to the competition .zip or folder"),
+            ("image_size", _between(8, 1024), "between 8 and 1024 pixels"),
+            ("channels", lambda v: v in (1, 3), "1 (grayscale) or 3 (RGB)"),
+        ], where)
+        for name, into in self.merge_classes.items():
+            if not isinstance(name, str) or not isinstance(into, str):
+                raise ConfigError(f"{where}.merge_classes: {name!r}: {into!r} must map a class name to a class name")
 
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    seed: int = 0
-    train_per_class: int = 200  # before the class imbalance below is applied
-    test_size: int = 600
-    image_size: int = 48
-    label_noise: float = 0.05  # fraction of train labels replaced by a random class
-    duplicate_fraction: float = 0.03  # train images repeated verbatim, as FER-2013 has them
-    spread: float = 1.0  # per-face feature variation; lower is an easier task (tests use 0.3)
+    seed: int
+    train_per_class: int  # before the FER-like class imbalance is applied
+    test_size: int
+    image_size: int
+    label_noise: float  # fraction of labels replaced by a random class
+    duplicate_fraction: float  # train images repeated verbatim, as FER-2013 has them
+    spread: float  # per-face feature variation; lower is an easier task
+
+    def validate(self, where: str) -> None:
+        _check_rules(self, [
+            ("train_per_class", _between(1, 1e6), "at least 1"),
+            ("test_size", _between(1, 1e6), "at least 1"),
+            ("image_size", _between(16, 512), "between 16 and 512 pixels"),
+            ("label_noise", _between(0, 1), "a fraction between 0 and 1"),
+            ("duplicate_fraction", _between(0, 1, high_open=True), "a fraction in [0, 1)"),
+            ("spread", _between(0, 10), "between 0 and 10"),
+        ], where)
 
 
 @dataclass(frozen=True)
 class FoldsConfig:
     # The fold numbers, 0..K-1; K is their count. A list because dvc.yaml runs `train` once per id.
-    ids: tuple[int, ...] = (0, 1, 2)
-    seed: int = 42
-    # Optional CSV with columns id,group (e.g. subject ids): rows of one group share a fold.
-    groups_csv: str | None = None
+    ids: tuple[int, ...]
+    seed: int
+    groups_csv: str | None  # optional CSV (id,group): rows of one group share a fold
 
-    def __post_init__(self) -> None:
+    def validate(self, where: str) -> None:
         if list(self.ids) != list(range(len(self.ids))) or len(self.ids) < 2:
-            raise ConfigError(f"folds.ids={list(self.ids)} must be 0, 1, ..., K-1 with K >= 2 (for K=5: [0, 1, 2, 3, 4])")
+            raise ConfigError(f"{where}.ids={list(self.ids)} must be 0, 1, ..., K-1 with K >= 2 (for K=5: [0, 1, 2, 3, 4])")
 
     @property
     def k(self) -> int:
@@ -69,94 +122,148 @@ class FoldsConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Settings of one backbone's training run: the `train` defaults with its overrides."""
+    """Settings of one backbone's training run: the `train` section with the backbone's overrides."""
 
-    model: str = "resnet18"  # timm model name
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    label_smoothing: float = 0.1
-    warmup_epochs: float = 1.0
-    drop_rate: float = 0.0
-    drop_path_rate: float | None = None  # None: the model's own default (not all models take it)
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    ema_decay: float | None = None  # None: no weight EMA
-    input_size: int | None = None  # None: the prepared image size; else resized on the fly
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 on CUDA only)
-    channels_last: bool = False
-    init_checkpoint: str | None = None  # local weights file to start from (no hub downloads)
-    checkpoint: str = "best"  # best: keep the best validation epoch; last: the final one
-    eval_every: int = 1  # score the validation fold every N epochs (and after the last)
-    augment: tuple[dict, ...] = ()  # albumentations transforms: [{Name: {kwargs}}, ...]
-    augment_strength: float = 1.0  # multiplies every transform's probability p (capped at 1)
-    tta: tuple[dict, ...] = ({},)  # views: {hflip: bool, shift: [dx, dy], scale: s}; {} = identity
-    workers: int = 1  # data-loader processes that run the augmentations
-    eval_batch_size: int = 256
-    seed: int = 0
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    label_smoothing: float
+    warmup_epochs: float
+    drop_rate: float
+    drop_path_rate: float | None  # None: the model's own default (not all models take it)
+    mixup_alpha: float
+    cutmix_alpha: float
+    ema_decay: float | None  # None: no weight EMA
+    input_size: int | None  # None: the prepared image size; else resized per batch
+    precision: str
+    channels_last: bool
+    init_checkpoint: str | None  # local weights file to start from (nothing is downloaded)
+    checkpoint: str  # which epoch is kept: best | last
+    eval_every: int
+    augment_strength: float
+    augment: tuple[dict, ...]  # albumentations transforms: [{Name: {kwargs}}, ...]
+    tta: tuple[dict, ...]  # views: {hflip: bool, shift: [dx, dy], scale: s}; {} = the image as it is
+    workers: int
+    eval_batch_size: int
+    seed: int
+    model: str | None = None  # timm model name; a backbone's defaults to its run name
 
-    def __post_init__(self) -> None:
-        checks = {
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 2,
-            "lr": self.lr > 0,
-            "weight_decay": self.weight_decay >= 0,
-            "label_smoothing": 0 <= self.label_smoothing < 1,
-            "precision": self.precision in ("fp32", "bf16", "fp16"),
-            "checkpoint": self.checkpoint in ("best", "last"),
-            "workers": self.workers >= 0,
-            "eval_every": self.eval_every >= 1,
-            "tta": len(self.tta) >= 1,
-            "augment_strength": self.augment_strength >= 0,
-        }
-        for key, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"train.{key}={getattr(self, key)!r} is out of range; see the comment beside it in params.yaml")
+    def validate(self, where: str) -> None:
+        _check_rules(self, [
+            ("epochs", _between(1, 100_000), "at least 1"),
+            ("batch_size", _between(2, 1 << 16), "at least 2"),
+            ("lr", _between(0, math.inf, low_open=True, high_open=True), "a learning rate above 0 (e.g. 0.002)"),
+            ("weight_decay", _between(0, 10), "0 or more"),
+            ("label_smoothing", _between(0, 1, high_open=True), "in [0, 1)"),
+            ("warmup_epochs", _between(0, 100_000), "0 or more"),
+            ("drop_rate", _between(0, 1, high_open=True), "a probability in [0, 1)"),
+            ("drop_path_rate", _optional(_between(0, 1, high_open=True)), "null or a probability in [0, 1)"),
+            ("mixup_alpha", _between(0, 100), "0 (off) or more"),
+            ("cutmix_alpha", _between(0, 100), "0 (off) or more"),
+            ("ema_decay", _optional(_between(0, 1, low_open=True, high_open=True)), "null (off) or in (0, 1), e.g. 0.999"),
+            ("input_size", _optional(_between(8, 4096)), "null or between 8 and 4096 pixels"),
+            ("precision", lambda v: v in PRECISIONS, f"one of {list(PRECISIONS)}"),
+            ("checkpoint", lambda v: v in ("best", "last"), "best or last"),
+            ("eval_every", _between(1, 100_000), "at least 1"),
+            ("augment_strength", _between(0, 100), "0 or more"),
+            ("tta", lambda v: len(v) >= 1, "a list of at least one view ({} is the image as it is)"),
+            ("workers", _between(0, 256), "0 or more"),
+            ("eval_batch_size", _between(1, 1 << 16), "at least 1"),
+            ("model", lambda v: v is None or bool(v.strip()), "a timm model name"),
+        ], where)
+        for entry in self.augment:
+            if not isinstance(entry, dict) or len(entry) != 1 or not isinstance(next(iter(entry.values())), (dict, type(None))):
+                raise ConfigError(f"{where}.augment: entry {entry!r} must be a one-key mapping like {{HorizontalFlip: {{p: 0.5}}}}")
+        for view in self.tta:
+            _check_tta_view(view, f"{where}.tta")
 
 
-PRUNERS = ("auto", "median", "successive_halving", "hyperband", "wilcoxon", "none")
+def _check_tta_view(view: Any, where: str) -> None:
+    if not isinstance(view, dict):
+        raise ConfigError(f"{where}: view {view!r} must be a mapping such as {{hflip: true}} ({{}} is the image as it is)")
+    unknown = sorted(set(view) - set(TTA_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: view {view!r} has unknown key(s) {unknown}; use {list(TTA_KEYS)}")
+    shift = view.get("shift", (0, 0))
+    checks = [
+        ("hflip", isinstance(view.get("hflip", False), bool), "true or false"),
+        ("shift", isinstance(shift, (list, tuple)) and len(shift) == 2 and all(_is_number(s) for s in shift), "[dx, dy] in pixels"),
+        ("scale", _is_number(view.get("scale", 1.0)) and view.get("scale", 1.0) > 0, "a zoom factor above 0, e.g. 1.1"),
+    ]
+    for key, ok, requirement in checks:
+        if not ok:
+            raise ConfigError(f"{where}: view {view!r}: {key} must be {requirement}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
 class TuneConfig:
-    enabled: bool = True  # false: `train` uses the values in params as they are
-    n_trials: int = 6  # finished trials (complete or pruned) the study should hold per backbone
-    timeout: float | None = None  # seconds one worker may spend; None: no limit
-    epochs: int = 4  # training budget of one trial, per fold
-    folds: tuple[int, ...] = (0,)  # folds whose held-out accuracy is the objective
-    # auto: median for one fold (reports per epoch), wilcoxon for several (reports per fold)
-    pruner: str = "auto"
-    sampler_seed: int = 0
-    # null: a journal file in tuning/ (no server; optuna-dashboard opens it). Or any RDB URL such as
-    # postgresql://user:pass@host/db for workers on several machines. $OPTUNA_STORAGE overrides both.
-    storage: str | None = None
-    heartbeat_seconds: float = 20.0  # a running trial refreshes its heartbeat this often
-    grace_seconds: float = 120.0  # a RUNNING trial silent this long belonged to a dead worker: FAIL
-    # name: {low, high[, log]} or {choices: [...]}; names are `train` keys
-    space: dict[str, dict] = field(default_factory=dict)
+    enabled: bool  # false: `train` uses the values in params as they are
+    n_trials: int  # finished trials (complete or pruned) the study should hold per backbone
+    timeout: float | None  # seconds one worker may spend; None: no limit
+    epochs: int  # training budget of one trial, per fold
+    folds: tuple[int, ...]  # folds whose held-out accuracy is the objective
+    pruner: str  # auto: median for one fold (reports per epoch), wilcoxon for several (per fold)
+    sampler_seed: int
+    # null: a journal file in tuning/. Or an RDB URL such as postgresql://user:pass@host/db for
+    # workers on several machines. $OPTUNA_STORAGE overrides both.
+    storage: str | None
+    heartbeat_seconds: float  # a running trial refreshes its heartbeat this often
+    grace_seconds: float  # a RUNNING trial silent this long belonged to a dead worker: FAIL
+    space: dict[str, dict]  # name: {low, high[, log]} or {choices: [...]}; names are `train` keys
 
-    def __post_init__(self) -> None:
-        if self.pruner not in PRUNERS:
-            raise ConfigError(f"tune.pruner={self.pruner!r} is unknown; use one of {list(PRUNERS)}")
-        if self.n_trials < 1 or self.epochs < 1 or not self.folds:
-            raise ConfigError("tune.n_trials and tune.epochs must be >= 1 and tune.folds non-empty")
-        tunable = {f.name for f in fields(TrainConfig)}
+    def validate(self, where: str) -> None:
+        _check_rules(self, [
+            ("n_trials", _between(1, 1e6), "at least 1"),
+            ("timeout", _optional(_between(0, math.inf, low_open=True, high_open=True)), "null or seconds above 0"),
+            ("epochs", _between(1, 100_000), "at least 1"),
+            ("folds", lambda v: len(v) >= 1, "a non-empty list of fold ids"),
+            ("pruner", lambda v: v in PRUNERS, f"one of {list(PRUNERS)}"),
+            ("heartbeat_seconds", _between(0, 3600, low_open=True), "seconds above 0"),
+            ("grace_seconds", lambda v: v > self.heartbeat_seconds, "more seconds than tune.heartbeat_seconds"),
+        ], where)
+        tunable = {f.name for f in fields(TrainConfig)} - {"model"}
         for name, spec in self.space.items():
             if name not in tunable:
-                raise ConfigError(f"tune.space.{name} is not a `train` setting; tunable: {sorted(tunable)}")
-            if not isinstance(spec, dict) or not ({"choices"} <= set(spec) or {"low", "high"} <= set(spec)):
-                raise ConfigError(f"tune.space.{name}={spec!r} needs {{low, high[, log]}} or {{choices: [...]}}")
+                raise ConfigError(f"{where}.space.{name} is not a `train` setting; tunable: {sorted(tunable)}")
+            _check_search_range(spec, f"{where}.space.{name}")
+
+
+def _check_search_range(spec: Any, where: str) -> None:
+    if isinstance(spec, dict) and set(spec) == {"choices"} and isinstance(spec["choices"], list) and spec["choices"]:
+        return
+    if isinstance(spec, dict) and {"low", "high"} <= set(spec) <= {"low", "high", "log"}:
+        low, high = spec["low"], spec["high"]
+        if _is_number(low) and _is_number(high) and low <= high and (not spec.get("log") or low > 0):
+            return
+    raise ConfigError(f"{where}={spec!r} must be {{low, high[, log: true]}} with low <= high (low > 0 for log), "
+                      f"or {{choices: [...]}} with at least one choice")
 
 
 @dataclass(frozen=True)
 class EnsembleConfig:
-    method: str = "greedy"  # greedy forward selection with replacement on OOF log-loss
-    max_steps: int = 30  # selection rounds of the greedy blend
+    method: str  # greedy forward selection with replacement on OOF log-loss
+    max_steps: int  # selection rounds of the greedy blend
 
-    def __post_init__(self) -> None:
-        if self.method != "greedy":
-            raise ConfigError(f"ensemble.method={self.method!r} is unknown; use 'greedy'")
+    def validate(self, where: str) -> None:
+        _check_rules(self, [
+            ("method", lambda v: v == "greedy", "'greedy'"),
+            ("max_steps", _between(1, 100_000), "at least 1 (each step adds one model to the blend)"),
+        ], where)
+
+
+SECTIONS = {
+    "data": DataConfig,
+    "synthetic": SyntheticConfig,
+    "folds": FoldsConfig,
+    "train": TrainConfig,
+    "tune": TuneConfig,
+    "ensemble": EnsembleConfig,
+}
 
 
 @dataclass(frozen=True)
@@ -164,13 +271,13 @@ class Config:
     data: DataConfig
     synthetic: SyntheticConfig
     folds: FoldsConfig
-    train: TrainConfig  # defaults shared by every backbone
+    train: TrainConfig  # settings shared by every backbone
     backbones: dict[str, dict[str, Any]]  # run name -> overrides of `train`
     tune: TuneConfig
     ensemble: EnsembleConfig
 
     def backbone(self, name: str) -> TrainConfig:
-        """The resolved settings of one backbone run, defaults overridden by its own entry."""
+        """The resolved settings of one backbone run, `train` overridden by its own entry."""
         if name not in self.backbones:
             raise ConfigError(f"backbone {name!r} is not in params.yaml `backbones` (known: {', '.join(self.backbones)})")
         overrides = dict(self.backbones[name] or {})
@@ -182,53 +289,75 @@ def load_config(path: str | Path = PARAMS_FILE) -> Config:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} not found; run from the project root or pass --params")
-    raw = yaml.safe_load(path.read_text()) or {}
-    return config_from_dict(raw, where=str(path))
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    return config_from_dict(raw or {}, where=str(path))
 
 
 def config_from_dict(raw: dict[str, Any], where: str = PARAMS_FILE) -> Config:
-    sections = {
-        "data": DataConfig,
-        "synthetic": SyntheticConfig,
-        "folds": FoldsConfig,
-        "train": TrainConfig,
-        "tune": TuneConfig,
-        "ensemble": EnsembleConfig,
-    }
-    unknown = set(raw) - set(sections) - {"backbones"}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping of sections ({', '.join([*SECTIONS, 'backbones'])})")
+    known = [*SECTIONS, "backbones"]
+    unknown = sorted(set(raw) - set(known))
     if unknown:
-        raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}; known: {sorted([*sections, 'backbones'])}")
-    built = {name: _build(cls, raw.get(name) or {}, name) for name, cls in sections.items()}
-    backbones = raw.get("backbones") or {}
-    if not isinstance(backbones, dict) or not backbones:
-        raise ConfigError(f"{where}: `backbones` must map at least one run name to its settings")
+        raise ConfigError(f"{where}: unknown section(s) {unknown}{_did_you_mean(unknown, known)}; known: {known}")
+    missing = [name for name in known if name not in raw]
+    if missing:
+        raise ConfigError(f"{where}: section(s) {missing} missing; every setting lives in params.yaml (see the project's own for each key)")
+    built = {name: _build(cls, raw[name], name) for name, cls in SECTIONS.items()}
+    backbones = _check_backbones_section(raw["backbones"], where)
     config = Config(backbones=backbones, **built)
     for name in backbones:
         config.backbone(name)  # fail now, not mid-pipeline, on a bad override
+    outside = sorted(set(config.tune.folds) - set(config.folds.ids))
+    if outside:
+        raise ConfigError(f"tune.folds {list(config.tune.folds)} names fold(s) {outside} that folds.ids {list(config.folds.ids)} does not have")
     return config
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+def _check_backbones_section(backbones: Any, where: str) -> dict[str, dict[str, Any]]:
+    if not isinstance(backbones, dict) or not backbones:
+        raise ConfigError(f"{where}: `backbones` must map at least one run name to its settings, e.g. `backbones: {{resnet18: {{}}}}`")
+    for name, overrides in backbones.items():
+        if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
+            raise ConfigError(f"{where}: backbone run name {name!r} may hold only letters, digits, '_', '.' and '-' "
+                              "(it names DVC stages, folders and command-line arguments); rename it and set `model:` inside it")
+        if overrides is not None and not isinstance(overrides, dict):
+            raise ConfigError(f"{where}: backbones.{name} must be a mapping of `train` keys ({{}} for none), got {overrides!r}")
+    return {name: dict(overrides or {}) for name, overrides in backbones.items()}
+
+
+def _did_you_mean(unknown: list[str], known: list[str]) -> str:
+    guesses = [f"{name!r} → {match[0]!r}" for name in unknown if (match := difflib.get_close_matches(str(name), known, n=1))]
+    return f" (did you mean {', '.join(guesses)}?)" if guesses else ""
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
     if not isinstance(values, dict):
-        raise ConfigError(f"{where} must be a mapping, got {values!r}")
+        raise ConfigError(f"{where} must be a mapping of keys, got {values!r}")
     known = {f.name: f for f in fields(cls)}
-    unknown = set(values) - set(known)
+    unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known keys: {sorted(known)}")
+        raise ConfigError(f"{where}: unknown key(s) {unknown}{_did_you_mean(unknown, list(known))}; known keys: {sorted(known)}")
+    required = [f.name for f in fields(cls) if f.default is dataclasses.MISSING and f.name not in values]
+    if required:
+        raise ConfigError(f"{where}: key(s) {required} missing; every setting lives in params.yaml (see the project's own for each key)")
     hints = typing.get_type_hints(cls)
-    coerced = {key: _coerce(value, hints[key], f"{where}.{key}") for key, value in values.items()}
-    return cls(**coerced)
+    config = cls(**{key: _coerce(value, hints[key], f"{where}.{key}") for key, value in values.items()})
+    config.validate(where)
+    return config
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     """YAML gives lists and ints where the dataclass wants tuples and floats; convert, or refuse."""
     origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
+        if value is None:
             return None
-        hint = next(arg for arg in args if arg is not type(None))
-        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+        origin = typing.get_origin(hint)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list, got {value!r}")
@@ -237,11 +366,26 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
         return dict(value)
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if hint is float:
+        return _to_float(value, where)
     if hint in (int, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
-        raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}")
+        raise ConfigError(f"{where} must be {_TYPE_WORDS[hint]}, got {value!r}")
     return value
+
+
+def _to_float(value: Any, where: str) -> float:
+    # PyYAML reads 1e-3 (no dot) as text, where DVC's YAML reader sees a number: accept both.
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if not _is_number(value):
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    return float(value)
+
+
+_TYPE_WORDS = {int: "a whole number", str: "text", bool: "true or false"}
 
 
 def tuned_config(base: TrainConfig, tuned_file: Path | None) -> TrainConfig:

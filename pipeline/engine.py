@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +21,9 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
-from pipeline.augment import Normalizer, apply_view, check_tta_views, make_train_loader
+from pipeline import checkpoint as checkpoints
+from pipeline.augment import Normalizer, apply_view, make_train_loader
+from pipeline.checkpoint import Checkpoint
 from pipeline.config import PipelineError, TrainConfig
 from pipeline.data import Prepared
 from pipeline.metrics import log_loss_and_accuracy
@@ -93,6 +96,28 @@ class TrainStep:
             self.ema.update(self.model, step=self.updates)
         return loss.detach()
 
+    def state_dict(self) -> dict:
+        """Everything the step carries from one update to the next: weights, optimizer, scaler, EMA, count."""
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scaler": self.scaler.state_dict(), "updates": self.updates}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+            generator = getattr(self.ema, "_sr_generator", None)  # timm's private RNG for bf16 EMA rounding
+            if generator is not None:
+                state["ema_generator"] = generator.get_state()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+            if "ema_generator" in state:
+                self.ema._sr_generator.set_state(state["ema_generator"])
+        self.updates = state["updates"]
+        self.scheduler.step_update(self.updates)  # the lr follows the update count
+
     @property
     def eval_model(self) -> torch.nn.Module:
         return self.ema.module if self.ema is not None else self.model
@@ -111,6 +136,22 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
+class TooFewImages(PipelineError):
+    """A training set smaller than one batch."""
+
+
+def check_enough_images(count: int, config: TrainConfig, where: str) -> None:
+    """Only full batches are trained on; fewer images than one batch would train on nothing."""
+    if count < config.batch_size:
+        raise TooFewImages(
+            f"{where} has {count} training images, fewer than batch_size={config.batch_size} (only full batches are "
+            f"trained on): lower train.batch_size in params.yaml, or backbones.<name>.batch_size for this backbone")
+
+
+def _cpu(state: dict) -> dict:
+    return {key: value.detach().cpu() for key, value in state.items()}
+
+
 def fit(
     model: torch.nn.Module,
     train_images: np.ndarray,
@@ -123,20 +164,35 @@ def fit(
     on_epoch: EpochCallback | None = None,
     label: str = "",
     seed: int | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> FitResult:
     """Train for `config.epochs`, scoring the validation images after each epoch.
 
     `on_epoch` sees every scored epoch's record and may raise to stop early (tuning prunes this way).
     Epochs between scorings (`config.eval_every`) record NaN validation figures.
     `seed` (default `config.seed`) fixes the batch order and augmentations.
+    `checkpoint`: where the state after each epoch is kept, and a run with the same key resumed
+    from; the resumed run ends exactly as an uninterrupted one would. None: no checkpoints.
     """
+    check_enough_images(len(train_images), config, label or "the training set")
     loader = make_train_loader(train_images, train_labels, config, seed=config.seed if seed is None else seed)
     step = TrainStep(model, config, normalize, num_classes, steps_per_epoch=len(loader))
     quiet = not sys.stderr.isatty()  # bars on a terminal; per-epoch log lines always
     best_acc, best_epoch, best_state = -1.0, 0, None
     history: list[EpochRecord] = []
-    epochs = tqdm(range(1, config.epochs + 1), desc=label or "training", unit="epoch", disable=quiet)
+    done = 0
+    saved = checkpoints.load(checkpoint, label) if checkpoint is not None else None
+    if saved is not None:
+        step.load_state_dict(saved["step"])
+        best_acc, best_epoch, best_state = saved["best_acc"], saved["best_epoch"], saved["best_state"]
+        history = [EpochRecord(**record) for record in saved["history"]]
+        checkpoints.set_rng_states(saved["rng"], normalize.device)
+        done = saved["epoch"]
+        log.info("%s: resuming after epoch %d of %d from %s", label or "training", done, config.epochs, checkpoint.path)
+    epochs = tqdm(range(done + 1, config.epochs + 1), desc=label or "training", unit="epoch", disable=quiet,
+                  initial=done, total=config.epochs)
     for epoch in epochs:
+        loader.batch_sampler.set_epoch(epoch)
         model.train()
         started = time.perf_counter()
         total_loss = torch.zeros((), device=normalize.device)
@@ -160,13 +216,17 @@ def fit(
             log.info(line)
         else:
             tqdm.write(line)  # printed above the bars instead of through them
-        if not evaluated:
-            continue
-        epochs.set_postfix(val_acc=f"{val_acc:.4f}")
-        if config.checkpoint == "last" or val_acc > best_acc:
-            best_acc, best_epoch = val_acc, epoch
-            best_state = copy.deepcopy(step.eval_model.state_dict())
-        if on_epoch is not None:
+        if evaluated:
+            epochs.set_postfix(val_acc=f"{val_acc:.4f}")
+            if config.checkpoint == "last" or val_acc > best_acc:
+                best_acc, best_epoch = val_acc, epoch
+                best_state = copy.deepcopy(step.eval_model.state_dict())
+        if checkpoint is not None:
+            checkpoints.save(checkpoint, {
+                "epoch": epoch, "step": step.state_dict(), "best_acc": best_acc, "best_epoch": best_epoch,
+                "best_state": None if best_state is None else _cpu(best_state),
+                "history": [asdict(record) for record in history], "rng": checkpoints.rng_states(normalize.device)})
+        if evaluated and on_epoch is not None:
             on_epoch(record)
     kept = step.eval_model
     kept.load_state_dict(best_state)
@@ -201,14 +261,18 @@ class FoldRun:
 def fit_fold(
     data: Prepared, fold_of: np.ndarray, fold: int, config: TrainConfig,
     on_epoch: EpochCallback | None = None, predict_test: bool = True, label: str = "",
+    checkpoint: Checkpoint | None = None,
 ) -> FoldRun:
-    """Train on every fold but `fold`; predict `fold` (plain and TTA) and, optionally, the test set."""
-    check_tta_views(config.tta)
+    """Train on every fold but `fold`; predict `fold` (plain and TTA) and, optionally, the test set.
+
+    `checkpoint` (see :func:`fold_checkpoint`): resume from it and keep it up to date; None: no checkpoints.
+    """
     started = time.perf_counter()
     device = pick_device()
-    train_index, valid_index = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+    train_index, valid_index = fold_split(fold_of, fold)
     if len(valid_index) == 0:
         raise PipelineError(f"fold {fold} holds no images; folds present: {sorted(set(fold_of.tolist()))}")
+    check_enough_images(len(train_index), config, label or f"fold {fold}")  # before a model is built for nothing
     seed = config.seed + fold  # folds differ in their draws, runs repeat exactly
     seed_everything(seed)
     model = create_model(config, data.channels, len(data.classes)).to(device)
@@ -217,9 +281,21 @@ def fit_fold(
     normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last)
     result = fit(model, data.train_images[train_index], data.train_labels[train_index],
                  data.train_images[valid_index], data.train_labels[valid_index],
-                 config, normalize, len(data.classes), on_epoch=on_epoch, label=label, seed=seed)
+                 config, normalize, len(data.classes), on_epoch=on_epoch, label=label, seed=seed, checkpoint=checkpoint)
     valid_images = data.train_images[valid_index]
     oof_plain = predict_proba(result.model, valid_images, normalize, config, views=({},))
     oof_tta = predict_proba(result.model, valid_images, normalize, config, views=config.tta)
     test_tta = predict_proba(result.model, data.test_images, normalize, config, views=config.tta) if predict_test else None
     return FoldRun(result, valid_index, oof_plain, oof_tta, test_tta, time.perf_counter() - started)
+
+
+def fold_split(fold_of: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices trained on and held out when `fold` is the validation fold."""
+    return np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+
+
+def fold_checkpoint(folder: str | Path, backbone: str, data: Prepared, fold_of: np.ndarray, fold: int, config: TrainConfig) -> Checkpoint:
+    """The checkpoint of one fold's run, keyed by its settings, data, fold and fold assignment."""
+    train_index, valid_index = fold_split(fold_of, fold)
+    key = checkpoints.run_key(config, data.fingerprint, fold, data.train_ids[train_index], data.train_ids[valid_index])
+    return checkpoints.path_for(folder, backbone, fold, key)

@@ -3,12 +3,12 @@
 Credentials are found where the kaggle client looks for them (an access token, KAGGLE_USERNAME and
 KAGGLE_KEY, kaggle.json) and are never printed: messages name where they came from, not what they are.
 The kaggle package reads its settings when it is first imported, so it is imported only here, late.
+
+Every failure of the kaggle client (signing in included) becomes a KaggleError (pipeline/kaggle_errors.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 import re
@@ -21,21 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
-from pipeline.config import ConfigError, PipelineError
+from pipeline.config import ConfigError
+from pipeline.kaggle_errors import HOW_TO_AUTHENTICATE, TOKEN_FILES, KaggleError, how_to_fix, is_token, kaggle_failures, redact
 
 log = logging.getLogger(__name__)
 
-HOW_TO_AUTHENTICATE = (
-    "create an API token at https://www.kaggle.com/settings (section API) and either save the downloaded "
-    "kaggle.json as ~/.kaggle/kaggle.json (chmod 600), set KAGGLE_USERNAME and KAGGLE_KEY, or set KAGGLE_API_TOKEN"
-)
-
 KAGGLE_FOLDER = PurePosixPath("data/kaggle")
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]*")
-
-
-class KaggleError(PipelineError):
-    """A Kaggle call that failed; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -76,10 +68,10 @@ def config_dir() -> Path:
 
 
 def credential_source() -> str | None:
-    """Where the kaggle client will take credentials from, or None when there are none."""
+    """Where the kaggle client will take credentials from, or None when there are none (the client's order)."""
     if os.environ.get("KAGGLE_API_TOKEN"):
         return "$KAGGLE_API_TOKEN"
-    for name in ("access_token", "access_token.txt"):
+    for name in TOKEN_FILES:
         token = Path.home() / ".kaggle" / name
         if token.is_file() and token.read_text().strip():
             return str(token)
@@ -104,29 +96,20 @@ def connect() -> Kaggle:
     source = credential_source()
     if source is None:
         raise KaggleError(f"no Kaggle credentials found; {HOW_TO_AUTHENTICATE}")
-    # Importing kaggle authenticates and prints to stdout; keep its chatter out of our output.
-    with contextlib.redirect_stdout(io.StringIO()):
-        from kaggle.api.kaggle_api_extended import KaggleApi
+    # Importing kaggle signs in once already (its package __init__ hides any failure of that) and prints
+    # to stdout; kaggle_failures keeps that chatter out of our output. The sign-in that counts is ours:
+    # with an access token it asks Kaggle whether the token is valid, so it can fail like any call.
+    with kaggle_failures("signing in to Kaggle", source, signing_in=True):
+        from kaggle.api.kaggle_api_extended import AuthMethod, KaggleApi
 
         api = KaggleApi()
-        try:
-            api.authenticate()
-        except SystemExit:
-            raise KaggleError(f"Kaggle did not accept the credentials from {source}; {HOW_TO_AUTHENTICATE}") from None
+        api.authenticate()
+    if is_token(source) and api.config_values.get(api.CONFIG_NAME_AUTH_METHOD) != str(AuthMethod.ACCESS_TOKEN):
+        # Kaggle called the token inactive and the client signed in with the next credentials it found, an
+        # API key; but its calls still send the token it finds (kagglesdk's KaggleHttpClient reads
+        # KAGGLE_API_TOKEN and ~/.kaggle/access_token before any key), and every one of them would be refused.
+        raise KaggleError(f"signing in to Kaggle: Kaggle did not accept the credentials from {source}; {how_to_fix(source)}")
     return Kaggle(api, source)
-
-
-def http_failure(what: str, error: Any, credential_source: str) -> str:
-    status = error.response.status_code if error.response is not None else None
-    reason = str(error.args[0]) if error.args else ""
-    if status in (401, 403):
-        return (f"{what}: Kaggle refused the credentials from {credential_source} (HTTP {status}: {reason}). "
-                f"If they are right, accept the competition's rules on its web page; otherwise {HOW_TO_AUTHENTICATE}")
-    if status == 404:
-        return f"{what}: not found on Kaggle (HTTP 404: {reason}); check the competition name"
-    if status is not None and status >= 500:
-        return f"{what}: Kaggle server error (HTTP {status}: {reason}); nothing was changed here, try again later"
-    return f"{what}: Kaggle answered HTTP {status}: {reason}"
 
 
 @dataclass(frozen=True)
@@ -136,19 +119,18 @@ class Kaggle:
     api: Any
     credential_source: str
 
-    def call(self, what: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run one API call; HTTP and network failures become a KaggleError naming `what` failed."""
-        import requests
+    @property
+    def secrets(self) -> list[str | None]:
+        """The key or token the client signed in with (kept out of every message)."""
+        values = getattr(self.api, "config_values", None) or {}
+        return [values.get("key"), values.get("token")]
 
-        try:
-            with contextlib.redirect_stdout(io.StringIO()) as chatter:
-                result = function(*args, **kwargs)
-        except requests.HTTPError as error:
-            raise KaggleError(http_failure(what, error, self.credential_source)) from None
-        except requests.ConnectionError as error:
-            raise KaggleError(f"{what}: cannot reach Kaggle ({type(error).__name__}); check the network or proxy settings") from None
+    def call(self, what: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one API call; any failure becomes a KaggleError naming `what` failed and what to do."""
+        with kaggle_failures(what, self.credential_source, secrets=self.secrets) as chatter:
+            result = function(*args, **kwargs)
         for line in chatter.getvalue().splitlines():
-            log.info("kaggle: %s", line)
+            log.info("kaggle: %s", redact(line, self.secrets))
         return result
 
     def download_competition(self, slug: str, dest: Path) -> Path:

@@ -15,16 +15,17 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
-from pipeline.config import ConfigError, TrainConfig
+from pipeline.augment import build_augment
+from pipeline.config import Config, ConfigError, TrainConfig
 from pipeline.files import atomic_path
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def check_model_name(name: str) -> None:
+def check_model_name(name: str, where: str = "params.yaml") -> None:
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
-        raise ConfigError(f"unknown timm model {name!r} in params.yaml; similar names: {close or 'none'} (see timm.list_models())")
+        raise ConfigError(f"{where}: unknown timm model {name!r}; similar names: {close or 'none'} (see timm.list_models())")
 
 
 def create_model(config: TrainConfig, in_chans: int, num_classes: int) -> torch.nn.Module:
@@ -66,3 +67,18 @@ def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict[str, A
 def load_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
     model.load_state_dict(load_file(str(path)))
     return model
+
+
+def check_backbones(config: Config) -> None:
+    """Every backbone's timm model name and albumentations transforms, checked before any training.
+
+    `load_config` checks everything that needs no training library; this is the rest, run at the
+    start of the stages that train, so a typo in the last backbone fails before the first one trains.
+    """
+    for name in config.backbones:
+        settings = config.backbone(name)
+        check_model_name(settings.model, f"backbones.{name}.model")
+        try:
+            build_augment(settings.augment, seed=0, strength=settings.augment_strength)
+        except ConfigError as error:
+            raise ConfigError(f"backbone {name} (train.augment or backbones.{name}.augment): {error}") from None

@@ -7,17 +7,42 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import Config, SyntheticConfig, config_from_dict
+import dataclasses
+
+from pipeline.config import Config, DataConfig, FoldsConfig, SyntheticConfig, TrainConfig, config_from_dict
 from pipeline.stages.prepare import prepare
 from pipeline.stages.synthesize import write_competition
 
 PROJECT = Path(__file__).resolve().parents[1]
 FER2013 = PROJECT.parent / "shared" / "data" / "fer2013.zip"
-TINY = SyntheticConfig(seed=3, train_per_class=16, test_size=40, label_noise=0.0, duplicate_fraction=0.05)
 
 
 def project_params() -> dict:
     return yaml.safe_load((PROJECT / "params.yaml").read_text())
+
+
+def project_config() -> Config:
+    return config_from_dict(project_params())
+
+
+def data_config(**overrides) -> DataConfig:
+    """The project's `data` settings with `overrides`; params.yaml is where every default lives."""
+    return dataclasses.replace(project_config().data, **overrides)
+
+
+def folds_config(**overrides) -> FoldsConfig:
+    return dataclasses.replace(project_config().folds, **overrides)
+
+
+def train_config(**overrides) -> TrainConfig:
+    return dataclasses.replace(project_config().train, **overrides)
+
+
+def synthetic_config(**overrides) -> SyntheticConfig:
+    return dataclasses.replace(project_config().synthetic, **overrides)
+
+
+TINY = synthetic_config(seed=3, train_per_class=16, test_size=40, label_noise=0.0, duplicate_fraction=0.05)
 
 
 def tiny_params(**sections: dict) -> dict:

@@ -4,7 +4,9 @@ With KAGGLE_API_ENVIRONMENT=LOCALHOST the kaggle client sends its calls to http:
 POSTs to /api/v1/<service>/<method>. Binding port 80 needs root, so the stand-in listens on a free
 port and the client reaches it as an HTTP proxy (HTTP_PROXY): the request line then carries the
 full http://localhost/... URL. It implements what download, submit and listing submissions use,
-keeps every uploaded file, and scores it against hidden answers like a competition would.
+keeps every uploaded file, and scores it against hidden answers like a competition would. It takes
+an API key (KAGGLE_USERNAME/KAGGLE_KEY) or an access token (KAGGLE_API_TOKEN, which the client first
+checks with IntrospectToken: a token Kaggle does not know is refused with HTTP 401 or called inactive).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 API = "/api/v1/competitions.CompetitionApiService/"
+INTROSPECT = "/api/v1/security.OAuthService/IntrospectToken"
 
 
 @dataclass
@@ -50,6 +53,8 @@ class StandIn:
     competitions: dict[str, Competition]
     username: str = "standin-user"
     key: str = "standin-secret-key-0123456789"
+    token: str = "standin-access-token-0123456789"
+    token_refusal: int | None = 401  # IntrospectToken's answer to an unknown token: this HTTP status, or None: {"active": false}
     pending_polls: int = 1  # listings that still show a new submission as PENDING
     failures: dict[str, int] = field(default_factory=dict)  # method -> HTTP status of its next answer
     calls: list[str] = field(default_factory=list)
@@ -83,6 +88,8 @@ class StandIn:
     # --- what the endpoints do ---
 
     def authorized(self, header: str | None) -> bool:
+        if header and header.startswith("Bearer "):
+            return header.removeprefix("Bearer ") == self.token
         if not header or not header.startswith("Basic "):
             return False
         return base64.b64decode(header[6:]).decode() == f"{self.username}:{self.key}"
@@ -133,10 +140,12 @@ def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             body = json.loads(self.read_body() or b"{}")
-            method = self.route.removeprefix(API)
+            method = self.route.rsplit("/", 1)[-1]  # DownloadDataFiles, IntrospectToken, ...
             standin.calls.append(method)
             if method in standin.failures:
                 self.send_error_json(standin.failures.pop(method), "Internal server error")
+            elif self.route == INTROSPECT:
+                self.api_IntrospectToken(body)
             elif not standin.authorized(self.headers.get("Authorization")):
                 self.send_error_json(401, "Unauthenticated")
             elif body.get("competitionName") not in standin.competitions:
@@ -145,6 +154,14 @@ def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                 getattr(self, f"api_{method}")(body)
             else:
                 self.send_error_json(501, f"the stand-in does not implement {method}")
+
+        def api_IntrospectToken(self, body: dict) -> None:
+            if body.get("token") == standin.token:
+                self.send_json({"active": True, "username": standin.username})
+            elif standin.token_refusal is None:
+                self.send_json({"active": False})
+            else:
+                self.send_error_json(standin.token_refusal, "Unauthenticated")
 
         def api_DownloadDataFiles(self, body: dict) -> None:
             self.send_response(302)  # Kaggle redirects to a signed storage URL named <slug>.zip

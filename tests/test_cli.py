@@ -15,7 +15,16 @@ def run(args, cwd):
 
 def test_unknown_stage_prints_usage(tmp_path):
     done = run(["bogus"], tmp_path)
-    assert done.returncode == 2 and "usage: python -m pipeline" in done.stderr
+    assert done.returncode == 2 and "usage: python -m pipeline" in done.stderr and "unknown name 'bogus'" in done.stderr
+
+
+def test_help_lists_every_stage_and_command(tmp_path):
+    done = run(["--help"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
+    listed = {line.split()[0] for line in done.stdout.splitlines() if line.startswith("  ")}
+    assert listed == set(stages) | {"submit", "preset"}
+    assert "Stage `train@<backbone>-<fold>`" in done.stdout  # each with the first line of its docstring
 
 
 def test_missing_source_is_one_clear_error(tmp_path):

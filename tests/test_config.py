@@ -27,10 +27,28 @@ def test_backbone_overrides_win_over_defaults_and_model_defaults_to_key():
 @pytest.mark.parametrize("mutate, fragment", [
     (lambda p: p["train"].update(epohcs=3), "epohcs"),
     (lambda p: p.update(trian={}), "trian"),
-    (lambda p: p["backbones"].update(bad={"lr": -1.0}), "train.lr"),
+    (lambda p: p["backbones"].update(bad={"lr": -1.0}), "backbones.bad.lr"),
     (lambda p: p["train"].update(precision="fp8"), "precision"),
     (lambda p: p["folds"].update(ids=[0, 2]), "folds.ids"),
     (lambda p: p["train"].update(epochs="ten"), "train.epochs"),
+    (lambda p: p.update(backbone=p.pop("backbones")), r"unknown section\(s\) \['backbone'\] \(did you mean 'backbone' → 'backbones'\?\)"),
+    (lambda p: p["train"].update(lr="abc"), r"train.lr must be a number, got 'abc'"),
+    (lambda p: p["train"].update(drop_rate="abc"), r"train.drop_rate must be a number, got 'abc'"),
+    (lambda p: p["train"].update(drop_rate=1.5), r"train.drop_rate=1.5 is out of range"),
+    (lambda p: p["data"].update(image_size=0), r"data.image_size=0 is out of range: it must be between 8 and 1024"),
+    (lambda p: p["data"].update(channels=2), r"data.channels=2"),
+    (lambda p: p["ensemble"].update(max_steps=0), r"ensemble.max_steps=0 is out of range"),
+    (lambda p: p["backbones"].update({"my net": {"model": "resnet18"}}), r"run name 'my net' may hold only"),
+    (lambda p: p["backbones"].update(bad=[1, 2]), r"backbones.bad must be a mapping"),
+    (lambda p: p["train"].pop("lr"), r"train: key\(s\) \['lr'\] missing"),
+    (lambda p: p.pop("ensemble"), r"section\(s\) \['ensemble'\] missing"),
+    (lambda p: p["train"].update(tta=[{}, {"hflip": "yes"}]), r"train.tta: view .*hflip must be true or false"),
+    (lambda p: p["train"].update(tta=[{"rotate": 10}]), r"train.tta: view .* unknown key\(s\) \['rotate'\]"),
+    (lambda p: p["train"].update(augment=[{"HorizontalFlip": {"p": 0.5}, "Affine": {}}]), r"train.augment: entry"),
+    (lambda p: p["tune"].update(folds=[5]), r"tune.folds \[5\] names fold\(s\) \[5\]"),
+    (lambda p: p["tune"]["space"].update(lr={"low": 0.1, "high": 0.01}), r"tune.space.lr="),
+    (lambda p: p["tune"].update(grace_seconds=1), r"tune.grace_seconds=1.0 is out of range"),
+    (lambda p: p["synthetic"].update(label_noise=2), r"synthetic.label_noise=2.0"),
 ])
 def test_bad_values_are_refused_with_the_key_named(mutate, fragment):
     params = project_params()
@@ -50,12 +68,37 @@ def test_missing_params_file_says_where_to_run(tmp_path):
         load_config(tmp_path / "params.yaml")
 
 
-def test_yaml_lists_become_tuples_and_ints_become_floats(tmp_path):
+def test_yaml_lists_become_tuples_and_numbers_become_floats(tmp_path):
     params = project_params()
     params["train"]["lr"] = 1
+    params["train"]["weight_decay"] = "1e-4"  # PyYAML reads an exponent without a dot as text; DVC reads a number
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     config = load_config(path)
-    assert isinstance(config.train.lr, float)
+    assert isinstance(config.train.lr, float) and config.train.weight_decay == 1e-4
     assert isinstance(config.train.augment, tuple)
     assert config.folds.k == len(params["folds"]["ids"])
+
+
+def test_every_key_of_every_section_is_in_the_project_params():
+    """params.yaml is the one place values live: the classes declare no defaults to drift from it."""
+    import dataclasses
+
+    from pipeline.config import SECTIONS
+
+    params = project_params()
+    for section, cls in SECTIONS.items():
+        declared = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+        assert declared == set(params[section]) - {"model"}, section
+
+
+def test_unknown_model_and_augment_fail_for_any_backbone_before_training():
+    from pipeline.models import check_backbones
+
+    params = project_params()
+    params["backbones"] = {"resnet10t": {}, "second": {"model": "resnet_nope"}}
+    with pytest.raises(ConfigError, match="backbones.second.model: unknown timm model 'resnet_nope'"):
+        check_backbones(config_from_dict(params))
+    params["backbones"] = {"resnet10t": {}, "second": {"model": "resnet18", "augment": [{"HorizontalFlip": {"prob": 0.5}}]}}
+    with pytest.raises(ConfigError, match="backbone second .*HorizontalFlip"):
+        check_backbones(config_from_dict(params))

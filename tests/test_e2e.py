@@ -15,8 +15,10 @@ import pytest
 import yaml
 
 from tests.conftest import PROJECT, tiny_params
+from tests.imports import closure
 
 E2E_PARAMS = tiny_params()
+DVC_STAGES = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
 
 
 def make_project(root: Path, params: dict, env: dict) -> Path:
@@ -54,10 +56,7 @@ def project(tmp_path_factory):
 def test_every_stage_runs_and_writes_its_outputs(project):
     root, _, output = project
     names = list(E2E_PARAMS["backbones"])
-    expected = {"download", "synthesize", "prepare", "folds", "ensemble", "submission", "report"}
-    expected |= {f"train@{n}-{f}" for n in names for f in E2E_PARAMS["folds"]["ids"]}
-    expected |= {f"oof@{n}" for n in names} | {f"tune@{n}" for n in names}
-    assert stages_run(output) == expected
+    assert stages_run(output) == expanded_stages()
     for name in names:
         for fold in E2E_PARAMS["folds"]["ids"]:
             run = root / "models" / name / f"fold{fold}"
@@ -119,6 +118,34 @@ def test_report_dvc_metrics_and_plots_agree(project):
                               "--metrics", str(root / "report_again.json")], cwd=root, env=env, capture_output=True, text=True)
     assert printed.returncode == 0, printed.stderr
     assert f"Expected leaderboard accuracy of submissions/ensemble.csv: {report['ensemble']['accuracy']:.4f}" in printed.stdout
+
+
+def changed_stages(root: Path, env: dict) -> set[str]:
+    return set(dvc_json(root, env, "status"))
+
+
+@pytest.mark.parametrize("module", ["metrics.py", "data.py", "config.py", "predictions.py", "engine.py", "blend.py"])
+def test_editing_a_shared_module_marks_exactly_the_stages_that_import_it(project, module):
+    root, env, _ = project
+    path = root / "pipeline" / module
+    original = path.read_bytes()
+    path.write_bytes(original + b"\n# edited\n")
+    try:
+        changed = changed_stages(root, env)
+    finally:
+        path.write_bytes(original)
+    importers = {name for name in DVC_STAGES
+                 if PROJECT / "pipeline" / module in closure(f"pipeline.stages.{name}") | closure("pipeline.__main__")}
+    expected = {stage for stage in expanded_stages() if stage.split("@")[0] in importers}
+    assert changed == expected
+    assert changed_stages(root, env) == set()
+
+
+def expanded_stages() -> set[str]:
+    names = list(E2E_PARAMS["backbones"])
+    stages = {"download", "synthesize", "prepare", "folds", "ensemble", "submission", "report"}
+    stages |= {f"train@{n}-{f}" for n in names for f in E2E_PARAMS["folds"]["ids"]}
+    return stages | {f"oof@{n}" for n in names} | {f"tune@{n}" for n in names}
 
 
 def test_second_repro_has_nothing_to_do(project):

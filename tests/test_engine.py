@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.augment import Normalizer
-from pipeline.config import TrainConfig
+from tests.conftest import train_config
+from pipeline.augment import EpochBatches, Normalizer
 from pipeline.engine import NonFiniteLoss, fit, predict_proba, seed_everything
 from pipeline.metrics import log_loss_and_accuracy
 from pipeline.models import create_model
@@ -23,7 +23,7 @@ def bars_dataset(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
     return images, labels
 
 
-CONFIG = TrainConfig(model="resnet10t", epochs=3, batch_size=16, lr=0.003, warmup_epochs=0, workers=0, augment=())
+CONFIG = train_config(model="resnet10t", epochs=3, batch_size=16, lr=0.003, warmup_epochs=0, workers=0, augment=())
 
 
 def test_fit_learns_keeps_best_epoch_and_reports_every_epoch():
@@ -53,6 +53,17 @@ def test_eval_every_scores_only_every_nth_and_the_last_epoch():
     assert result.best_epoch in (2, 4, 5)
 
 
+def test_every_epoch_draws_its_own_batches(monkeypatch):
+    rng = np.random.default_rng(4)
+    images, labels = bars_dataset(48, rng)
+    normalize = Normalizer(0.2, 0.3, None, torch.device("cpu"), False)
+    epochs = []
+    set_epoch = EpochBatches.set_epoch
+    monkeypatch.setattr(EpochBatches, "set_epoch", lambda self, epoch: (epochs.append(epoch), set_epoch(self, epoch)))
+    fit(create_model(CONFIG, 1, 2), images, labels, images, labels, CONFIG, normalize, 2)
+    assert epochs == [1, 2, 3]
+
+
 def test_on_epoch_can_stop_training_early():
     rng = np.random.default_rng(1)
     images, labels = bars_dataset(64, rng)
@@ -72,6 +83,6 @@ def test_diverging_training_raises_a_clear_error():
     rng = np.random.default_rng(2)
     images, labels = bars_dataset(64, rng)
     normalize = Normalizer(0.2, 0.3, None, torch.device("cpu"), False)
-    config = TrainConfig(model="resnet10t", epochs=2, batch_size=16, lr=1e6, warmup_epochs=0, workers=0, augment=(), label_smoothing=0.0)
+    config = train_config(model="resnet10t", epochs=2, batch_size=16, lr=1e6, warmup_epochs=0, workers=0, augment=(), label_smoothing=0.0)
     with pytest.raises(NonFiniteLoss, match="lower lr"):
         fit(create_model(config, 1, 2), images, labels, images, labels, config, normalize, 2)

@@ -4,12 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import DataConfig, FoldsConfig
 from pipeline.data import load_prepared
 from pipeline.groups import duplicate_groups
 from pipeline.stages.folds import assign_folds
 from pipeline.stages.prepare import prepare
-from tests.conftest import FER2013
+from tests.conftest import FER2013, data_config, folds_config
 
 pytestmark = pytest.mark.skipif(not FER2013.exists(), reason=f"{FER2013} not present")
 
@@ -17,7 +16,7 @@ pytestmark = pytest.mark.skipif(not FER2013.exists(), reason=f"{FER2013} not pre
 @pytest.fixture(scope="module")
 def fer(tmp_path_factory):
     out = tmp_path_factory.mktemp("fer") / "prepared"
-    prepare(FER2013, DataConfig(), out)
+    prepare(FER2013, data_config(), out)
     return load_prepared(out)
 
 
@@ -33,7 +32,7 @@ def test_folds_keep_the_repeated_faces_together(fer):
     groups = duplicate_groups(fer.train_images)
     repeated = pd.Series(groups).duplicated(keep=False).to_numpy()
     assert 1000 < repeated.sum() < 3000  # about 1,800 FER-2013 train images have a pixel-identical twin
-    fold = assign_folds(fer.train_labels, groups, FoldsConfig(ids=(0, 1, 2, 3, 4)))
+    fold = assign_folds(fer.train_labels, groups, folds_config(ids=(0, 1, 2, 3, 4)))
     assert pd.DataFrame({"g": groups, "f": fold})[repeated].groupby("g")["f"].nunique().max() == 1
     sizes = np.bincount(fold)
     assert sizes.max() - sizes.min() < 0.01 * len(fold)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.config import FoldsConfig
+from tests.conftest import folds_config
 from pipeline.data import load_prepared
 from pipeline.groups import duplicate_groups, merge_groupings, read_groups
 from pipeline.stages.folds import assign_folds
@@ -25,7 +25,7 @@ def test_merge_groupings_joins_transitively():
 def test_folds_cover_every_image_once_keep_duplicates_and_balance_classes(prepared):
     data = load_prepared(prepared)
     groups = duplicate_groups(data.train_images)
-    fold = assign_folds(data.train_labels, groups, FoldsConfig(ids=(0, 1, 2), seed=7))
+    fold = assign_folds(data.train_labels, groups, folds_config(ids=(0, 1, 2), seed=7))
     assert set(fold) == {0, 1, 2}
     for group in np.unique(groups):
         assert len(set(fold[groups == group])) == 1
@@ -37,16 +37,16 @@ def test_folds_cover_every_image_once_keep_duplicates_and_balance_classes(prepar
 def test_same_seed_same_folds_other_seed_other_folds(prepared):
     data = load_prepared(prepared)
     groups = duplicate_groups(data.train_images)
-    a = assign_folds(data.train_labels, groups, FoldsConfig(ids=(0, 1, 2), seed=1))
-    b = assign_folds(data.train_labels, groups, FoldsConfig(ids=(0, 1, 2), seed=1))
-    c = assign_folds(data.train_labels, groups, FoldsConfig(ids=(0, 1, 2), seed=2))
+    a = assign_folds(data.train_labels, groups, folds_config(ids=(0, 1, 2), seed=1))
+    b = assign_folds(data.train_labels, groups, folds_config(ids=(0, 1, 2), seed=1))
+    c = assign_folds(data.train_labels, groups, folds_config(ids=(0, 1, 2), seed=2))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
 def test_too_few_images_of_a_class_for_k_folds():
     labels = np.array([0] * 10 + [1] * 2)
     with pytest.raises(ValueError, match="rarest class has 2 images"):
-        assign_folds(labels, np.arange(12), FoldsConfig(ids=(0, 1, 2)))
+        assign_folds(labels, np.arange(12), folds_config(ids=(0, 1, 2)))
 
 
 def test_groups_file_must_cover_every_id(tmp_path):

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+import requests
+import urllib3
 import yaml
 
 from pipeline.config import ConfigError
-from pipeline.kaggle_api import competition_slug
+from pipeline.kaggle_api import Kaggle, KaggleError, competition_slug
 from tests.conftest import PROJECT, tiny_params
 from tests.kaggle_standin import Competition, StandIn
 from tests.test_e2e import make_project, repro, stages_run
@@ -46,11 +50,19 @@ def standin(served):
         yield server
 
 
+@pytest.fixture
+def closed_port():
+    """A local port that refuses connections: bound, never listening, and held so that nothing else takes it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
 def clean_env(tmp_path: Path, extra: dict[str, str]) -> dict[str, str]:
-    """No credentials from this machine: a fresh HOME, no KAGGLE_* variables, the project importable."""
+    """No credentials or proxies from this machine: a fresh HOME, no KAGGLE_* or *_proxy variables, the project importable."""
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_") and k.lower() not in ("http_proxy", "no_proxy")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_") and not k.lower().endswith("_proxy")}
     return {**env, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "PYTHONPATH": str(PROJECT),
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", **extra}
 
@@ -62,6 +74,13 @@ def run(command: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess
 def pipeline_submit(file: Path, prepared: Path, env: dict, cwd: Path, *options: str) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "pipeline", "submit", str(file), "-m", "test run", "-c", SLUG,
                 "--data", str(prepared), "--wait", "10", *options], env, cwd)
+
+
+def pipeline_download(tmp_path: Path, env: dict) -> subprocess.CompletedProcess:
+    """`python -m pipeline download` (as dvc.yaml runs it) of the stand-in competition, into tmp_path/data/kaggle."""
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(tiny_params(data={**tiny_params()["data"], "source": f"data/kaggle/{SLUG}.zip"})))
+    return run([sys.executable, "-m", "pipeline", "download", "--params", str(params), "--out", "data/kaggle"], env, tmp_path)
 
 
 def perfect_submission(served) -> pd.DataFrame:
@@ -79,6 +98,15 @@ def answers_as_submission(served, tmp_path: Path, name: str = "perfect.csv") -> 
 def assert_never_shown(secret: str, *outputs: subprocess.CompletedProcess) -> None:
     for done in outputs:
         assert secret not in done.stdout and secret not in done.stderr
+
+
+def failed_with_one_line(done: subprocess.CompletedProcess) -> str:
+    """The `error: ...` line of a command that failed as it should: exit status 1, no traceback."""
+    assert done.returncode == 1, (done.returncode, done.stderr[-3000:])
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), done.stderr[-3000:]
+    return last
 
 
 def test_kaggle_cli_downloads_submits_and_lists_the_score(standin, served, tmp_path):
@@ -152,10 +180,7 @@ def test_server_error_on_upload_exits_non_zero_with_a_clear_message(standin, ser
 
 def test_server_error_on_download_leaves_no_archive(standin, tmp_path):
     standin.fail_next("DownloadDataFiles", 500)
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(tiny_params(data={**tiny_params()["data"], "source": f"data/kaggle/{SLUG}.zip"})))
-    done = run([sys.executable, "-m", "pipeline", "download", "--params", str(params), "--out", "data/kaggle"],
-               clean_env(tmp_path, standin.env()), tmp_path)
+    done = pipeline_download(tmp_path, clean_env(tmp_path, standin.env()))
     assert done.returncode == 1 and "HTTP 500" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "data" / "kaggle").exists()
     assert list((tmp_path / "data").iterdir()) == []  # no temporary leftovers either
@@ -169,6 +194,150 @@ def test_refused_credentials_are_named_by_source_never_by_value(standin, served,
     assert "refused the credentials from $KAGGLE_USERNAME/$KAGGLE_KEY (HTTP 401" in done.stderr
     assert "KAGGLE_USERNAME and KAGGLE_KEY" in done.stderr  # says how to set them
     assert_never_shown(wrong, done)
+
+
+def kaggle_command(command: str, served, prepared: Path, tmp_path: Path, env: dict) -> subprocess.CompletedProcess:
+    if command == "download":
+        return pipeline_download(tmp_path, env)
+    return pipeline_submit(answers_as_submission(served, tmp_path), prepared, env, tmp_path)
+
+
+@pytest.mark.parametrize("command", ["download", "submit"])
+@pytest.mark.parametrize("refusal", [401, None], ids=["http-401", "inactive"])
+def test_refused_access_token_is_one_line_naming_its_source(standin, served, prepared, tmp_path, command, refusal):
+    """The client checks a KAGGLE_API_TOKEN while signing in: a refusal there used to escape as an HTTPError traceback."""
+    standin.token_refusal = refusal
+    wrong = "wrong-token-not-to-be-printed"
+    done = kaggle_command(command, served, prepared, tmp_path, clean_env(tmp_path, standin.env(KAGGLE_API_TOKEN=wrong)))
+    error = failed_with_one_line(done)
+    assert error.startswith("error: signing in to Kaggle: Kaggle ")
+    assert ("refused the credentials from $KAGGLE_API_TOKEN (HTTP 401" if refusal else "did not accept the credentials from $KAGGLE_API_TOKEN") in error
+    assert "set KAGGLE_API_TOKEN to it, or unset KAGGLE_API_TOKEN" in error
+    assert set(standin.calls) == {"IntrospectToken"}  # nothing downloaded or submitted
+    assert_never_shown(wrong, done)
+    assert not (tmp_path / "data" / "kaggle").exists()
+
+
+def test_valid_access_token_signs_in_and_downloads(standin, served, tmp_path):
+    done = pipeline_download(tmp_path, clean_env(tmp_path, standin.env(KAGGLE_API_TOKEN=standin.token)))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "data" / "kaggle" / f"{SLUG}.zip").read_bytes() == served[0].archive
+    assert standin.calls[-2:] == ["DownloadDataFiles", f"GET /storage/{SLUG}.zip"]
+    assert_never_shown(standin.token, done)
+
+
+def test_inactive_access_token_is_refused_even_with_an_api_key_beside_it(standin, tmp_path):
+    """The client signs in with the key then, but its calls still send the token; each would be refused."""
+    standin.token_refusal = None
+    inactive = "inactive-token-not-to-be-printed"
+    done = pipeline_download(tmp_path, clean_env(tmp_path, standin.env(KAGGLE_API_TOKEN=inactive, KAGGLE_USERNAME=standin.username, KAGGLE_KEY=standin.key)))
+    error = failed_with_one_line(done)
+    assert "signing in to Kaggle: Kaggle did not accept the credentials from $KAGGLE_API_TOKEN; " in error and "unset KAGGLE_API_TOKEN" in error
+    assert set(standin.calls) == {"IntrospectToken"}
+    assert_never_shown(inactive, done)
+    assert_never_shown(standin.key, done)
+
+
+@pytest.mark.parametrize("command", ["download", "submit"])
+@pytest.mark.parametrize("variables, credentials", [
+    # The stand-in's http://localhost API through HTTP_PROXY, signing in with a token: fails while signing in.
+    (("HTTP_PROXY", "http_proxy"), "token"),
+    # Kaggle's own https://api.kaggle.com through HTTPS_PROXY, with an API key: fails at the first call.
+    (("HTTPS_PROXY",), "key"),
+], ids=["http-proxy-token", "https-proxy-key"])
+def test_unreachable_proxy_is_one_line_naming_its_variable(standin, served, prepared, tmp_path, closed_port, command, variables, credentials):
+    password = "proxy-password-not-to-be-printed"
+    proxy = f"http://proxy-user:{password}@127.0.0.1:{closed_port}"
+    env = standin.env(KAGGLE_API_TOKEN=standin.token) if credentials == "token" else standin.env()
+    if "HTTP_PROXY" not in variables:
+        env = {k: v for k, v in env.items() if k not in ("KAGGLE_API_ENVIRONMENT", "HTTP_PROXY", "http_proxy")}
+    done = kaggle_command(command, served, prepared, tmp_path, clean_env(tmp_path, {**env, **dict.fromkeys(variables, proxy)}))
+    error = failed_with_one_line(done)
+    named = " and ".join(variables)
+    assert f"cannot connect to the proxy http://127.0.0.1:{closed_port} set in {named} (" in error
+    assert f"or unset {named} to connect to Kaggle directly" in error
+    assert error.startswith("error: signing in to Kaggle: " if credentials == "token" else "error: ")
+    assert standin.calls == []
+    for secret in (password, "proxy-user", standin.key, standin.token):
+        assert_never_shown(secret, done)
+
+
+KEY = "secret-key-in-an-error-0123"
+KAGGLE_CALL = "https://api.kaggle.com/v1/competitions.CompetitionApiService/DownloadDataFiles"
+SIGNED = "https://storage.googleapis.com/kaggle-competitions/x.zip?X-Goog-Signature=signature-not-to-be-printed"
+
+
+def sent(url: str = KAGGLE_CALL) -> requests.PreparedRequest:
+    return requests.Request("POST", url).prepare()
+
+
+def answered(status: int, url: str = KAGGLE_CALL) -> requests.Response:
+    response = requests.Response()
+    response.status_code, response.url, response.request = status, url, sent(url)
+    return response
+
+
+FAILURES = [  # (proxy variable set, what the client raises, what the message says)
+    (None, requests.ConnectionError("HTTPSConnectionPool(host='api.kaggle.com', port=443): Max retries exceeded (Caused by NameResolutionError("
+                                    "\"Failed to resolve 'api.kaggle.com' ([Errno -3] Temporary failure in name resolution)\"))", request=sent()),
+     "cannot reach Kaggle at api.kaggle.com ([Errno -3] Temporary failure in name resolution); check the network connection"),
+    (None, requests.exceptions.ConnectTimeout("Connection to api.kaggle.com timed out. (connect timeout=10)", request=sent()),
+     "cannot reach Kaggle at api.kaggle.com"),
+    (None, requests.exceptions.ReadTimeout("Read timed out. (read timeout=300)", request=sent(SIGNED)),
+     "the connection to Kaggle at storage.googleapis.com failed (Read timed out"),
+    (None, requests.exceptions.ChunkedEncodingError(urllib3.exceptions.ProtocolError("Connection broken: IncompleteRead(10 bytes read, 90 more expected)")),
+     "failed (Connection broken: IncompleteRead(10 bytes read, 90 more expected)); check the network connection"),
+    (None, urllib3.exceptions.ProtocolError("Connection broken: InvalidChunkLength(got length b'', 0 bytes read)"), "check the network connection"),
+    (None, urllib3.exceptions.ReadTimeoutError(None, SIGNED, "Read timed out."), "check the network connection"),
+    (None, ConnectionResetError(104, "Connection reset by peer"), "cannot reach Kaggle at api.kaggle.com ([Errno 104] Connection reset by peer)"),
+    (None, requests.exceptions.SSLError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate", request=sent()),
+     "the secure connection to api.kaggle.com failed ([SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate); "
+     "check the computer's date and time; if your network inspects HTTPS, set REQUESTS_CA_BUNDLE"),
+    (None, requests.exceptions.JSONDecodeError("Expecting value", "<html>", 0), "the request to api.kaggle.com failed (JSONDecodeError"),
+    (None, requests.HTTPError(f"403 Client Error: Forbidden for url: {SIGNED}", response=answered(403, SIGNED)),
+     "Kaggle refused the credentials from $KAGGLE_USERNAME/$KAGGLE_KEY (HTTP 403: 403 Client Error: Forbidden for url: "
+     "https://storage.googleapis.com/kaggle-competitions/x.zip?...). If they are right, accept the competition's rules"),
+    (None, SystemExit(1), "the kaggle client gave up"),
+    (None, ValueError("Downloaded file size (10) does not match expected size (100)"),
+     "the kaggle client failed (ValueError: Downloaded file size (10) does not match expected size (100))"),
+    (None, OSError(28, "No space left on device"), "the kaggle client failed (OSError: [Errno 28] No space left on device)"),
+    (None, RuntimeError(f"unexpected answer for key {KEY}"), "the kaggle client failed (RuntimeError: unexpected answer for key ***)"),
+    ("HTTPS_PROXY", requests.exceptions.ProxyError("HTTPSConnectionPool(host='api.kaggle.com', port=443): Max retries exceeded (Caused by ProxyError("
+                                                   "'Unable to connect to proxy', OSError('Tunnel connection failed: 403 Forbidden')))", request=sent()),
+     "cannot connect to the proxy http://proxy.example:3128 set in HTTPS_PROXY (Tunnel connection failed: 403 Forbidden); "
+     "check that this address is right and the proxy is running, or unset HTTPS_PROXY to connect to Kaggle directly"),
+    ("https_proxy", urllib3.exceptions.ProxyError("Unable to connect to proxy", ConnectionRefusedError(111, "Connection refused")),
+     "cannot connect to the proxy http://proxy.example:3128 set in https_proxy ([Errno 111] Connection refused)"),
+    ("ALL_PROXY", requests.exceptions.ReadTimeout("Read timed out. (read timeout=300)", request=sent()),
+     "at api.kaggle.com through the proxy http://proxy.example:3128 set in ALL_PROXY failed (Read timed out. (read timeout=300)); check the network connection and that proxy, "
+     "or unset ALL_PROXY to connect directly"),
+    ("HTTPS_PROXY", requests.exceptions.SSLError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed", request=sent()),
+     "if the proxy http://proxy.example:3128 set in HTTPS_PROXY inspects HTTPS, set REQUESTS_CA_BUNDLE to its CA certificate file, or unset HTTPS_PROXY"),
+    ("HTTPS_PROXY", requests.HTTPError("407 Proxy Authentication Required", response=answered(407)),
+     "the proxy http://proxy.example:3128 set in HTTPS_PROXY asks for a login (HTTP 407"),
+]
+
+
+@pytest.mark.parametrize("proxy, error, expected", FAILURES, ids=[f"{type(error).__name__}{'-' + proxy if proxy else ''}" for proxy, error, _ in FAILURES])
+def test_every_failure_of_the_client_is_a_kaggle_error_saying_what_to_do(monkeypatch, proxy, error, expected):
+    """requests' and urllib3's exception hierarchies, and what the kaggle client raises itself, as one message each."""
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy") or name.startswith("KAGGLE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("KAGGLE_KEY", KEY)
+    if proxy:
+        monkeypatch.setenv(proxy, "http://proxy-user:proxy-password@proxy.example:3128")
+
+    def fails():
+        raise error
+
+    kaggle = Kaggle(SimpleNamespace(config_values={"username": "someone", "key": KEY}), "$KAGGLE_USERNAME/$KAGGLE_KEY")
+    with pytest.raises(KaggleError) as raised:
+        kaggle.call("download of competition 'x'", fails)
+    message = str(raised.value)
+    assert message.startswith("download of competition 'x': ") and expected in message, message
+    for secret in (KEY, "proxy-password", "proxy-user", "signature-not-to-be-printed"):
+        assert secret not in message
 
 
 def test_missing_credentials_say_how_to_set_them(standin, served, prepared, tmp_path):

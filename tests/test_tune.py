@@ -35,7 +35,7 @@ def tune_params(storage: str, **tune: object) -> dict:
     params = tiny_params()
     params["train"].update(epochs=2, workers=0)
     params["backbones"] = {"resnet10t": {}}
-    params["tune"] = {"n_trials": 2, "epochs": 2, "folds": [0], "space": SPACE, "storage": storage,
+    params["tune"] = {**params["tune"], "n_trials": 2, "epochs": 2, "folds": [0], "space": SPACE, "storage": storage,
                       "heartbeat_seconds": 0.5, "grace_seconds": 3, **tune}
     return params
 
@@ -55,11 +55,38 @@ def write_params(workspace: Path, params: dict) -> Path:
     return path
 
 
-def start_worker(workspace: Path, prepared: Path, n_trials: int, storage: str | None = None) -> subprocess.Popen:
-    command = [sys.executable, "-m", "pipeline", "tune", "--backbone", "resnet10t", "--n-trials", str(n_trials),
-               "--data", str(prepared), "--folds", "folds.csv"] + (["--storage", storage] if storage else [])
+# `python -m pipeline tune ...` whose first trial, once its first epoch is reported, touches a marker file
+# and waits there for ever: a signal sent after the marker appears always lands in a running trial.
+HELD_WORKER = """
+import sys, time
+from pathlib import Path
+import pipeline.stages.tune as tune
+from pipeline.__main__ import main
+
+marker, fit_fold = Path(sys.argv[1]), tune.fit_fold
+
+def held_fit_fold(*args, on_epoch, **kwargs):
+    def report_then_hold(record):
+        on_epoch(record)
+        marker.touch()
+        while True:
+            time.sleep(1)
+    return fit_fold(*args, on_epoch=report_then_hold, **kwargs)
+
+tune.fit_fold = held_fit_fold
+sys.exit(main(["tune", *sys.argv[2:]]))
+"""
+
+
+def start_worker(workspace: Path, prepared: Path, n_trials: int, storage: str | None = None,
+                 hold_at: Path | None = None) -> subprocess.Popen:
+    """A tune worker in its own process; with `hold_at`, one that holds its first trial (see HELD_WORKER)."""
+    options = ["--backbone", "resnet10t", "--n-trials", str(n_trials), "--data", str(prepared), "--folds", "folds.csv"]
+    options += ["--storage", storage] if storage else []
+    entry = ["-c", HELD_WORKER, str(hold_at)] if hold_at else ["-m", "pipeline", "tune"]
     env = dict(os.environ, PYTHONPATH=str(PROJECT))
-    return subprocess.Popen(command, cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen([sys.executable, *entry, *options], cwd=workspace, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def load_study(url: str) -> optuna.Study:
@@ -163,29 +190,26 @@ def test_two_workers_share_postgresql(workspace, prepared):
     two_workers_share(workspace, prepared, url)
 
 
-def wait_for_running_trial(url: str, worker: subprocess.Popen, timeout: float = 120) -> None:
+def wait_until_held(marker: Path, worker: subprocess.Popen, timeout: float = 300) -> None:
+    """Until the held worker's trial has reported an epoch (the timeout only guards a hung test)."""
     deadline = time.time() + timeout
-    while time.time() < deadline:
+    while not marker.exists():
         assert worker.poll() is None, worker.stdout.read()
-        try:
-            if load_study(url).get_trials(states=(TrialState.RUNNING,)):
-                return
-        except ValueError:
-            pass  # the study is not created yet
-        time.sleep(0.5)
-    raise AssertionError("the worker never started a trial")
+        assert time.time() < deadline, "the worker never reported an epoch"
+        time.sleep(0.2)
 
 
 def test_killed_worker_leaves_no_trial_running_for_ever(workspace, prepared):
     url = str(workspace / "optuna.journal")
-    params = tune_params(url, epochs=6)
+    params = tune_params(url)
     write_params(workspace, params)
-    worker = start_worker(workspace, prepared, n_trials=1)
-    wait_for_running_trial(url, worker)
+    worker = start_worker(workspace, prepared, n_trials=1, hold_at=workspace / "held")
+    wait_until_held(workspace / "held", worker)
     worker.kill()
     worker.wait()
     study = load_study(url)
     assert len(study.get_trials(states=(TrialState.RUNNING,))) == 1
+    assert fail_stale_trials(study, grace_seconds=3600) == []  # its heartbeat is recent: not yet given up
     time.sleep(params["tune"]["grace_seconds"] + 0.5)
     assert fail_stale_trials(study, params["tune"]["grace_seconds"]) == [0]
     (trial,) = study.get_trials()
@@ -194,12 +218,13 @@ def test_killed_worker_leaves_no_trial_running_for_ever(workspace, prepared):
 
 def test_ctrl_c_leaves_the_study_usable(workspace, prepared):
     url = str(workspace / "optuna.journal")
-    write_params(workspace, tune_params(url, epochs=24))  # long enough that the trial is still running at the signal
-    worker = start_worker(workspace, prepared, n_trials=1)
-    wait_for_running_trial(url, worker)
+    write_params(workspace, tune_params(url))
+    worker = start_worker(workspace, prepared, n_trials=1, hold_at=workspace / "held")
+    wait_until_held(workspace / "held", worker)
     worker.send_signal(signal.SIGINT)
-    worker.wait(timeout=60)
-    assert worker.returncode != 0
+    output, _ = worker.communicate(timeout=120)
+    assert worker.returncode == 130, output
+    assert "interrupted" in output and "Traceback" not in output
     assert load_study(url).get_trials()[0].state == TrialState.FAIL
     again = start_worker(workspace, prepared, n_trials=1)
     output, _ = again.communicate(timeout=300)

@@ -1,15 +1,17 @@
 """Stage `prepare`: a competition download → the prepared dataset (see pipeline/data.py).
 
 Every image is decoded exactly once, here; later stages read uint8 arrays. The source is a Kaggle
-image competition, as a .zip or a folder: train/<class>/*.{jpg,png}, test/<id>.{jpg,png},
-sample_submission.csv (id,label).
+image competition, as a .zip or a folder: train/<class>/<image>, test/<id>.<image suffix>,
+sample_submission.csv (id,label). Train ids are <class>/<file stem>; test ids are file stems.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -21,7 +23,9 @@ from PIL import Image, UnidentifiedImageError
 from pipeline.config import DataConfig, PipelineError, load_config
 from pipeline.files import atomic_dir, fingerprint, save_array, write_csv, write_json
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+# Still-image formats Pillow decodes that competitions ship (GIF and TIFF: the first frame). Matched case-insensitively.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+SUFFIX_LIST = " ".join(sorted(IMAGE_SUFFIXES))
 SUPPORTED_MODES = {"L", "RGB", "P", "LA", "RGBA"}  # what converts to gray/RGB without guessing
 
 
@@ -36,29 +40,61 @@ class CompetitionFiles:
         self.source = Path(source)
         if not self.source.exists():
             raise SourceError(f"data.source {str(source)!r} does not exist; point it at a competition .zip or folder")
-        self._zip = zipfile.ZipFile(self.source) if self.source.is_file() else None
-        names = self._zip.namelist() if self._zip else [
-            p.relative_to(self.source).as_posix() for p in self.source.rglob("*") if p.is_file()
+        self._zip = _open_zip(self.source) if self.source.is_file() else None
+        # Folders end in "/", as a .zip's directory entries do: an empty class folder shows only that way.
+        entries = self._zip.namelist() if self._zip else [
+            p.relative_to(self.source).as_posix() + ("/" if p.is_dir() else "")
+            for p in self.source.rglob("*") if p.is_file() or p.is_dir()
         ]
-        samples = sorted((n for n in names if PurePosixPath(n).name == "sample_submission.csv"), key=len)
+        entries = [n for n in entries if not _is_system_entry(n)]
+        samples = sorted((n for n in entries if PurePosixPath(n).name == "sample_submission.csv"), key=len)
         if not samples:
             raise SourceError(f"{self.source}: no sample_submission.csv found; is this a Kaggle image competition?")
         root = str(PurePosixPath(samples[0]).parent)
         self.prefix = "" if root == "." else root + "/"
-        self.names = [n[len(self.prefix):] for n in names if n.startswith(self.prefix)]
+        inside = [n[len(self.prefix):] for n in entries if n.startswith(self.prefix) and len(n) > len(self.prefix)]
+        self.names = [n for n in inside if not n.endswith("/")]  # files
+        self.folders = [n.rstrip("/") for n in inside if n.endswith("/")]
 
     def read(self, name: str) -> bytes:
         full = self.prefix + name
-        return self._zip.read(full) if self._zip else (self.source / full).read_bytes()
+        try:
+            return self._zip.read(full) if self._zip else (self.source / full).read_bytes()
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as error:
+            # A damaged member, or one this Python cannot unpack (Deflate64, encryption).
+            raise SourceError(f"{self.where(name)}: cannot read it from the .zip ({error}); download the .zip again, "
+                              "or unzip it with another tool and point data.source at the folder") from error
+        except OSError as error:
+            raise SourceError(f"{self.where(name)}: cannot read the file ({error}); check it exists and is readable") from error
 
     def where(self, name: str) -> str:
         return f"{self.source}:{self.prefix}{name}" if self._zip else str(self.source / self.prefix / name)
 
-    def images_under(self, folder: str) -> Iterator[PurePosixPath]:
+    def files_under(self, folder: str) -> Iterator[PurePosixPath]:
         for name in sorted(self.names):
             path = PurePosixPath(name)
-            if path.parts[0] == folder and path.suffix.lower() in IMAGE_SUFFIXES:
+            if path.parts[0] == folder:
                 yield path
+
+    def images_under(self, folder: str) -> Iterator[PurePosixPath]:
+        return (path for path in self.files_under(folder) if is_image(path))
+
+
+def _is_system_entry(name: str) -> bool:
+    """Hidden files and folders (.DS_Store, .ipynb_checkpoints/) and macOS zip metadata are never competition data."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in PurePosixPath(name).parts)
+
+
+def is_image(path: PurePosixPath) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _open_zip(source: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise SourceError(f"{source}: not a readable .zip ({error}); point data.source at the competition .zip "
+                          "(download it again if it is cut short) or at its unzipped folder") from error
 
 
 @dataclass(frozen=True)
@@ -69,29 +105,69 @@ class Competition:
 
 
 def read_competition(files: CompetitionFiles) -> Competition:
-    class_dirs = sorted({p.parts[1] for p in (PurePosixPath(n) for n in files.names) if len(p.parts) >= 3 and p.parts[0] == "train"})
-    if not class_dirs:
-        raise SourceError(f"{files.where('train/')}: no train/<class>/ folders found")
     train_paths = list(files.images_under("train"))
-    counts = pd.Series([p.parts[1] for p in train_paths]).value_counts()
-    for name in class_dirs:
-        if counts.get(name, 0) == 0:
-            raise SourceError(f"{files.where(f'train/{name}/')}: class folder holds no .jpg/.png images; add images or remove the folder")
+    _check_class_folders(files, train_paths)
+    train_ids = [f"{p.parts[1]}/{p.stem}" for p in train_paths]
+    _refuse_duplicate_ids(files, train_ids, train_paths, "train image id (<class>/<file stem>)")
     train = pd.DataFrame({
-        "id": [f"{p.parts[1]}/{p.stem}" for p in train_paths],
+        "id": train_ids,
         "label": [p.parts[1] for p in train_paths],
         "file": [str(p) for p in train_paths],
     })
 
     sample_bytes = files.read("sample_submission.csv")
-    sample = pd.read_csv(io.BytesIO(sample_bytes), dtype=str, keep_default_na=False)
-    if sample.shape[1] != 2:
-        raise SourceError(f"{files.where('sample_submission.csv')}: expected two columns (id,label), got {list(sample.columns)}")
-    test_files = {p.stem: str(p) for p in files.images_under("test")}
-    sample_ids = sample.iloc[:, 0]
+    sample_ids = read_sample_ids(sample_bytes, files.where("sample_submission.csv"))
+    test_paths = list(files.images_under("test"))
+    _refuse_duplicate_ids(files, [p.stem for p in test_paths], test_paths, "test id (file stem)")
+    test_files = {p.stem: str(p) for p in test_paths}
     _check_same_ids(files, sample_ids, test_files)
     test = pd.DataFrame({"id": sample_ids.to_numpy(), "file": [test_files[i] for i in sample_ids]})
     return Competition(train=train, test=test, sample_submission=sample_bytes)
+
+
+def _check_class_folders(files: CompetitionFiles, train_paths: list[PurePosixPath]) -> None:
+    """Every train/<class>/ folder, empty ones included, must hold images: a class without them would vanish."""
+    folders = [PurePosixPath(n).parent for n in files.names] + [PurePosixPath(n) for n in files.folders]
+    class_dirs = sorted({p.parts[1] for p in folders if len(p.parts) >= 2 and p.parts[0] == "train"})
+    if not class_dirs:
+        raise SourceError(f"{files.where('train/')}: no train/<class>/ folders found")
+    stray = [p for p in train_paths if len(p.parts) < 3]
+    if stray:  # its "class" would be its own file name
+        raise SourceError(f"{files.where(str(stray[0]))}: image outside any class folder ({len(stray)} such); "
+                          "move it into train/<class>/ or remove it")
+    with_images = {p.parts[1] for p in train_paths}
+    for name in class_dirs:
+        if name not in with_images:
+            others = [p.name for p in files.files_under("train") if len(p.parts) >= 3 and p.parts[1] == name]
+            found = f" (only {len(others)} other files, e.g. {others[0]!r})" if others else ""
+            raise SourceError(f"{files.where(f'train/{name}/')}: class folder holds no images{found}; "
+                              f"add images ({SUFFIX_LIST}) or remove the folder")
+
+
+def _refuse_duplicate_ids(files: CompetitionFiles, ids: list[str], paths: list[PurePosixPath], what: str) -> None:
+    first: dict[str, PurePosixPath] = {}
+    for id_, path in zip(ids, paths):
+        if id_ in first:
+            raise SourceError(f"{files.where(str(first[id_]))} and {files.where(str(path))}: both give the {what} "
+                              f"{id_!r}; remove one of them")
+        first[id_] = path
+
+
+def read_sample_ids(data: bytes, where: str) -> pd.Series:
+    """The id column of sample_submission.csv (id,label), as text, in file order."""
+    try:
+        reader = csv.reader(io.StringIO(data.decode("utf-8-sig")))
+        rows = [(reader.line_num, row) for row in reader if row]
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise SourceError(f"{where}: not a UTF-8 CSV file ({error}); download it again") from error
+    if not rows:
+        raise SourceError(f"{where}: the file is empty; expected a header id,label and one row per test image; download it again")
+    for line, row in rows:
+        if len(row) != 2:
+            raise SourceError(f"{where}: expected two columns (id,label), got {len(row)} on line {line}: {row[:4]}")
+    if len(rows) == 1:
+        raise SourceError(f"{where}: lists no test ids, only the header {rows[0][1]}; download it again")
+    return pd.Series([row[0] for _, row in rows[1:]], dtype=str)
 
 
 def _check_same_ids(files: CompetitionFiles, sample_ids: pd.Series, test_files: dict[str, str]) -> None:
@@ -104,10 +180,18 @@ def _check_same_ids(files: CompetitionFiles, sample_ids: pd.Series, test_files: 
             f"{files.where(test_files[not_in_sample[0]])}: test image not listed in sample_submission.csv "
             f"({len(not_in_sample)} such, e.g. {not_in_sample[:3]}); add its id or remove the image")
     no_image = [i for i in sample_ids if i not in test_files]
-    if no_image:
+    if not no_image:
+        return
+    wanted = set(no_image)
+    unsupported = [p for p in files.files_under("test") if p.stem in wanted and not is_image(p)]
+    if unsupported:
+        suffix = unsupported[0].suffix
         raise SourceError(
-            f"{files.where('sample_submission.csv')}: id {no_image[0]!r} has no image test/{no_image[0]}.jpg|png "
-            f"({len(no_image)} such); the download is incomplete: fetch it again")
+            f"{files.where(str(unsupported[0]))}: {f'suffix {suffix!r}' if suffix else 'a file without a suffix'} "
+            f"is not a supported image format ({len(unsupported)} such test files); convert them to one of {SUFFIX_LIST}")
+    raise SourceError(
+        f"{files.where('sample_submission.csv')}: id {no_image[0]!r} has no image test/{no_image[0]}.* "
+        f"({len(no_image)} such); the download is incomplete: fetch it again")
 
 
 def decode_image(data: bytes, where: str, size: int, channels: int) -> np.ndarray:
@@ -115,7 +199,12 @@ def decode_image(data: bytes, where: str, size: int, channels: int) -> np.ndarra
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except Image.DecompressionBombError as error:
+        width, height = _pixel_size(data)
+        raise SourceError(f"{where}: image is {width}×{height} pixels, more than Pillow decodes "
+                          f"({2 * Image.MAX_IMAGE_PIXELS} pixels at most); shrink the image or remove it") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        # Pillow reports a damaged header or a truncated file with any of these, depending on the format.
         raise SourceError(f"{where}: cannot decode image ({error}); replace or delete the file") from error
     if image.mode not in SUPPORTED_MODES:
         raise SourceError(f"{where}: image mode {image.mode!r} is not supported (expected one of {sorted(SUPPORTED_MODES)}); convert it to 8-bit grayscale or RGB")
@@ -123,6 +212,16 @@ def decode_image(data: bytes, where: str, size: int, channels: int) -> np.ndarra
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
     return np.asarray(image, dtype=np.uint8)
+
+
+def _pixel_size(data: bytes) -> tuple[int, int]:
+    """Width and height of an image Image.open refuses as too large: its header, read with the limit lifted."""
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def decode_all(files: CompetitionFiles, names: pd.Series, config: DataConfig) -> np.ndarray:

@@ -7,6 +7,11 @@ Writes to its output folder:
   test_tta.csv        id, one probability column per class, TTA views averaged
   history.csv         per-epoch loss, accuracy, learning rate, speed
   run.json           resolved settings, best epoch, timings
+
+After every epoch the run's state is kept in `--checkpoints` (outside the output folder, which DVC
+deletes before re-running a stage): a run killed at any point resumes after its last finished epoch
+and ends with the same outputs an uninterrupted run would have written. A checkpoint is resumed
+only by a run of the same settings, data and folds, and is deleted once the outputs are written.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline import checkpoint as checkpoints
 from pipeline.config import TrainConfig, load_config, tuned_config
 from pipeline.data import Prepared, load_folds, load_prepared
-from pipeline.engine import FoldRun, fit_fold
+from pipeline.engine import FoldRun, fit_fold, fold_checkpoint
 from pipeline.files import atomic_dir, write_csv, write_json
-from pipeline.models import check_model_name, save_weights
+from pipeline.models import check_backbones, save_weights
 from pipeline.predictions import probability_table
 
 log = logging.getLogger(__name__)
@@ -61,13 +67,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tuned", type=Path, help="tuning output whose best parameters override params.yaml")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"),
+                        help="folder for the resumable state of unfinished runs (default: checkpoints)")
     args = parser.parse_args(argv)
-    config = tuned_config(load_config(args.params).backbone(args.backbone), args.tuned)
-    check_model_name(config.model)
+    params = load_config(args.params)
+    config = tuned_config(params.backbone(args.backbone), args.tuned)
+    check_backbones(params)  # every backbone, so a typo in the last one fails before the first trains
     data = load_prepared(args.data)
     fold_of = load_folds(args.folds, data.train_ids)
     label = f"{args.backbone} fold {args.fold}"
-    run = fit_fold(data, fold_of, args.fold, config, label=label)
+    checkpoint = fold_checkpoint(args.checkpoints, args.backbone, data, fold_of, args.fold, config)
+    run = fit_fold(data, fold_of, args.fold, config, label=label, checkpoint=checkpoint)
     write_fold_outputs(run, data, args.fold, args.backbone, config, args.out)
+    checkpoints.remove(checkpoint)
     log.info("%s: best epoch %d, val acc %.4f (TTA %.4f), %.0fs → %s", label, run.fit.best_epoch, run.fit.best_val_acc,
              (run.oof_tta.argmax(1) == data.train_labels[run.valid_index]).mean(), run.seconds, args.out)

@@ -35,15 +35,24 @@ from optuna.trial import TrialState
 
 from pipeline.config import ConfigError, PipelineError, TrainConfig, TuneConfig, load_config
 from pipeline.data import Prepared, load_folds, load_prepared
-from pipeline.engine import EpochRecord, NonFiniteLoss, fit_fold
+from pipeline.engine import EpochRecord, NonFiniteLoss, TooFewImages, fit_fold
 from pipeline.files import write_json
-from pipeline.models import check_model_name
+from pipeline.models import check_backbones
 
 log = logging.getLogger(__name__)
 DEFAULT_JOURNAL = Path("tuning/optuna.journal")
 STORAGE_ENV = "OPTUNA_STORAGE"
 # Trials that fail for these reasons are recorded as FAIL and the study goes on.
-TRIAL_FAILURES = (NonFiniteLoss, torch.OutOfMemoryError, MemoryError)
+TRIAL_FAILURES = (NonFiniteLoss, TooFewImages, torch.OutOfMemoryError, MemoryError)
+
+
+class NoTracebackOnCtrlC(logging.Filter):
+    """Optuna logs a trial ended by Ctrl-C with its traceback; the user pressed it, one line is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is not None and issubclass(record.exc_info[0], KeyboardInterrupt):
+            record.exc_info = None
+        return True
 
 
 def storage_url(config: TuneConfig) -> str:
@@ -266,12 +275,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = load_config(args.params)
     base = config.backbone(args.backbone)
+    check_backbones(config)  # every backbone, so a typo in the last one fails before the first trains
+    logging.getLogger("optuna.study._optimize").addFilter(NoTracebackOnCtrlC())
     if not config.tune.enabled:
         if args.out:
             write_json({"backbone": args.backbone, "enabled": False, "best_params": {}}, args.out)
         print(f"tune {args.backbone}: tuning is off (tune.enabled: false); train uses params.yaml as it is")
         return
-    check_model_name(base.model)
     data = load_prepared(args.data)
     url = args.storage or storage_url(config.tune)
     # Extra workers draw their own samples; the DVC stage alone is seeded from params.
