@@ -53,6 +53,12 @@ class FitResult:
     best_epoch: int
     best_val_acc: float
     history: list[EpochRecord] = field(default_factory=list)
+    resumed_epochs: int = 0  # epochs restored from a checkpoint rather than trained by this process
+
+    @property
+    def resumed_seconds(self) -> float:
+        """Time the restored epochs took in the run that was interrupted."""
+        return sum(record.seconds for record in self.history[:self.resumed_epochs])
 
     def history_rows(self) -> list[dict]:
         return [asdict(record) for record in self.history]
@@ -230,7 +236,7 @@ def fit(
             on_epoch(record)
     kept = step.eval_model
     kept.load_state_dict(best_state)
-    return FitResult(model=kept, best_epoch=best_epoch, best_val_acc=best_acc, history=history)
+    return FitResult(model=kept, best_epoch=best_epoch, best_val_acc=best_acc, history=history, resumed_epochs=done)
 
 
 @torch.inference_mode()
@@ -286,7 +292,8 @@ def fit_fold(
     oof_plain = predict_proba(result.model, valid_images, normalize, config, views=({},))
     oof_tta = predict_proba(result.model, valid_images, normalize, config, views=config.tta)
     test_tta = predict_proba(result.model, data.test_images, normalize, config, views=config.tta) if predict_test else None
-    return FoldRun(result, valid_index, oof_plain, oof_tta, test_tta, time.perf_counter() - started)
+    seconds = time.perf_counter() - started + result.resumed_seconds  # the whole run's time, across interruptions
+    return FoldRun(result, valid_index, oof_plain, oof_tta, test_tta, seconds)
 
 
 def fold_split(fold_of: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ and kills itself right after the checkpoint of epoch 2 is on disk.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -145,6 +146,9 @@ def test_resumed_run_ends_exactly_as_an_uninterrupted_one(killed, prepared, tmp_
     assert history["epoch"].tolist() == [1, 2, 3, 4]
     assert history.equals(pd.read_csv(uninterrupted / "history.csv")[figures])
     assert list((workspace / "ckpt_straight").iterdir()) == []
+    # The run's time counts the epochs trained before the kill too (the report's training minutes).
+    seconds = json.loads((resumed / "run.json").read_text())["seconds"]
+    assert seconds >= pd.read_csv(resumed / "history.csv")["seconds"].sum()
 
 
 def test_checkpoint_of_other_settings_is_not_resumed(killed, prepared, tmp_path):
