@@ -73,7 +73,7 @@ def run(command: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess
 
 def pipeline_submit(file: Path, prepared: Path, env: dict, cwd: Path, *options: str) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "pipeline", "submit", str(file), "-m", "test run", "-c", SLUG,
-                "--data", str(prepared), "--wait", "10", *options], env, cwd)
+                "--data", str(prepared), "--wait", "120", *options], env, cwd)  # returns once scored; 120 s only bounds a hang
 
 
 def pipeline_download(tmp_path: Path, env: dict) -> subprocess.CompletedProcess:
@@ -137,7 +137,7 @@ def test_dvc_repro_downloads_the_competition_then_submit_reports_its_score(stand
     calls_after_first = list(standin.calls)
     assert stages_run(repro(root, env)) == set() and standin.calls == calls_after_first  # nothing fetched twice
 
-    done = run([sys.executable, "-m", "pipeline", "submit", "submissions/ensemble.csv", "-m", "first try", "--wait", "10"], env, root)
+    done = run([sys.executable, "-m", "pipeline", "submit", "submissions/ensemble.csv", "-m", "first try", "--wait", "120"], env, root)
     assert done.returncode == 0, done.stderr
     stored = standin.submissions[SLUG][0]
     assert stored.content == (root / "submissions" / "ensemble.csv").read_bytes()

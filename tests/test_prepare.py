@@ -122,10 +122,14 @@ def test_zip_with_folder_entries_and_a_top_folder_gives_the_same_dataset(competi
     assert np.array_equal(a.train_images, b.train_images) and np.array_equal(a.test_images, b.test_images)
 
 
-def test_image_outside_any_class_folder_is_named(competition, tmp_path):
+@pytest.mark.parametrize("extra, message", [
+    ("train/stray.png", "stray.png: image outside any class folder"),
+    ("test/extra123.png", "extra123.*not listed in sample_submission.csv"),
+])
+def test_an_image_where_none_belongs_is_named(competition, tmp_path, extra, message):
     comp = copy_competition(competition, tmp_path)
-    Image.fromarray(np.zeros((48, 48), np.uint8)).save(comp / "train" / "stray.png")
-    with pytest.raises(SourceError, match="stray.png: image outside any class folder"):
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(comp / extra)
+    with pytest.raises(SourceError, match=message):
         prepare(comp, data_config(), tmp_path / "out")
 
 
@@ -188,13 +192,6 @@ def test_image_over_pillows_pixel_limit_is_named(competition, tmp_path, monkeypa
     with pytest.raises(SourceError, match=rf"{big.name}: image is 120×100 pixels, .*10000 pixels at most\); shrink the image or remove it"):
         prepare(comp, data_config(), tmp_path / "out")
     assert Image.MAX_IMAGE_PIXELS == 5000
-
-
-def test_test_image_missing_from_sample_submission(competition, tmp_path):
-    comp = copy_competition(competition, tmp_path)
-    Image.fromarray(np.zeros((48, 48), np.uint8)).save(comp / "test" / "extra123.png")
-    with pytest.raises(SourceError, match="extra123.*not listed in sample_submission.csv"):
-        prepare(comp, data_config(), tmp_path / "out")
 
 
 def test_sample_submission_id_without_image(competition, tmp_path):
