@@ -38,8 +38,8 @@ def usage() -> str:
 
 
 def module_of(name: str) -> str | None:
-    for kind, names in available().items():
-        if name in names:
+    for kind in KINDS:
+        if not name.startswith("_") and (PACKAGE / kind / f"{name}.py").is_file():
             return f"pipeline.{kind}.{name}"
     return None
 

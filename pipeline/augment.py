@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from pipeline.config import ConfigError, TrainConfig
 
 
-
 def build_augment(spec: tuple[dict, ...], seed: int, strength: float = 1.0) -> A.Compose:
     """`[{Name: {kwargs}}, ...]` from params → an albumentations pipeline.
 

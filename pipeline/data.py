@@ -63,20 +63,17 @@ def load_prepared(folder: str | Path) -> Prepared:
 
 def load_folds(path: str | Path, train_ids: np.ndarray) -> np.ndarray:
     """Fold number of each train image, in the prepared train order."""
-    return _folds_column(path, train_ids, "fold")
+    return fold_columns(path, train_ids, "fold")[0]
 
 
-def load_groups(path: str | Path, train_ids: np.ndarray) -> np.ndarray:
-    """Group of each train image (images that must share a fold), in the prepared train order."""
-    return _folds_column(path, train_ids, "group")
-
-
-def _folds_column(path: str | Path, train_ids: np.ndarray, column: str) -> np.ndarray:
+def fold_columns(path: str | Path, train_ids: np.ndarray, *columns: str) -> list[np.ndarray]:
+    """Columns of the folds file (fold, group), each in the prepared train order."""
     folds = pd.read_csv(path, dtype={"id": str})
-    if column not in folds.columns:
-        raise PipelineError(f"{path} has no {column!r} column (columns: {list(folds.columns)}); re-run `dvc repro folds`")
-    by_id = dict(zip(folds["id"], folds[column]))
-    missing = [i for i in train_ids if i not in by_id]
-    if missing or len(folds) != len(train_ids):
-        raise PipelineError(f"{path} does not match the prepared data ({len(missing)} ids missing, e.g. {missing[:3]}); re-run `dvc repro folds`")
-    return np.array([by_id[i] for i in train_ids], dtype=np.int64)
+    absent = [column for column in columns if column not in folds.columns]
+    if absent:
+        raise PipelineError(f"{path} has no {absent} column (columns: {list(folds.columns)}); re-run `dvc repro folds`")
+    missing = pd.Index(train_ids).difference(folds["id"])
+    if len(missing) or len(folds) != len(train_ids):
+        raise PipelineError(f"{path} does not match the prepared data ({len(missing)} ids missing, e.g. {list(missing[:3])}); re-run `dvc repro folds`")
+    in_order = folds.set_index("id").loc[train_ids]
+    return [in_order[column].to_numpy(np.int64) for column in columns]

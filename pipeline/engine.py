@@ -23,7 +23,6 @@ from tqdm import tqdm
 
 from pipeline import checkpoint as checkpoints
 from pipeline.augment import Normalizer, apply_view, make_train_loader
-from pipeline.checkpoint import Checkpoint
 from pipeline.config import PipelineError, TrainConfig
 from pipeline.data import Prepared
 from pipeline.metrics import log_loss_and_accuracy
@@ -170,7 +169,7 @@ def fit(
     on_epoch: EpochCallback | None = None,
     label: str = "",
     seed: int | None = None,
-    checkpoint: Checkpoint | None = None,
+    checkpoint: checkpoints.Checkpoint | None = None,
 ) -> FitResult:
     """Train for `config.epochs`, scoring the validation images after each epoch.
 
@@ -267,7 +266,7 @@ class FoldRun:
 def fit_fold(
     data: Prepared, fold_of: np.ndarray, fold: int, config: TrainConfig,
     on_epoch: EpochCallback | None = None, predict_test: bool = True, label: str = "",
-    checkpoint: Checkpoint | None = None,
+    checkpoint: checkpoints.Checkpoint | None = None,
 ) -> FoldRun:
     """Train on every fold but `fold`; predict `fold` (plain and TTA) and, optionally, the test set.
 
@@ -301,7 +300,7 @@ def fold_split(fold_of: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
 
 
-def fold_checkpoint(folder: str | Path, backbone: str, data: Prepared, fold_of: np.ndarray, fold: int, config: TrainConfig) -> Checkpoint:
+def fold_checkpoint(folder: str | Path, backbone: str, data: Prepared, fold_of: np.ndarray, fold: int, config: TrainConfig) -> checkpoints.Checkpoint:
     """The checkpoint of one fold's run, keyed by its settings, data, fold and fold assignment."""
     train_index, valid_index = fold_split(fold_of, fold)
     key = checkpoints.run_key(config, data.fingerprint, fold, data.train_ids[train_index], data.train_ids[valid_index])

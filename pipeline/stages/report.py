@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.augment import Normalizer
 from pipeline.config import Config, TrainConfig, load_config
-from pipeline.data import Prepared, load_folds, load_groups, load_prepared
+from pipeline.data import Prepared, fold_columns, load_prepared
 from pipeline.engine import predict_proba
 from pipeline.files import atomic_dir, atomic_path, read_json, write_csv, write_json
 from pipeline.metrics import score
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = load_config(args.params)
     data = load_prepared(args.data)
-    fold_of, group_of = load_folds(args.folds, data.train_ids), load_groups(args.folds, data.train_ids)
+    fold_of, group_of = fold_columns(args.folds, data.train_ids, "fold", "group")
     text, metrics = build_report(config, data, args.oof, args.models, args.ensemble, fold_of, group_of, args.out)
     write_json(metrics, args.metrics)
     print(text)
