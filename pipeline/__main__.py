@@ -57,14 +57,14 @@ def main(argv: list[str]) -> int:
     from pipeline.config import PipelineError
 
     try:
-        importlib.import_module(module).main(argv[1:])
+        code = importlib.import_module(module).main(argv[1:])
     except (PipelineError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"\n{argv[0]}: interrupted; outputs are written whole or not at all, so run it again to go on", file=sys.stderr)
         return INTERRUPTED
-    return 0
+    return code if isinstance(code, int) else 0  # a command may say "done, but some inputs were skipped"
 
 
 if __name__ == "__main__":

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,3 +81,39 @@ def prepared(competition, tmp_path_factory) -> Path:
 def config() -> Config:
     return config_from_dict(tiny_params())
 
+
+
+E2E_PARAMS = tiny_params()
+
+
+def make_project(root: Path, params: dict, env: dict) -> Path:
+    root.mkdir(parents=True)
+    shutil.copytree(PROJECT / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(PROJECT / name, root / name)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"],
+                    [sys.executable, "-m", "dvc", "config", "core.analytics", "false"]):
+        subprocess.run(command, cwd=root, env=env, check=True, capture_output=True)
+    return root
+
+
+def repro(root: Path, env: dict) -> str:
+    done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"dvc repro failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done.stdout
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="session")
+def e2e_project(tmp_path_factory):
+    """A fresh project folder where the real `dvc repro` ran on tiny params: (root, env, output).
+
+    Shared by the end-to-end tests and the tests of the trained bundle (predict, video)."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    root = make_project(tmp_path_factory.mktemp("e2e") / "project", E2E_PARAMS, env)
+    output = repro(root, env)
+    return root, env, output

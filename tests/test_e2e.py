@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,43 +12,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import PROJECT, tiny_params
+from tests.conftest import E2E_PARAMS, PROJECT, make_project, repro, stages_run
 from tests.imports import closure
 
-E2E_PARAMS = tiny_params()
 DVC_STAGES = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
 
 
-def make_project(root: Path, params: dict, env: dict) -> Path:
-    root.mkdir(parents=True)
-    shutil.copytree(PROJECT / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(PROJECT / name, root / name)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"],
-                    [sys.executable, "-m", "dvc", "config", "core.analytics", "false"]):
-        subprocess.run(command, cwd=root, env=env, check=True, capture_output=True)
-    return root
-
-
-def repro(root: Path, env: dict) -> str:
-    done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"dvc repro failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-    return done.stdout
-
-
-def stages_run(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    import os
-
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    root = make_project(tmp_path_factory.mktemp("e2e") / "project", E2E_PARAMS, env)
-    output = repro(root, env)
-    return root, env, output
+@pytest.fixture
+def project(e2e_project):
+    return e2e_project
 
 
 def test_every_stage_runs_and_writes_its_outputs(project):
@@ -143,7 +113,7 @@ def test_editing_a_shared_module_marks_exactly_the_stages_that_import_it(project
 
 def expanded_stages() -> set[str]:
     names = list(E2E_PARAMS["backbones"])
-    stages = {"download", "synthesize", "prepare", "folds", "ensemble", "submission", "report"}
+    stages = {"download", "synthesize", "prepare", "folds", "ensemble", "submission", "bundle", "report"}
     stages |= {f"train@{n}-{f}" for n in names for f in E2E_PARAMS["folds"]["ids"]}
     return stages | {f"oof@{n}" for n in names} | {f"tune@{n}" for n in names}
 
@@ -170,5 +140,5 @@ def test_changing_one_backbone_reruns_only_that_backbone_and_what_follows(projec
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ran = stages_run(repro(root, env))
     expected = {f"tune@{first}"} | {f"train@{first}-{f}" for f in params["folds"]["ids"]}
-    expected |= {f"oof@{first}", "ensemble", "submission", "report"}
+    expected |= {f"oof@{first}", "ensemble", "submission", "bundle", "report"}
     assert ran == expected

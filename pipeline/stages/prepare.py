@@ -22,9 +22,8 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.config import DataConfig, PipelineError, load_config
 from pipeline.files import atomic_dir, fingerprint, save_array, write_csv, write_json
+from pipeline.images import IMAGE_SUFFIXES, to_model_input
 
-# Still-image formats Pillow decodes that competitions ship (GIF and TIFF: the first frame). Matched case-insensitively.
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 SUFFIX_LIST = " ".join(sorted(IMAGE_SUFFIXES))
 SUPPORTED_MODES = {"L", "RGB", "P", "LA", "RGBA"}  # what converts to gray/RGB without guessing
 
@@ -208,10 +207,7 @@ def decode_image(data: bytes, where: str, size: int, channels: int) -> np.ndarra
         raise SourceError(f"{where}: cannot decode image ({error}); replace or delete the file") from error
     if image.mode not in SUPPORTED_MODES:
         raise SourceError(f"{where}: image mode {image.mode!r} is not supported (expected one of {sorted(SUPPORTED_MODES)}); convert it to 8-bit grayscale or RGB")
-    image = image.convert("L" if channels == 1 else "RGB")
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    return np.asarray(image, dtype=np.uint8)
+    return to_model_input(image, size, channels)
 
 
 def _pixel_size(data: bytes) -> tuple[int, int]:

@@ -1,0 +1,98 @@
+"""Milliseconds per frame of `python -m pipeline video`, end to end and by part, and the latency of
+one face through `predict`'s classifier.
+
+    python benchmarks/video.py                      # bundle/ from `make run`; 640×480 clips made here
+    python benchmarks/video.py --model bundle --frames 250 --threads 2
+
+The clips are scikit-image's astronaut photo (a real face shipped inside the package) sliding over a
+640×480 background, written as mp4 and decoded back, so decoding and encoding are real. Each row
+runs the same code as the command: decode, detect (every --detect-every frames), classify, draw,
+encode. Results go to benchmarks/results/video.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.classifier import Classifier, available_cores  # noqa: E402
+from pipeline.commands.video import PARTS, open_source, run_video  # noqa: E402
+from pipeline.faces import open_detector  # noqa: E402
+from pipeline.frames import FrameLabeller  # noqa: E402
+from pipeline.tracking import Tracks  # noqa: E402
+from tests.media import face_frames, write_video  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BUDGET_MS = 40.0  # 25 frames a second
+
+
+def video_row(clip: Path, classifier: Classifier, detector_name: str, args: argparse.Namespace, out_dir: Path) -> dict:
+    detector = open_detector(detector_name, args.threads, args.detect_width, 0.5, 30)
+    labeller = FrameLabeller(classifier, detector, Tracks(0.7, 0.3, 2), args.detect_every, 0.1)
+    capture, what = open_source(str(clip))
+    stats = run_video(capture, what, labeller, classifier.classes, 25.0, out_dir / "annotated.mp4", out_dir / "annotated.csv", None)
+    return {"frames": stats.frames, "face_labels": stats.faces, **{k: round(v, 2) for k, v in stats.per_frame_ms().items()}}
+
+
+def face_latency(classifier: Classifier, face_rgb: np.ndarray, repeats: int) -> dict:
+    """One face at a time, as `predict` on one photo's face: preparing the crop, then the model."""
+    prepare_ms, model_ms = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        face = classifier.face_input(face_rgb)[None]
+        prepared = time.perf_counter()
+        classifier.probabilities(face)
+        prepare_ms.append(1000 * (prepared - started))
+        model_ms.append(1000 * (time.perf_counter() - prepared))
+    return {"prepare_ms": round(statistics.median(prepare_ms), 2), "model_ms": round(statistics.median(model_ms), 2),
+            "total_ms": round(statistics.median(np.add(prepare_ms, model_ms)), 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=Path("bundle"))
+    parser.add_argument("--frames", type=int, default=250)
+    parser.add_argument("--threads", type=int, default=available_cores())
+    parser.add_argument("--detect-every", type=int, default=3)
+    parser.add_argument("--detect-width", type=int, default=320)
+    parser.add_argument("--repeats", type=int, default=200, help="single-face calls timed per variant")
+    args = parser.parse_args()
+    rows, latency = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        clips = {faces: write_video(tmp / f"faces{faces}.mp4", face_frames(args.frames, faces=faces, side=220, step=2)) for faces in (1, 2)}
+        face_rgb = np.ascontiguousarray(face_frames(1, side=220)[0][180:300, 80:200, ::-1])
+        for variant in ("fast", "full"):
+            classifier = Classifier(args.model, fast=variant == "fast", threads=args.threads)
+            latency[variant] = face_latency(classifier, face_rgb, args.repeats)
+            for detector in ("centerface", "haar"):
+                for faces, clip in clips.items():
+                    row = {"variant": variant, "detector": detector, "faces": faces, **video_row(clip, classifier, detector, args, tmp)}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    header = ["variant", "detector", "faces", "total", *PARTS]
+    lines = [f"Video at 640×480, detection every {args.detect_every} frames at {args.detect_width} px wide, {args.threads} threads, "
+             f"{args.frames} frames; {platform.processor() or platform.machine()}, {available_cores()} cores. ms a frame:", "",
+             "| " + " | ".join(header) + " | within 40 ms |", "|" + "---|" * (len(header) + 1)]
+    lines += ["| " + " | ".join(str(row[h]) for h in header) + f" | {'yes' if row['total'] <= BUDGET_MS else 'no'} |" for row in rows]
+    lines += ["", "One face through the classifier (median ms): " + "; ".join(
+        f"{variant}: {v['total_ms']} (crop to model input {v['prepare_ms']}, model {v['model_ms']})" for variant, v in latency.items())]
+    report = "\n".join(lines)
+    print(report)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "video.md").write_text(report + "\n")
+    (RESULTS / "video.json").write_text(json.dumps({"rows": rows, "single_face": latency, "threads": args.threads}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

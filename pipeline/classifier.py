@@ -1,0 +1,82 @@
+"""A model bundle loaded for use: face crops in, class probabilities out, on onnxruntime.
+
+Needs neither torch nor timm: only the .onnx file, whose metadata says the classes, the image size
+and how the faces must be prepared.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from pipeline.bundle import METADATA_KEY, BundleInfo, bundle_file
+from pipeline.config import PipelineError
+from pipeline.images import to_model_input
+
+
+_ort_errors = ort.capi.onnxruntime_pybind11_state
+LOAD_ERRORS = (_ort_errors.Fail, _ort_errors.InvalidArgument, _ort_errors.InvalidProtobuf, _ort_errors.NoSuchFile)
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cpu_session(model: str | bytes, threads: int) -> ort.InferenceSession:
+    """An onnxruntime CPU session on exactly `threads` threads.
+
+    Set on purpose: a runtime's default of one thread per core, beside another runtime doing the
+    same, oversubscribes the cores and slows both many times over. Idle threads sleep instead of
+    spinning, so the detector's session and the classifier's do not steal cores from each other.
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def read_info(session: ort.InferenceSession, path: Path) -> BundleInfo:
+    props = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in props:
+        raise PipelineError(f"{path} is an ONNX file without bundle metadata; give the bundle folder (bundle/) or its ensemble.onnx")
+    return BundleInfo.from_json(props[METADATA_KEY], str(path))
+
+
+class Classifier:
+    """The ensemble of a bundle (or its fast variant) on the CPU."""
+
+    def __init__(self, path: str | Path, fast: bool = False, threads: int | None = None):
+        self.path = bundle_file(path, fast)
+        self.threads = threads or available_cores()
+        try:
+            self.session = cpu_session(str(self.path), self.threads)
+        except LOAD_ERRORS as error:
+            raise PipelineError(f"{self.path}: onnxruntime cannot load it ({error}); rebuild the bundle with `dvc repro bundle`") from error
+        self.info = read_info(self.session, self.path)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.info.classes
+
+    def face_input(self, rgb: np.ndarray) -> np.ndarray:
+        """An RGB (or gray) face crop of any size → the uint8 array the models read."""
+        return to_model_input(Image.fromarray(rgb), self.info.image_size, self.info.channels)
+
+    def probabilities(self, faces: np.ndarray) -> np.ndarray:
+        """uint8 faces N×S×S (gray) or N×S×S×C → float32 N×classes."""
+        faces = np.ascontiguousarray(faces, dtype=np.uint8)
+        if faces.ndim == 3:
+            faces = faces[..., None]
+        expected = (self.info.image_size, self.info.image_size, self.info.channels)
+        if faces.shape[1:] != expected:
+            raise PipelineError(f"faces of shape {faces.shape[1:]} given to a bundle that reads {expected}; use Classifier.face_input")
+        if len(faces) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return self.session.run(["probabilities"], {"faces": faces})[0]

@@ -1,0 +1,140 @@
+"""Emotion of the faces in image files, folders and globs: a table on screen, CSV or JSON on disk.
+
+    python -m pipeline predict photo.jpg                       # faces found by the detector
+    python -m pipeline predict crops/ --out emotions.csv       # a folder, recursively
+    python -m pipeline predict 'shots/*.png' --out faces.json
+
+A small image (at most 3× the bundle's image size on its longer side, like the competition's own
+48×48 faces) is taken as one face already cropped; a larger one goes through face detection first.
+--faces/--no-faces decide instead. Unreadable files are reported and skipped, and the exit status
+is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pipeline.config import PipelineError
+from pipeline.files import atomic_path
+from pipeline.frames import add_face_options, classify_boxes, open_models
+from pipeline.images import IMAGE_SUFFIXES
+
+CROP_FACTOR = 3  # an image at most this many times the model's input size is taken as a cropped face
+BATCH = 64  # cropped faces classified together
+
+
+@dataclass
+class Found:
+    file: str
+    face: int | None  # None: no face in this image
+    box: tuple[int, int, int, int] | None
+    probabilities: np.ndarray | None
+
+
+def expand(paths: list[str]) -> list[Path]:
+    """Files as given, folders walked for images, globs expanded; in order, without repeats."""
+    found: list[Path] = []
+    for given in paths:
+        if any(ch in given for ch in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(given, recursive=True))
+            if not matches:
+                raise PipelineError(f"{given}: the pattern matches no file")
+            found += [m for m in matches if m.is_file()]
+        elif Path(given).is_dir():
+            found += sorted(p for p in Path(given).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif Path(given).is_file():
+            found.append(Path(given))
+        else:
+            raise PipelineError(f"{given}: no such file or folder")
+    return list(dict.fromkeys(found))
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+
+
+def predict(files: list[Path], args: argparse.Namespace) -> tuple[list[Found], list[str], list[str]]:
+    """Every face of every file; the files that could not be read; the class names."""
+    classifier, detector = open_models(args)
+    found, skipped, crops = [], [], []
+    for path in files:
+        try:
+            rgb = read_rgb(path)
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+            skipped.append(f"{path}: {error}")
+            continue
+        height, width = rgb.shape[:2]
+        is_crop = args.faces is True or (args.faces is None and max(height, width) <= CROP_FACTOR * classifier.info.image_size)
+        if is_crop:
+            found.append(Found(str(path), 0, (0, 0, width, height), None))
+            crops.append(classifier.face_input(rgb))
+            continue
+        frame = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        boxes, probabilities = classify_boxes(frame, detector(frame), classifier, args.margin)
+        found += [Found(str(path), i, box, p) for i, (box, p) in enumerate(zip(boxes, probabilities))] or [Found(str(path), None, None, None)]
+    crop_probabilities = iter(np.concatenate([classifier.probabilities(np.stack(crops[i:i + BATCH])) for i in range(0, len(crops), BATCH)]) if crops else [])
+    for row in found:
+        if row.face is not None and row.probabilities is None:
+            row.probabilities = next(crop_probabilities)
+    return found, skipped, classifier.classes
+
+
+def table(found: list[Found], classes: list[str]) -> pd.DataFrame:
+    records = []
+    for row in found:
+        box = row.box or (None,) * 4
+        record = {"file": row.file, "face": row.face, "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3]}
+        if row.probabilities is None:
+            record["label"] = None
+            record.update(dict.fromkeys(classes))
+        else:
+            record["label"] = classes[int(row.probabilities.argmax())]
+            record.update({name: round(float(p), 5) for name, p in zip(classes, row.probabilities)})
+        records.append(record)
+    return pd.DataFrame(records, columns=["file", "face", "x1", "y1", "x2", "y2", "label", *classes]).astype({"face": "Int64", "x1": "Int64", "y1": "Int64", "x2": "Int64", "y2": "Int64"})
+
+
+def write(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() == ".json":
+            tmp.write_text(json.dumps(json.loads(frame.to_json(orient="records")), indent=1) + "\n")
+        else:
+            frame.to_csv(tmp, index=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or globs ('shots/*.jpg')")
+    parser.add_argument("--out", type=Path, help="write the table as .csv or .json")
+    parser.add_argument("--faces", action=argparse.BooleanOptionalAction, default=None,
+                        help="--faces: every image is one cropped face; --no-faces: detect faces in every image (default: by size)")
+    add_face_options(parser, variant="full")
+    args = parser.parse_args(argv)
+    if args.out is not None and args.out.suffix.lower() not in (".csv", ".json"):
+        parser.error(f"--out must end in .csv or .json, got {args.out.name}")
+    files = expand(args.paths)
+    if not files:
+        raise PipelineError(f"no image files in {' '.join(args.paths)} (looked for {' '.join(sorted(IMAGE_SUFFIXES))})")
+    found, skipped, classes = predict(files, args)
+    result = table(found, classes)
+    shown = result[["file", "face", "x1", "y1", "x2", "y2", "label"]].assign(probability=result[classes].astype(float).max(axis=1).round(3))
+    print(shown.to_string(index=False, na_rep="-"))
+    if args.out is not None:
+        write(result, args.out)
+        print(f"predict: {len(result)} rows → {args.out}")
+    for line in skipped:
+        print(f"skipped {line}", file=sys.stderr)
+    if skipped:
+        print(f"predict: {len(skipped)} of {len(files)} files could not be read (listed above)", file=sys.stderr)
+    return 1 if skipped else 0

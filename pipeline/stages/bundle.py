@@ -1,0 +1,105 @@
+"""Stage `bundle`: the ensemble the submission used, as ONNX files that need no workspace.
+
+Reads ensemble/weights.json (which backbones the blend kept, with what weight), every kept
+backbone's fold models in models/ and the prepared data's classes and pixel statistics; writes
+bundle/ensemble.onnx, bundle/fast.onnx and bundle/bundle.json (see pipeline/bundle.py), with the
+OOF accuracy each can expect (fast: from the backbones' OOF tables without TTA). Before
+writing, it runs ensemble.onnx on onnxruntime over the prepared test images and checks that it
+gives the submission's probabilities (ensemble/test.csv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+from safetensors import safe_open
+
+from pipeline.blend import blend
+from pipeline.bundle import FAST, FULL, BundleInfo, Member
+from pipeline.classifier import Classifier
+from pipeline.config import PipelineError, load_config
+from pipeline.data import Prepared, load_prepared
+from pipeline.ensemble_net import EnsembleNet, export_onnx
+from pipeline.files import atomic_dir, read_json, write_json
+from pipeline.models import load_weights
+from pipeline.predictions import fold_dir, read_oof_table, read_test_table
+
+# The bundle must give the submission's labels; a few rows may flip where training ran under
+# bf16/fp16 autocast, since the bundle computes in fp32.
+REQUIRED_AGREEMENT = 0.99
+CHECK_BATCH = 256
+
+
+def weight_config(path: Path) -> dict:
+    with safe_open(str(path), framework="pt") as weights:
+        return json.loads(weights.metadata()["config"])
+
+
+def load_member(models_dir: Path, name: str, weight: float, folds: tuple[int, ...], data: Prepared) -> tuple[Member, list[torch.nn.Module]]:
+    paths = [fold_dir(models_dir, name, fold) / "model.safetensors" for fold in folds]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"missing fold models {missing}; run `dvc repro train` first")
+    config = weight_config(paths[0])
+    models = [load_weights(timm.create_model(config["model"], pretrained=False, in_chans=data.channels, num_classes=len(data.classes)), p).eval()
+              for p in paths]
+    tta = tuple(config["tta"]) or ({},)
+    return Member(name, config["model"], weight, folds, config["input_size"], tta), models
+
+
+def fast_accuracy(oof_dir: Path, members: tuple[Member, ...], data: Prepared) -> float:
+    """OOF accuracy of what fast.onnx does: one fold model per member, no test-time views, blended.
+
+    The members' no-TTA OOF tables hold exactly that for every train image (each row by the one fold
+    model that did not train on it), so this is as honest as the ensemble's own OOF figure.
+    """
+    tables = [read_oof_table(oof_dir / f"{m.name}.no_tta.csv", data.classes, data.train_ids) for m in members]
+    labels = tables[0][1]
+    blended = blend([probs for probs, _, _ in tables], np.array([m.weight for m in members]))
+    return float((blended.argmax(1) == labels).mean())
+
+
+def check_against_submission(onnx_path: Path, data: Prepared, expected: np.ndarray) -> dict:
+    classifier = Classifier(onnx_path)
+    got = np.concatenate([classifier.probabilities(np.asarray(data.test_images[i:i + CHECK_BATCH]))
+                          for i in range(0, len(data.test_ids), CHECK_BATCH)])
+    agreement = float((got.argmax(1) == expected.argmax(1)).mean())
+    difference = float(np.abs(got - expected).max())
+    if agreement < REQUIRED_AGREEMENT:
+        raise PipelineError(f"{onnx_path} gives the submission's label on only {agreement:.2%} of the test images "
+                            f"(max probability difference {difference:.2e}); re-run `dvc repro` from train")
+    return {"test_label_agreement": agreement, "test_max_probability_difference": difference}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline bundle", description=__doc__)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--models", type=Path, required=True, help="folder of train outputs (models/)")
+    parser.add_argument("--ensemble", type=Path, required=True, help="folder with weights.json and test.csv")
+    parser.add_argument("--scores", type=Path, required=True, help="the ensemble's metrics (metrics/ensemble.json)")
+    parser.add_argument("--oof", type=Path, required=True, help="folder of the backbones' OOF tables (oof/)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    folds = load_config(args.params).folds.ids
+    data = load_prepared(args.data)
+    blend = read_json(args.ensemble / "weights.json")["weights"]
+    kept = [load_member(args.models, name, weight, folds, data) for name, weight in blend.items() if weight > 0]
+    members = tuple(member for member, _ in kept)
+    provenance = {"oof_accuracy": read_json(args.scores)["accuracy"], "oof_accuracy_fast": fast_accuracy(args.oof, members, data), "source": read_json(args.data / "meta.json")["source"], "data_fingerprint": data.fingerprint}
+    info = BundleInfo(data.classes, int(data.train_images.shape[1]), data.channels, data.pixel_mean, data.pixel_std, members, provenance=provenance)
+    fast_info = BundleInfo(**{**info.__dict__, "fast": True})
+    with atomic_dir(args.out) as tmp:
+        export_onnx(EnsembleNet(info, [models for _, models in kept]), str(tmp / FULL))
+        export_onnx(EnsembleNet(fast_info, [models[:1] for _, models in kept]), str(tmp / FAST))
+        check = check_against_submission(tmp / FULL, data, read_test_table(args.ensemble / "test.csv", data.classes, data.test_ids))
+        sizes = {name: round((tmp / name).stat().st_size / 2**20, 1) for name in (FULL, FAST)}
+        write_json({**json.loads(info.to_json()), "check": check, "size_mb": sizes}, tmp / "bundle.json")
+    print(f"bundle: {', '.join(f'{m.name}×{len(m.folds)} ({m.weight:.2f})' for m in members)} → {args.out}/{FULL} ({sizes[FULL]} MB, "
+          f"OOF {provenance['oof_accuracy']:.4f}), {FAST} ({sizes[FAST]} MB, OOF {provenance['oof_accuracy_fast']:.4f}); same label as the submission on {check['test_label_agreement']:.2%} of the test images, "
+          f"max probability difference {check['test_max_probability_difference']:.1e}")

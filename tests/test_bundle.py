@@ -1,0 +1,63 @@
+"""The trained ensemble outside the pipeline: the bundle `dvc repro` writes, used by `predict` in a
+fresh process, in a folder with no params.yaml and no workspace."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.classifier import Classifier
+from pipeline.config import PipelineError
+from tests.conftest import PROJECT
+
+
+def run_pipeline(*args: str, cwd) -> subprocess.CompletedProcess:
+    env = {"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def test_a_copied_onnx_file_alone_gives_the_submissions_probabilities(e2e_project, tmp_path):
+    root, _, _ = e2e_project
+    shutil.copy(root / "bundle" / "ensemble.onnx", tmp_path / "emotions.onnx")
+    test_images = root / "data" / "synthetic" / "competition" / "test"
+    done = run_pipeline("predict", str(test_images), "--faces", "--model", "emotions.onnx", "--out", "out.csv", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "params.yaml").exists()
+    got = pd.read_csv(tmp_path / "out.csv")
+    got["id"] = got["file"].map(lambda f: f.rsplit("/", 1)[-1].rsplit(".", 1)[0])
+    expected = pd.read_csv(root / "ensemble" / "test.csv", dtype={"id": str}).set_index("id")
+    classes = json.loads((root / "data" / "prepared" / "classes.json").read_text())
+    got = got.set_index("id").loc[expected.index]
+    assert np.abs(got[classes].to_numpy() - expected[classes].to_numpy()).max() < 1e-4
+    assert (got["label"].to_numpy() == np.array(classes)[expected[classes].to_numpy().argmax(1)]).all()
+
+
+def test_bundle_says_what_it_holds_and_checked_itself(e2e_project):
+    root, _, _ = e2e_project
+    described = json.loads((root / "bundle" / "bundle.json").read_text())
+    weights = json.loads((root / "ensemble" / "weights.json").read_text())["weights"]
+    assert {m["name"]: m["weight"] for m in described["members"]} == {n: w for n, w in weights.items() if w > 0}
+    assert described["check"]["test_label_agreement"] == 1.0
+    assert described["classes"] == json.loads((root / "data" / "prepared" / "classes.json").read_text())
+    full, fast = Classifier(root / "bundle"), Classifier(root / "bundle", fast=True)
+    assert not full.info.fast and fast.info.fast and fast.path.name == "fast.onnx"
+    faces = np.load(root / "data" / "prepared" / "test_images.npy")[:16]
+    p_full, p_fast = full.probabilities(faces), fast.probabilities(faces)
+    assert p_full.shape == p_fast.shape == (16, len(described["classes"]))
+    assert np.allclose(p_full.sum(1), 1, atol=1e-5) and not np.allclose(p_full, p_fast)
+
+
+def test_missing_bundle_names_the_stage_that_writes_it(tmp_path):
+    with pytest.raises(PipelineError, match="dvc repro bundle"):
+        Classifier(tmp_path / "bundle")
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(PipelineError, match="empty.onnx: onnxruntime cannot load it"):
+        Classifier(tmp_path / "empty.onnx")
+    done = run_pipeline("predict", str(PROJECT / "README.md"), "--model", "nothing_here", cwd=tmp_path)
+    assert done.returncode == 1 and "no model bundle at nothing_here; run `dvc repro bundle`" in done.stderr
