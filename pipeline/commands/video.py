@@ -47,6 +47,8 @@ class VideoStats:
 
 def open_source(source: str) -> tuple[cv2.VideoCapture, str]:
     """A camera index, a printf-style image sequence or a video file, opened and checked."""
+    # OpenCV warns on stderr when an image sequence ends or a camera is absent; both are told here instead.
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     if source.isdigit():
         capture, what = cv2.VideoCapture(int(source)), f"camera {source}"
         hint = "no such camera, or another program holds it; list cameras with `ls /dev/video*`"
