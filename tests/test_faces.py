@@ -140,3 +140,27 @@ def test_video_sources_that_cannot_be_read_get_a_clear_error_and_leave_nothing(e
     done = run_pipeline("video", source, "--model", str(root / "bundle"), "--out", "out.mp4", cwd=tmp_path)
     assert done.returncode == 1 and message in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["not_a_video.mp4"]
+
+
+def test_ctrl_c_ends_a_live_session_and_keeps_what_was_recorded(e2e_project, tmp_path):
+    """A webcam session has no last frame: Ctrl-C is how it ends, and the recording must survive it."""
+    import signal
+    import time
+
+    root, _, _ = e2e_project
+    pattern = write_sequence(tmp_path / "frames", face_frames(400, faces=1, side=200, step=1))
+    out = tmp_path / "live.mp4"
+    env = {"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin"}
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "video", pattern, "--out", str(out)],
+                               cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = tmp_path / ".live.partial.mp4"
+    while not partial.exists() and process.poll() is None:  # the writer opens at the first frame
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert "stopped by Ctrl-C" in stdout
+    recorded = count_frames(out)
+    table = pd.read_csv(tmp_path / "live.csv")
+    assert 1 <= recorded < 400 and table["frame"].max() <= recorded
+    assert not partial.exists()
