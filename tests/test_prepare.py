@@ -278,3 +278,33 @@ def test_hidden_files_and_folders_are_not_classes_or_images(competition, prepare
     prepare(comp, data_config(), tmp_path / "out")
     a, b = load_prepared(prepared), load_prepared(tmp_path / "out")
     assert a.classes == b.classes and list(a.train_ids) == list(b.train_ids) and list(a.test_ids) == list(b.test_ids)
+
+
+def test_test_folder_of_another_name_and_ids_with_their_extension_give_the_same_images(competition, prepared, tmp_path):
+    """As the emotion competition ships it: test images in test_kaggle/, sample `image_path,emotion` naming `0.jpg`."""
+    comp = copy_competition(competition, tmp_path)
+    sample = pd.read_csv(comp / "sample_submission.csv", dtype=str)
+    (comp / "test").rename(comp / "test_kaggle")
+    renamed = pd.DataFrame({"image_path": sample["id"] + ".png", "emotion": sample["label"]})
+    renamed.to_csv(comp / "sample_submission.csv", index=False)
+    prepare(comp, data_config(), tmp_path / "out")
+    ours, reference = load_prepared(tmp_path / "out"), load_prepared(prepared)
+    assert list(ours.test_ids) == list(renamed["image_path"])
+    assert np.array_equal(ours.test_images, reference.test_images)
+    assert (tmp_path / "out" / "sample_submission.csv").read_bytes() == (comp / "sample_submission.csv").read_bytes()
+
+
+def test_sample_ids_spelled_unlike_any_test_file_are_not_called_a_broken_download(competition, tmp_path):
+    comp = copy_competition(competition, tmp_path)
+    sample = pd.read_csv(comp / "sample_submission.csv", dtype=str)
+    sample.assign(id="img_" + sample["id"]).to_csv(comp / "sample_submission.csv", index=False)
+    with pytest.raises(SourceError, match=r"none of its ids names a file in test/ \(ids look like \['img_") as error:
+        prepare(comp, data_config(), tmp_path / "out")
+    assert "incomplete" not in str(error.value)
+
+
+def test_two_candidate_test_folders_are_named(competition, tmp_path):
+    comp = copy_competition(competition, tmp_path)
+    shutil.copytree(comp / "test", comp / "test_images")
+    with pytest.raises(SourceError, match=r"cannot tell which folder holds the test images \(folders with images: test/, test_images/\)"):
+        prepare(comp, data_config(), tmp_path / "out")

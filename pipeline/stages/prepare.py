@@ -1,8 +1,10 @@
 """Stage `prepare`: a competition download → the prepared dataset (see pipeline/data.py).
 
 Every image is decoded exactly once, here; later stages read uint8 arrays. The source is a Kaggle
-image competition, as a .zip or a folder: train/<class>/<image>, test/<id>.<image suffix>,
-sample_submission.csv (id,label). Train ids are <class>/<file stem>; test ids are file stems.
+image competition, as a .zip or a folder: train/<class>/<image>; the test images in the one other
+folder that holds images (test/, test_images/, test_kaggle/, ...); sample_submission.csv with two
+columns of any name (id, label), whose ids are the test file names with or without their extension.
+Train ids are <class>/<file stem>; test ids are spelled as the sample spells them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pipeline.files import atomic_dir, fingerprint, save_array, write_csv, write
 from pipeline.images import IMAGE_SUFFIXES, to_model_input
 
 SUFFIX_LIST = " ".join(sorted(IMAGE_SUFFIXES))
+TEST_FOLDERS = ("test", "test_images", "test_kaggle")  # where competitions put test images, preferred in this order
 SUPPORTED_MODES = {"L", "RGB", "P", "LA", "RGBA"}  # what converts to gray/RGB without guessing
 
 
@@ -116,12 +119,36 @@ def read_competition(files: CompetitionFiles) -> Competition:
 
     sample_bytes = files.read("sample_submission.csv")
     sample_ids = read_sample_ids(sample_bytes, files.where("sample_submission.csv"))
-    test_paths = list(files.images_under("test"))
-    _refuse_duplicate_ids(files, [p.stem for p in test_paths], test_paths, "test id (file stem)")
-    test_files = {p.stem: str(p) for p in test_paths}
-    _check_same_ids(files, sample_ids, test_files)
+    folder = find_test_folder(files)
+    test_paths = list(files.images_under(folder))
+    test_files = test_files_by_id(files, sample_ids, test_paths)
+    _check_same_ids(files, sample_ids, test_files, folder)
     test = pd.DataFrame({"id": sample_ids.to_numpy(), "file": [test_files[i] for i in sample_ids]})
     return Competition(train=train, test=test, sample_submission=sample_bytes)
+
+
+def find_test_folder(files: CompetitionFiles) -> str:
+    """The one top-level folder besides train/ that holds images: test/, test_images/, test_kaggle/, ..."""
+    with_images = sorted({p.parts[0] for p in map(PurePosixPath, files.names) if len(p.parts) > 1 and is_image(p)} - {"train"})
+    if len(with_images) == 1:
+        return with_images[0]
+    preferred = [name for name in TEST_FOLDERS if name in with_images]
+    if len(preferred) == 1:
+        return preferred[0]
+    found = ", ".join(f"{name}/" for name in with_images) or "none besides train/"
+    raise SourceError(f"{files.where('')}: cannot tell which folder holds the test images (folders with images: {found}); "
+                      f"keep only the test images' folder beside train/ (one of {', '.join(TEST_FOLDERS)})")
+
+
+def test_files_by_id(files: CompetitionFiles, sample_ids: pd.Series, paths: list[PurePosixPath]) -> dict[str, str]:
+    """Test files keyed the way the sample submission spells ids: file names with their extension
+    (`0.jpg`) when that matches more of its ids, else file stems (`0`)."""
+    by_name = {p.name: p for p in paths}
+    by_stem_matches = sample_ids.isin({p.stem for p in paths}).sum()
+    use_names = sample_ids.isin(by_name.keys()).sum() > by_stem_matches
+    keys = [p.name if use_names else p.stem for p in paths]
+    _refuse_duplicate_ids(files, keys, paths, "test id (file name)" if use_names else "test id (file stem)")
+    return {key: str(path) for key, path in zip(keys, paths)}
 
 
 def _check_class_folders(files: CompetitionFiles, train_paths: list[PurePosixPath]) -> None:
@@ -169,10 +196,15 @@ def read_sample_ids(data: bytes, where: str) -> pd.Series:
     return pd.Series([row[0] for _, row in rows[1:]], dtype=str)
 
 
-def _check_same_ids(files: CompetitionFiles, sample_ids: pd.Series, test_files: dict[str, str]) -> None:
+def _check_same_ids(files: CompetitionFiles, sample_ids: pd.Series, test_files: dict[str, str], folder: str) -> None:
     duplicated = sample_ids[sample_ids.duplicated()]
     if len(duplicated):
         raise SourceError(f"{files.where('sample_submission.csv')}: id {duplicated.iloc[0]!r} appears more than once")
+    if test_files and not sample_ids.isin(test_files.keys()).any():  # spelled another way: nothing is missing
+        raise SourceError(
+            f"{files.where('sample_submission.csv')}: none of its ids names a file in {folder}/ (ids look like "
+            f"{sample_ids.iloc[:2].tolist()}, files like {sorted(test_files)[:2]}); its first column must hold the test "
+            "file names, with or without their extension")
     not_in_sample = sorted(set(test_files) - set(sample_ids))
     if not_in_sample:
         raise SourceError(
@@ -182,14 +214,14 @@ def _check_same_ids(files: CompetitionFiles, sample_ids: pd.Series, test_files: 
     if not no_image:
         return
     wanted = set(no_image)
-    unsupported = [p for p in files.files_under("test") if p.stem in wanted and not is_image(p)]
+    unsupported = [p for p in files.files_under(folder) if (p.stem in wanted or p.name in wanted) and not is_image(p)]
     if unsupported:
         suffix = unsupported[0].suffix
         raise SourceError(
             f"{files.where(str(unsupported[0]))}: {f'suffix {suffix!r}' if suffix else 'a file without a suffix'} "
             f"is not a supported image format ({len(unsupported)} such test files); convert them to one of {SUFFIX_LIST}")
     raise SourceError(
-        f"{files.where('sample_submission.csv')}: id {no_image[0]!r} has no image test/{no_image[0]}.* "
+        f"{files.where('sample_submission.csv')}: id {no_image[0]!r} has no image in {folder}/ "
         f"({len(no_image)} such); the download is incomplete: fetch it again")
 
 
