@@ -18,6 +18,7 @@ from pipeline.config import PipelineError
 from pipeline.images import to_model_input
 
 
+BATCH = 256  # faces per run: bounds the activations' memory when a whole test set is classified at once
 _ort_errors = ort.capi.onnxruntime_pybind11_state
 LOAD_ERRORS = (_ort_errors.Fail, _ort_errors.InvalidArgument, _ort_errors.InvalidProtobuf, _ort_errors.NoSuchFile)
 
@@ -70,13 +71,13 @@ class Classifier:
         return to_model_input(Image.fromarray(rgb), self.info.image_size, self.info.channels)
 
     def probabilities(self, faces: np.ndarray) -> np.ndarray:
-        """uint8 faces N×S×S (gray) or N×S×S×C → float32 N×classes."""
-        faces = np.ascontiguousarray(faces, dtype=np.uint8)
-        if faces.ndim == 3:
-            faces = faces[..., None]
+        """uint8 faces N×S×S (gray) or N×S×S×C, any N (a memmap too) → float32 N×classes."""
         expected = (self.info.image_size, self.info.image_size, self.info.channels)
-        if faces.shape[1:] != expected:
+        accepted = {expected, expected[:2]} if self.info.channels == 1 else {expected}
+        if faces.shape[1:] not in accepted:
             raise PipelineError(f"faces of shape {faces.shape[1:]} given to a bundle that reads {expected}; use Classifier.face_input")
-        if len(faces) == 0:
-            return np.zeros((0, len(self.classes)), np.float32)
-        return self.session.run(["probabilities"], {"faces": faces})[0]
+        outputs = [np.zeros((0, len(self.classes)), np.float32)]
+        for start in range(0, len(faces), BATCH):
+            chunk = np.ascontiguousarray(faces[start:start + BATCH], dtype=np.uint8).reshape(-1, *expected)
+            outputs.append(self.session.run(["probabilities"], {"faces": chunk})[0])
+        return np.concatenate(outputs)

@@ -84,6 +84,13 @@ def config() -> Config:
 
 
 E2E_PARAMS = tiny_params()
+# A user's shell: the project importable, nothing else from this process's environment.
+PIPELINE_ENV = {"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin"}
+
+
+def run_pipeline(*args: str, cwd) -> subprocess.CompletedProcess:
+    """`python -m pipeline ARGS` in `cwd`, as a user would run it there."""
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=PIPELINE_ENV, capture_output=True, text=True)
 
 
 def make_project(root: Path, params: dict, env: dict) -> Path:

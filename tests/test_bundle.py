@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -14,12 +12,7 @@ import pytest
 
 from pipeline.classifier import Classifier
 from pipeline.config import PipelineError
-from tests.conftest import PROJECT
-
-
-def run_pipeline(*args: str, cwd) -> subprocess.CompletedProcess:
-    env = {"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env, capture_output=True, text=True)
+from tests.conftest import PROJECT, run_pipeline
 
 
 def test_a_copied_onnx_file_alone_gives_the_submissions_probabilities(e2e_project, tmp_path):

@@ -1,25 +1,17 @@
 """`python -m pipeline <stage>`: bad input ends with one clear line and a non-zero exit, no traceback."""
 
-import subprocess
-import sys
-
 import yaml
 
-from tests.conftest import PROJECT, tiny_params
-
-
-def run(args, cwd):
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin"})
+from tests.conftest import PROJECT, run_pipeline, tiny_params
 
 
 def test_unknown_stage_prints_usage(tmp_path):
-    done = run(["bogus"], tmp_path)
+    done = run_pipeline("bogus", cwd=tmp_path)
     assert done.returncode == 2 and "usage: python -m pipeline" in done.stderr and "unknown name 'bogus'" in done.stderr
 
 
 def test_help_lists_every_stage_and_command(tmp_path):
-    done = run(["--help"], tmp_path)
+    done = run_pipeline("--help", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
     listed = {line.split()[0] for line in done.stdout.splitlines() if line.startswith("  ")}
@@ -29,7 +21,7 @@ def test_help_lists_every_stage_and_command(tmp_path):
 
 def test_missing_source_is_one_clear_error(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
-    done = run(["prepare", "--source", "nowhere.zip", "--out", "prepared"], tmp_path)
+    done = run_pipeline("prepare", "--source", "nowhere.zip", "--out", "prepared", cwd=tmp_path)
     assert done.returncode == 1
     assert "error: data.source 'nowhere.zip' does not exist" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "prepared").exists()
@@ -39,6 +31,6 @@ def test_unknown_backbone_in_params_is_one_clear_error(tmp_path, prepared):
     params = tiny_params(backbones={"mystery": {"model": "resnet_nope"}})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "folds.csv").write_text("id,fold\n")
-    done = run(["train", "--backbone", "mystery", "--fold", "0", "--data", str(prepared), "--folds", "folds.csv", "--out", "m"], tmp_path)
+    done = run_pipeline("train", "--backbone", "mystery", "--fold", "0", "--data", str(prepared), "--folds", "folds.csv", "--out", "m", cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "resnet_nope" in done.stderr

@@ -17,15 +17,10 @@ from skimage import data
 
 from pipeline.faces import CenterFace, HaarCascade, face_crop_box
 from pipeline.tracking import Tracks, iou
-from tests.conftest import PROJECT
+from tests.conftest import PIPELINE_ENV, run_pipeline
 from tests.media import count_frames, face_frames, write_sequence, write_video
 
 ASTRONAUT_FACE = np.array([[165, 55, 290, 185]])  # where her face is in the 512×512 photo, by eye
-
-
-def run_pipeline(*args: str, cwd) -> subprocess.CompletedProcess:
-    env = {"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -150,9 +145,8 @@ def test_ctrl_c_ends_a_live_session_and_keeps_what_was_recorded(e2e_project, tmp
     root, _, _ = e2e_project
     pattern = write_sequence(tmp_path / "frames", face_frames(400, faces=1, side=200, step=1))
     out = tmp_path / "live.mp4"
-    env = {"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin"}
     process = subprocess.Popen([sys.executable, "-m", "pipeline", "video", pattern, "--out", str(out)],
-                               cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=root, env=PIPELINE_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     partial = tmp_path / ".live.partial.mp4"
     while not partial.exists() and process.poll() is None:  # the writer opens at the first frame
         time.sleep(0.02)

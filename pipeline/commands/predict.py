@@ -30,7 +30,6 @@ from pipeline.frames import add_face_options, classify_boxes, open_models
 from pipeline.images import IMAGE_SUFFIXES
 
 CROP_FACTOR = 3  # an image at most this many times the model's input size is taken as a cropped face
-BATCH = 64  # cropped faces classified together
 
 
 @dataclass
@@ -67,7 +66,7 @@ def read_rgb(path: Path) -> np.ndarray:
 def predict(files: list[Path], args: argparse.Namespace) -> tuple[list[Found], list[str], list[str]]:
     """Every face of every file; the files that could not be read; the class names."""
     classifier, detector = open_models(args)
-    found, skipped, crops = [], [], []
+    found, skipped, crops, crop_rows = [], [], [], []
     for path in files:
         try:
             rgb = read_rgb(path)
@@ -77,16 +76,16 @@ def predict(files: list[Path], args: argparse.Namespace) -> tuple[list[Found], l
         height, width = rgb.shape[:2]
         is_crop = args.faces is True or (args.faces is None and max(height, width) <= CROP_FACTOR * classifier.info.image_size)
         if is_crop:
-            found.append(Found(str(path), 0, (0, 0, width, height), None))
+            crop_rows.append(Found(str(path), 0, (0, 0, width, height), None))
+            found.append(crop_rows[-1])
             crops.append(classifier.face_input(rgb))
             continue
         frame = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         boxes, probabilities = classify_boxes(frame, detector(frame), classifier, args.margin)
         found += [Found(str(path), i, box, p) for i, (box, p) in enumerate(zip(boxes, probabilities))] or [Found(str(path), None, None, None)]
-    crop_probabilities = iter(np.concatenate([classifier.probabilities(np.stack(crops[i:i + BATCH])) for i in range(0, len(crops), BATCH)]) if crops else [])
-    for row in found:
-        if row.face is not None and row.probabilities is None:
-            row.probabilities = next(crop_probabilities)
+    if crops:  # classified together: one batch instead of a run per file
+        for row, probabilities in zip(crop_rows, classifier.probabilities(np.stack(crops))):
+            row.probabilities = probabilities
     return found, skipped, classifier.classes
 
 

@@ -130,7 +130,7 @@ def run_video(capture: cv2.VideoCapture, what: str, labeller: FrameLabeller, cla
     return stats
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipeline video", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="video file, image-sequence pattern (frames/%%04d.png) or camera index (0)")
     parser.add_argument("--out", type=Path, help="annotated video, .mp4 or .avi (default: none, only the table)")
@@ -147,14 +147,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--out must end in {' or '.join(CODECS)}, got {args.out.name}")
     if args.detect_every < 1 or not 0 <= args.smoothing < 1:
         parser.error("--detect-every must be at least 1 and --smoothing in [0, 1)")
+    return args
+
+
+def open_labeller(args: argparse.Namespace) -> FrameLabeller:
     classifier, detector = open_models(args)
     # A face may go undetected for a detection or two (a turn, a blink of the detector) and keep its number.
     tracks = Tracks(args.smoothing, min_overlap=0.3, max_missed=2)
-    labeller = FrameLabeller(classifier, detector, tracks, args.detect_every, args.margin)
+    return FrameLabeller(classifier, detector, tracks, args.detect_every, args.margin)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    labeller = open_labeller(args)
     capture, what = open_source(args.source)
     fps = args.fps or capture.get(cv2.CAP_PROP_FPS) or 25.0
     table = args.csv or args.out.with_suffix(".csv")
-    stats = run_video(capture, what, labeller, classifier.classes, fps, args.out, table, args.max_frames)
+    stats = run_video(capture, what, labeller, labeller.classifier.classes, fps, args.out, table, args.max_frames)
     ms = stats.per_frame_ms()
     split = ", ".join(f"{name} {ms[name]:.1f}" for name in PARTS)
     stopped = " (stopped by Ctrl-C)" if stats.interrupted else ""

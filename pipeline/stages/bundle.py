@@ -11,6 +11,7 @@ gives the submission's probabilities (ensemble/test.csv).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -32,7 +33,6 @@ from pipeline.predictions import fold_dir, read_oof_table, read_test_table
 # The bundle must give the submission's labels; a few rows may flip where training ran under
 # bf16/fp16 autocast, since the bundle computes in fp32.
 REQUIRED_AGREEMENT = 0.99
-CHECK_BATCH = 256
 
 
 def weight_config(path: Path) -> dict:
@@ -66,8 +66,7 @@ def fast_accuracy(oof_dir: Path, members: tuple[Member, ...], data: Prepared) ->
 
 def check_against_submission(onnx_path: Path, data: Prepared, expected: np.ndarray) -> dict:
     classifier = Classifier(onnx_path)
-    got = np.concatenate([classifier.probabilities(np.asarray(data.test_images[i:i + CHECK_BATCH]))
-                          for i in range(0, len(data.test_ids), CHECK_BATCH)])
+    got = classifier.probabilities(data.test_images)
     agreement = float((got.argmax(1) == expected.argmax(1)).mean())
     difference = float(np.abs(got - expected).max())
     if agreement < REQUIRED_AGREEMENT:
@@ -93,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     members = tuple(member for member, _ in kept)
     provenance = {"oof_accuracy": read_json(args.scores)["accuracy"], "oof_accuracy_fast": fast_accuracy(args.oof, members, data), "source": read_json(args.data / "meta.json")["source"], "data_fingerprint": data.fingerprint}
     info = BundleInfo(data.classes, int(data.train_images.shape[1]), data.channels, data.pixel_mean, data.pixel_std, members, provenance=provenance)
-    fast_info = BundleInfo(**{**info.__dict__, "fast": True})
+    fast_info = dataclasses.replace(info, fast=True)
     with atomic_dir(args.out) as tmp:
         export_onnx(EnsembleNet(info, [models for _, models in kept]), str(tmp / FULL))
         export_onnx(EnsembleNet(fast_info, [models[:1] for _, models in kept]), str(tmp / FAST))
