@@ -25,8 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.classifier import Classifier, available_cores  # noqa: E402
+from pipeline.classifier import Classifier  # noqa: E402
 from pipeline.commands import video  # noqa: E402
+from pipeline.machine import available_cores  # noqa: E402
 from tests.media import face_frames, write_video  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -6,7 +6,6 @@ and how the faces must be prepared.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +15,12 @@ from PIL import Image
 from pipeline.bundle import METADATA_KEY, BundleInfo, bundle_file
 from pipeline.config import PipelineError
 from pipeline.images import to_model_input
+from pipeline.machine import available_cores
 
 
 BATCH = 256  # faces per run: bounds the activations' memory when a whole test set is classified at once
 _ort_errors = ort.capi.onnxruntime_pybind11_state
 LOAD_ERRORS = (_ort_errors.Fail, _ort_errors.InvalidArgument, _ort_errors.InvalidProtobuf, _ort_errors.NoSuchFile)
-
-
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def cpu_session(model: str | bytes, threads: int) -> ort.InferenceSession:

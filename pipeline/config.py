@@ -32,6 +32,7 @@ RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 TTA_KEYS = ("hflip", "shift", "scale")
 PRECISIONS = ("fp32", "bf16", "fp16")
 PRUNERS = ("auto", "median", "successive_halving", "hyperband", "wilcoxon", "none")
+LAYOUTS = ("auto", "class_folders", "label_table", "pixel_table")
 
 
 class PipelineError(ValueError):
@@ -67,20 +68,41 @@ def _check_rules(config: Any, rules: list[Rule], where: str) -> None:
 @dataclass(frozen=True)
 class DataConfig:
     source: str  # competition .zip or folder, or data/kaggle/<competition>.zip (downloaded)
+    layout: str  # auto, or the layout to read: class_folders | label_table | pixel_table
+    train_table: str | None  # the label or pixel table, a path inside the source; None: found
+    id_column: str | None  # the train table's column naming the images; None: found from its values
+    label_column: str | None  # the train table's label column; None: found
+    test_folder: str | None  # the folder of the test images; None: the one other folder holding images
+    sample_submission: str | None  # the sample submission's path inside the source; None: found
+    class_names: dict[str, str]  # label as written (e.g. a code) -> class name; {} keeps labels as written
     image_size: int  # every image is resized to this square size when decoded
     channels: int  # 1 grayscale, 3 RGB
     drop_classes: tuple[str, ...]
     merge_classes: dict[str, str]  # {from: into}
 
+    def __post_init__(self) -> None:
+        # YAML reads the codes of `{0: angry}` as numbers; labels are compared as text.
+        object.__setattr__(self, "class_names", {str(code): name for code, name in self.class_names.items()})
+
     def validate(self, where: str) -> None:
         _check_rules(self, [
             ("source", lambda v: bool(v.strip()), "a path to the competition .zip or folder"),
+            ("layout", lambda v: v in LAYOUTS, f"one of {list(LAYOUTS)}"),
             ("image_size", _between(8, 1024), "between 8 and 1024 pixels"),
             ("channels", lambda v: v in (1, 3), "1 (grayscale) or 3 (RGB)"),
         ], where)
+        for key in ("train_table", "id_column", "label_column", "test_folder", "sample_submission"):
+            value = getattr(self, key)
+            if value is not None and not (isinstance(value, str) and value.strip()):
+                raise ConfigError(f"{where}.{key}={value!r} must be null (found automatically) or a name inside the source")
         for name, into in self.merge_classes.items():
             if not isinstance(name, str) or not isinstance(into, str):
                 raise ConfigError(f"{where}.merge_classes: {name!r}: {into!r} must map a class name to a class name")
+        for code, name in self.class_names.items():
+            if not isinstance(name, str) or not name.strip():
+                raise ConfigError(f"{where}.class_names: {code!r}: {name!r} must map a label as written to a class name")
+        if len(set(self.class_names.values())) < len(self.class_names):
+            raise ConfigError(f"{where}.class_names gives two labels one name; use merge_classes to join classes")
 
 
 @dataclass(frozen=True)
@@ -110,8 +132,17 @@ class FoldsConfig:
     ids: tuple[int, ...]
     seed: int
     groups_csv: str | None  # optional CSV (id,group): rows of one group share a fold
+    group_pattern: str | None  # optional regex on each train file name; its first group is the group key
 
     def validate(self, where: str) -> None:
+        if self.group_pattern is not None:
+            try:
+                compiled = re.compile(self.group_pattern)
+            except re.error as error:
+                raise ConfigError(f"{where}.group_pattern={self.group_pattern!r} is not a regular expression ({error})") from None
+            if compiled.groups < 1:
+                raise ConfigError(f"{where}.group_pattern={self.group_pattern!r} needs a group in parentheses for the key, "
+                                  "e.g. '^(S[0-9]+)_' for S010_004_00000017.png")
         if list(self.ids) != list(range(len(self.ids))) or len(self.ids) < 2:
             raise ConfigError(f"{where}.ids={list(self.ids)} must be 0, 1, ..., K-1 with K >= 2 (for K=5: [0, 1, 2, 3, 4])")
 

@@ -2,10 +2,11 @@
 
 Layout of the prepared folder:
   train_images.npy   uint8, N×H×W (grayscale) or N×H×W×C
-  train.csv          id, label              (row i describes train_images[i])
+  train.csv          id, label, file        (row i describes train_images[i]; file: where it came from)
   test_images.npy    uint8, in sample_submission.csv order
   test.csv           id                      (sample_submission.csv order)
   classes.json       class names; a label's index in this list is its model output
+  submission_labels.json  per class, the label a submission writes (the sample's form: name or code)
   sample_submission.csv  the competition's own file, the template submissions must match
   meta.json          source, sizes, pixel mean/std and a content fingerprint
 """
@@ -27,9 +28,11 @@ class Prepared:
     train_images: np.ndarray
     train_ids: np.ndarray  # str ids
     train_labels: np.ndarray  # int class indices
+    train_files: np.ndarray  # each image's file name in the source (or table:row), for grouping by name
     test_images: np.ndarray
     test_ids: np.ndarray
     classes: list[str]
+    submission_labels: list[str]  # classes as the competition's submissions spell them
     pixel_mean: float
     pixel_std: float
     fingerprint: str
@@ -52,9 +55,11 @@ def load_prepared(folder: str | Path) -> Prepared:
         train_images=np.load(folder / "train_images.npy", mmap_mode="r"),  # read on first use only
         train_ids=train["id"].to_numpy(),
         train_labels=train["label"].map(index).to_numpy(np.int64),
+        train_files=train["file"].to_numpy(),
         test_images=np.load(folder / "test_images.npy", mmap_mode="r"),
         test_ids=test["id"].to_numpy(),
         classes=classes,
+        submission_labels=read_json(folder / "submission_labels.json"),
         pixel_mean=meta["pixel_mean"],
         pixel_std=meta["pixel_std"],
         fingerprint=meta["fingerprint"],

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+BYTES_PER_READ = 1 << 23  # of an image array hashed or summed at once: bounded memory for memory-mapped sets
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
@@ -75,5 +77,23 @@ def fingerprint(*arrays: np.ndarray) -> str:
     digest = hashlib.sha256()
     for array in arrays:
         digest.update(str(array.shape).encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
+        for chunk in _row_chunks(array):  # a memory-mapped array is read a slice at a time
+            digest.update(np.ascontiguousarray(chunk).data)
     return digest.hexdigest()[:16]
+
+
+def _row_chunks(array: np.ndarray) -> Iterator[np.ndarray]:
+    rows = max(1, BYTES_PER_READ // max(1, array[:1].nbytes))
+    for start in range(0, len(array), rows):
+        yield array[start:start + rows]
+
+
+def pixel_mean_std(images: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of all pixels, scaled to [0, 1], read a slice at a time."""
+    total, squares, count = 0, 0, 0
+    for chunk in _row_chunks(images):
+        # Exact integer sums: no float rounding however large the set.
+        values = np.asarray(chunk, dtype=np.int64)
+        total, squares, count = total + int(values.sum()), squares + int(np.square(values).sum()), count + values.size
+    mean = total / count
+    return mean / 255, max(squares / count - mean * mean, 0.0) ** 0.5 / 255

@@ -15,8 +15,9 @@ import cv2
 import numpy as np
 
 from pipeline.bundle import DEFAULT_FOLDER
-from pipeline.classifier import Classifier, available_cores
+from pipeline.classifier import Classifier
 from pipeline.faces import DETECTORS, face_crop_box, open_detector
+from pipeline.machine import available_cores
 from pipeline.tracking import Tracks
 
 BOX_COLOR = (60, 220, 60)  # BGR

@@ -23,7 +23,8 @@ def read_sample(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
-def validate_submission(submission: pd.DataFrame, sample: pd.DataFrame, classes: list[str], name: str = "submission") -> None:
+def validate_submission(submission: pd.DataFrame, sample: pd.DataFrame, labels: list[str], name: str = "submission") -> None:
+    """`labels`: each class as the competition spells it (prepared submission_labels.json)."""
     if list(submission.columns) != list(sample.columns):
         raise SubmissionError(f"{name}: header {list(submission.columns)} differs from sample_submission.csv's {list(sample.columns)}")
     if len(submission) != len(sample):
@@ -37,15 +38,16 @@ def validate_submission(submission: pd.DataFrame, sample: pd.DataFrame, classes:
     if not np.array_equal(ids, expected):
         row = int(np.flatnonzero(ids != expected)[0])
         raise SubmissionError(f"{name}: row {row + 2} has id {ids[row]!r} where sample_submission.csv has {expected[row]!r}; keep its ids and order")
-    unknown = sorted(set(submission[label_column].astype(str)) - set(classes))
+    unknown = sorted(set(submission[label_column].astype(str)) - set(labels))
     if unknown:
-        raise SubmissionError(f"{name}: label(s) {unknown[:5]} are not class names {classes}")
+        raise SubmissionError(f"{name}: label(s) {unknown[:5]} are not among the competition's labels {labels}")
 
 
-def make_submission(probs: np.ndarray, test_ids: np.ndarray, sample: pd.DataFrame, classes: list[str], name: str) -> pd.DataFrame:
+def make_submission(probs: np.ndarray, test_ids: np.ndarray, sample: pd.DataFrame, labels: list[str], name: str) -> pd.DataFrame:
+    """One row per test id, labelled with the most probable class as the competition spells it."""
     id_column, label_column = sample.columns
-    submission = pd.DataFrame({id_column: test_ids, label_column: np.array(classes)[probs.argmax(axis=1)]})
-    validate_submission(submission, sample, classes, name)
+    submission = pd.DataFrame({id_column: test_ids, label_column: np.array(labels)[probs.argmax(axis=1)]})
+    validate_submission(submission, sample, labels, name)
     return submission
 
 

@@ -20,7 +20,7 @@ import yaml
 
 from pipeline.config import ConfigError
 from pipeline.kaggle_api import Kaggle, KaggleError, competition_slug
-from tests.conftest import PROJECT, tiny_params
+from tests.conftest import PROJECT, project_params, tiny_params
 from tests.kaggle_standin import Competition, StandIn
 from tests.test_e2e import make_project, repro, stages_run
 
@@ -124,7 +124,7 @@ def test_kaggle_cli_downloads_submits_and_lists_the_score(standin, served, tmp_p
 
 
 def test_dvc_repro_downloads_the_competition_then_submit_reports_its_score(standin, served, tmp_path):
-    params = tiny_params(backbones={"resnet10t": {}}, folds={"ids": [0, 1], "seed": 42, "groups_csv": None})
+    params = tiny_params(backbones={"resnet10t": {}}, folds={**project_params()["folds"], "ids": [0, 1]})
     params["data"] = {**params["data"], "source": f"data/kaggle/{SLUG}.zip"}
     params["train"] = {**params["train"], "epochs": 2}
     params["tune"] = {**params["tune"], "enabled": False}

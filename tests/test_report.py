@@ -1,9 +1,24 @@
 import numpy as np
 import pytest
 
-from pipeline.stages.report import bootstrap_interval, format_table, oof_warnings, summarize
+from tests.conftest import folds_config
+from pipeline.groups import pattern_groups
+from pipeline.stages.report import bootstrap_interval, format_table, oof_warnings, summarize, ungrouped_names_warning
 
 CLASSES = ["a", "b", "c"]
+UNGROUPED = folds_config(group_pattern=None, groups_csv=None)
+
+
+def subject_files(subjects: int = 20, per_subject: int = 6, separator: str = "_") -> tuple[np.ndarray, np.ndarray]:
+    """(files, labels) named like CK+: S010_004_00000017.png, each subject's frames in every class."""
+    labels = np.array([(s + f) % 3 for s in range(subjects) for f in range(per_subject)])
+    files = np.array([f"train/{CLASSES[(s + f) % 3]}/S{10 + s:03d}{separator}004{separator}{f:08d}.png"
+                      for s in range(subjects) for f in range(per_subject)])
+    return files, labels
+
+
+def unique_files(n: int) -> np.ndarray:
+    return np.array([f"train_images/{i:05x}.jpg" for i in range(n)])
 
 
 def one_hot(predicted: list[int]) -> np.ndarray:
@@ -38,12 +53,52 @@ def test_warnings_for_missing_class_split_duplicates_and_disagreeing_folds():
     labels[folds == 1] = np.where(labels[folds == 1] == 2, 0, labels[folds == 1])  # no class c in fold 1
     groups = np.arange(800)
     groups[5] = groups[405]  # a pixel twin across folds
-    messages = oof_warnings(folds, labels, CLASSES, {"0": 0.9, "1": 0.6}, groups)
+    messages = oof_warnings(folds, labels, CLASSES, {"0": 0.9, "1": 0.6}, groups, unique_files(800), UNGROUPED)
     assert any("fold 1 holds no image of ['c']" in m for m in messages)
     assert any("split across folds" in m for m in messages)
     assert any("fold accuracies range" in m for m in messages)
-    clean = oof_warnings(folds, np.tile([0, 1, 2, 0], 200), CLASSES, {"0": 0.70, "1": 0.71}, np.arange(800))
+    clean = oof_warnings(folds, np.tile([0, 1, 2, 0], 200), CLASSES, {"0": 0.70, "1": 0.71}, np.arange(800),
+                         unique_files(800), UNGROUPED)
     assert clean == []
+
+
+def test_subject_like_names_without_grouping_warn_with_the_pattern_that_groups_them():
+    files, labels = subject_files()
+    messages = oof_warnings(np.arange(120) % 2, labels, CLASSES, {"0": 0.70, "1": 0.71}, np.arange(120), files, UNGROUPED)
+    (message,) = messages
+    assert "20 file-name prefixes (e.g. 'S010')" in message and "6.0 images each" in message
+    assert "folds.group_pattern: '^([^_]+)_' (or folds.groups_csv)" in message
+
+
+@pytest.mark.parametrize("separator", ["_", "-", " ", "."])
+def test_the_suggested_pattern_groups_the_images_by_their_prefix(separator):
+    files, labels = subject_files(separator=separator)
+    message = ungrouped_names_warning(files, labels, UNGROUPED)
+    pattern = message.split("folds.group_pattern: '")[1].split("'")[0]
+    groups = pattern_groups(files, pattern)
+    assert len(set(groups)) == 20 and len(set(groups[:6])) == 1
+
+
+def test_names_that_name_the_class_the_data_set_or_nothing_do_not_warn():
+    labels = np.repeat([0, 1, 2], 40)
+    class_prefixes = np.array([f"train/{CLASSES[y]}/{CLASSES[y]}_{i:03d}.png" for i, y in enumerate(labels)])
+    one_prefix = np.array([f"train/{CLASSES[y]}/Training_{i}.jpg" for i, y in enumerate(labels)])
+    table_rows = np.array([f"fer2013.csv:{i}" for i in range(len(labels))])
+    split_prefixes = np.array([f"train/{CLASSES[y]}/{('Training', 'PublicTest')[i % 2]}_{i}.jpg" for i, y in enumerate(labels)])
+    for files in (class_prefixes, one_prefix, table_rows, unique_files(len(labels)), split_prefixes):
+        assert ungrouped_names_warning(files, labels, UNGROUPED) is None, files[0]
+
+
+def test_few_images_per_shared_prefix_do_not_warn():
+    files, labels = subject_files(subjects=60, per_subject=2)  # pairs: splitting them inflates OOF little
+    assert ungrouped_names_warning(files, labels, UNGROUPED) is None
+
+
+def test_no_warning_once_a_grouping_is_set():
+    files, labels = subject_files()
+    assert ungrouped_names_warning(files, labels, UNGROUPED) is not None
+    assert ungrouped_names_warning(files, labels, folds_config(group_pattern=r"^(S[0-9]+)_", groups_csv=None)) is None
+    assert ungrouped_names_warning(files, labels, folds_config(group_pattern=None, groups_csv="groups.csv")) is None
 
 
 def test_table_lists_models_in_the_given_order_with_their_figures():

@@ -35,7 +35,7 @@ def validate_file(file: Path, data_dir: Path) -> int:
         submission = pd.read_csv(file, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise SubmissionError(f"{file} is not a readable CSV ({error}); write it with a header and one row per test id") from None
-    validate_submission(submission, read_sample(data_dir / "sample_submission.csv"), data.classes, str(file))
+    validate_submission(submission, read_sample(data_dir / "sample_submission.csv"), data.submission_labels, str(file))
     return len(submission)
 
 

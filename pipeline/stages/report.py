@@ -20,10 +20,11 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.augment import Normalizer
-from pipeline.config import Config, TrainConfig, load_config
+from pipeline.config import Config, FoldsConfig, TrainConfig, load_config
 from pipeline.data import Prepared, fold_columns, load_prepared
 from pipeline.engine import predict_proba
 from pipeline.files import atomic_dir, atomic_path, read_json, write_csv, write_json
+from pipeline.groups import shared_name_prefixes
 from pipeline.metrics import score
 from pipeline.models import create_model, load_weights, pick_device
 from pipeline.predictions import fold_dir, read_oof_table
@@ -87,7 +88,7 @@ def inference_ms_per_image(config: TrainConfig, weights: Path, data: Prepared, i
 
 
 def oof_warnings(folds: np.ndarray, labels: np.ndarray, classes: list[str], per_fold: dict[str, float],
-                 group: np.ndarray) -> list[str]:
+                 group: np.ndarray, files: np.ndarray, grouping: FoldsConfig) -> list[str]:
     warnings = []
     accuracies = np.array(list(per_fold.values()))
     sizes = np.bincount(folds)
@@ -101,9 +102,25 @@ def oof_warnings(folds: np.ndarray, labels: np.ndarray, classes: list[str], per_
             warnings.append(f"fold {fold} holds no image of {[classes[i] for i in missing]}: its accuracy ignores them")
     split = pd.DataFrame({"group": group, "fold": folds}).groupby("group")["fold"].nunique()
     if (split > 1).any():
-        warnings.append(f"{int((split > 1).sum())} groups of images that must share a fold (pixel-identical images, folds.groups_csv) "
-                        "are split across folds: OOF is optimistic; re-run `folds`")
+        warnings.append(f"{int((split > 1).sum())} groups of images that must share a fold (pixel-identical images, "
+                        "folds.group_pattern, folds.groups_csv) are split across folds: OOF is optimistic; re-run `folds`")
+    ungrouped = ungrouped_names_warning(files, labels, grouping)
+    if ungrouped:
+        warnings.append(ungrouped)
     return warnings
+
+
+def ungrouped_names_warning(files: np.ndarray, labels: np.ndarray, grouping: FoldsConfig) -> str | None:
+    """A warning when file names suggest subjects (S010_*.png in several classes) that no grouping keeps together."""
+    if grouping.group_pattern or grouping.groups_csv:
+        return None  # the user chose the groups; `folds` applied them
+    shared = shared_name_prefixes(files, labels)
+    if shared is None or shared.count < grouping.k:  # fewer prefixes than folds name splits of the data, not subjects
+        return None
+    return (f"{shared.count} file-name prefixes (e.g. {shared.example!r}) are shared by images of several classes, "
+            f"{shared.mean_images:.1f} images each, and no grouping is set: if a prefix names a subject or session, "
+            "its images are split across folds and OOF is optimistic; keep them together with "
+            f"folds.group_pattern: '{shared.pattern}' (or folds.groups_csv)")
 
 
 def confident_errors_grid(data: Prepared, probs: np.ndarray, labels: np.ndarray, path: Path, count: int = 24, scale: int = 3) -> None:
@@ -170,7 +187,7 @@ def build_report(config: Config, data: Prepared, oof_dir: Path, models_dir: Path
     ensemble.params_millions = sum(r.params_millions for r in used)
     gain = ensemble.accuracy - rows[0].accuracy
     warnings = oof_warnings(fold_of, data.train_labels, data.classes, score(probs, labels, folds, data.classes)["per_fold"],
-                            group_of)
+                            group_of, data.train_files, config.folds)
 
     weight_text = ", ".join(f"{name} {w:.2f}" for name, w in weights["weights"].items() if w > 0)
     text = "\n".join([

@@ -31,5 +31,5 @@ def main(argv: list[str] | None = None) -> None:
     probs["ensemble"] = read_test_table(args.ensemble / "test.csv", data.classes, data.test_ids)
     with atomic_dir(args.out) as tmp:
         for name, p in probs.items():
-            (tmp / f"{name}.csv").write_bytes(to_csv_bytes(make_submission(p, data.test_ids, sample, data.classes, f"{name}.csv")))
+            (tmp / f"{name}.csv").write_bytes(to_csv_bytes(make_submission(p, data.test_ids, sample, data.submission_labels, f"{name}.csv")))
     print(f"submission: wrote {', '.join(f'{n}.csv' for n in probs)} ({len(sample)} rows each, validated against sample_submission.csv) → {args.out}")
