@@ -5,7 +5,8 @@
 writes the default synthetic competition as a label table (train.csv of codes beside
 train_images/, test_images/, a sample of codes); `pixel_table` writes fer2013.csv (emotion, pixels,
 Usage) as FER-2013's own download has it; `pixel_files` writes train.csv, test.csv and
-sample_submission.csv of row numbers, as its Kaggle competition does.
+sample_submission.csv of row numbers, as its Kaggle competition does; `emotion_folders` keeps the
+class folders with the test images in test_kaggle/ and a sample `image_path,emotion` of file names.
 """
 
 from __future__ import annotations
@@ -75,7 +76,17 @@ def as_pixel_files(comp: Path, out: Path) -> pd.Series:
     return pd.Series(sample["id"].to_numpy(), index=rows)
 
 
-WRITERS = {"label_table": as_label_table, "pixel_table": as_pixel_table, "pixel_files": as_pixel_files}
+def as_emotion_folders(comp: Path, out: Path) -> None:
+    """Class folders as the emotion competition ships them: test images in test_kaggle/, a sample
+    `image_path,emotion` naming them with their extension."""
+    shutil.copytree(comp / "train", out / "train")
+    shutil.copytree(comp / "test", out / "test_kaggle")
+    sample = pd.read_csv(comp / "sample_submission.csv", dtype=str)
+    pd.DataFrame({"image_path": sample["id"] + ".png", "emotion": sample["label"]}).to_csv(out / "sample_submission.csv", index=False)
+
+
+WRITERS = {"label_table": as_label_table, "pixel_table": as_pixel_table, "pixel_files": as_pixel_files,
+           "emotion_folders": as_emotion_folders}
 
 
 def zip_folder(folder: Path, target: Path) -> Path:

@@ -152,7 +152,7 @@ def test_dvc_repro_downloads_the_competition_then_submit_reports_its_score(stand
     (lambda frame: frame.rename(columns={"label": "emotion"}), "header"),
     (lambda frame: frame.assign(label=frame["label"].where(frame.index != 3, "")), "empty"),
     (lambda frame: frame.iloc[::-1], "order"),
-    (lambda frame: frame.assign(label="joy"), "not class names"),
+    (lambda frame: frame.assign(label="joy"), "are not among the competition's labels"),
 ])
 def test_malformed_csv_is_refused_before_any_upload(standin, served, prepared, tmp_path, damage, complaint):
     bad = tmp_path / "bad.csv"
