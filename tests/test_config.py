@@ -1,5 +1,9 @@
+import re
+import shutil
+
 import pytest
 import yaml
+from dvc.utils.hydra import apply_overrides
 
 from pipeline.config import ConfigError, config_from_dict, load_config
 from tests.conftest import PROJECT, project_params
@@ -102,3 +106,17 @@ def test_unknown_model_and_augment_fail_for_any_backbone_before_training():
     params["backbones"] = {"resnet10t": {}, "second": {"model": "resnet18", "augment": [{"HorizontalFlip": {"prob": 0.5}}]}}
     with pytest.raises(ConfigError, match="backbone second .*HorizontalFlip"):
         check_backbones(config_from_dict(params))
+
+
+def test_every_params_override_the_readme_shows_applies_and_validates(tmp_path):
+    """The README's `dvc exp run -S ...` overrides, applied as DVC applies them, give a valid config."""
+    readme = (PROJECT / "README.md").read_text()
+    found = re.findall(r"-S '([^']*)'", readme) + re.findall(r'-S "([^"]*)"', readme) + re.findall(r"-S ([^\s'\"]+)", readme)
+    # `-S key=value` in prose is a placeholder; so is <competition> in a path, which stands for a name.
+    overrides = [re.sub(r"<[^>]+>", "name", o) for o in found if "." in o.split("=")[0]]
+    assert any(o.startswith("++data.class_names=") for o in overrides) and any("group_pattern" in o for o in overrides)
+    for override in overrides:
+        params = tmp_path / "params.yaml"
+        shutil.copy(PROJECT / "params.yaml", params)
+        apply_overrides(str(params), [override])
+        load_config(params)
