@@ -70,9 +70,29 @@ def _test_files_by_id(files: CompetitionFiles, sample_ids: pd.Series, paths: lis
     by_name = {p.name: p for p in paths}
     by_stem_matches = sample_ids.isin({p.stem for p in paths}).sum()
     use_names = sample_ids.isin(by_name.keys()).sum() > by_stem_matches
-    keys = [p.name if use_names else p.stem for p in paths]
+    keys = _as_sample_spells(sample_ids, [p.name if use_names else p.stem for p in paths])
     refuse_duplicate_ids(files, keys, paths, "test id (file name)" if use_names else "test id (file stem)")
     return {key: str(path) for key, path in zip(keys, paths)}
+
+
+def _as_sample_spells(sample_ids: pd.Series, keys: list[str]) -> list[str]:
+    """File keys respelled as the sample spells them where they differ only in letter case (`b.JPG` for
+    id `b.jpg`), as downloads made on case-insensitive file systems do; never where that is ambiguous."""
+    listed = set(sample_ids)
+    unlisted = [key for key in keys if key not in listed]
+    if not unlisted:
+        return keys
+    ids_by_fold: dict[str, list[str]] = {}
+    for id_ in listed:
+        ids_by_fold.setdefault(id_.casefold(), []).append(id_)
+    keys_by_fold: dict[str, int] = {}
+    for key in keys:
+        keys_by_fold[key.casefold()] = keys_by_fold.get(key.casefold(), 0) + 1
+    def respelled(key: str) -> str:
+        ids = ids_by_fold.get(key.casefold(), [])
+        unique = len(ids) == 1 and keys_by_fold[key.casefold()] == 1
+        return ids[0] if key not in listed and unique else key
+    return [respelled(key) for key in keys]
 
 
 def refuse_duplicate_ids(files: CompetitionFiles, ids: list[str], paths: list, what: str) -> None:

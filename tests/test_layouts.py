@@ -267,3 +267,16 @@ def test_a_sample_whose_labels_are_neither_names_nor_codes_is_refused(competitio
     sample.assign(label="Happy").to_csv(tmp_path / "comp" / "sample_submission.csv", index=False)
     with pytest.raises(SourceError, match=r"its labels \['Happy'\] are neither class names .* nor the labels as the train data writes them"):
         prepare(tmp_path / "comp", data_config(class_names=CLASS_NAMES), tmp_path / "out")
+
+
+def test_test_files_that_differ_from_the_sample_ids_only_in_letter_case_are_matched(competition, prepared, tmp_path):
+    comp = Path(shutil.copytree(competition / "competition", tmp_path / "comp"))
+    sample = pd.read_csv(comp / "sample_submission.csv", dtype=str)
+    sample.assign(id=sample["id"] + ".png").to_csv(comp / "sample_submission.csv", index=False)
+    first, second = (comp / "test" / f"{i}.png" for i in sample["id"][:2])
+    first.rename(first.with_suffix(".PNG"))
+    second.rename(second.with_name(second.name.upper()))
+    prepare(comp, data_config(), tmp_path / "out")
+    ours, reference = load_prepared(tmp_path / "out"), load_prepared(prepared)
+    assert list(ours.test_ids) == list(sample["id"] + ".png")
+    assert np.array_equal(ours.test_images, reference.test_images)
