@@ -99,35 +99,26 @@ def main() -> None:
     args = parser.parse_args()
     cores = available_cores()
     rows = []
+
+    def time_case(name: str, source: Path, data: dict) -> None:
+        for use in sorted({cores, 1}, reverse=True):
+            work = tmp / f"run{len(rows)}"
+            work.mkdir()
+            rows.append({"case": name, "cores": use, **fastest(source, data, use, work, args.repeats)})
+            print(json.dumps(rows[-1]), flush=True)
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cases = []
         if FER2013.exists():
-            cases.append(("FER-2013 .zip, class folders, 48 px gray", FER2013, {}))
+            time_case("FER-2013 .zip, class folders, 48 px gray", FER2013, {})
+            (tmp / "pixels").mkdir()
+            fer_pixel_table(tmp / "run0" / "prepared", tmp / "pixels" / "fer2013.csv")
+            time_case("FER-2013 fer2013.csv, pixel table", tmp / "pixels", {"class_names": {i: f"c{i}" for i in range(7)}})
         else:
             print(f"skipping FER-2013: {FER2013} not found")
-        for name, source, data in cases:
-            for use in sorted({cores, 1}, reverse=True):
-                work = tmp / f"run{len(rows)}"
-                work.mkdir()
-                rows.append({"case": name, "cores": use, **fastest(source, data, use, work, args.repeats)})
-                print(json.dumps(rows[-1]), flush=True)
-        if FER2013.exists():
-            fer_pixel_table(tmp / "run0" / "prepared", tmp / "fer2013.csv")
-            (tmp / "pixels").mkdir()
-            (tmp / "fer2013.csv").rename(tmp / "pixels" / "fer2013.csv")
-            extra = [("FER-2013 fer2013.csv, pixel table", tmp / "pixels", {"class_names": {i: f"c{i}" for i in range(7)}})]
-        else:
-            extra = []
         if args.large:
             large_rgb(tmp / "large", args.large)
-            extra.append((f"{args.large} RGB 800×600 JPEGs → 224 px", tmp / "large", {"image_size": 224, "channels": 3}))
-        for name, source, data in extra:
-            for use in sorted({cores, 1}, reverse=True):
-                work = tmp / f"run{len(rows)}"
-                work.mkdir()
-                rows.append({"case": name, "cores": use, **fastest(source, data, use, work, args.repeats)})
-                print(json.dumps(rows[-1]), flush=True)
+            time_case(f"{args.large} RGB 800×600 JPEGs → 224 px", tmp / "large", {"image_size": 224, "channels": 3})
     header = "| case | layout | cores | images | seconds | images/s | peak RSS MB | arrays MB |"
     lines = [f"`python benchmarks/prepare.py{f' --large {args.large}' if args.large else ''}` (fastest of {args.repeats}) on "
              f"{platform.processor() or platform.machine()}, {cores} cores:", "", header, "|" + "---|" * 8]

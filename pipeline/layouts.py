@@ -41,8 +41,8 @@ def read_competition(files: CompetitionFiles, config: DataConfig) -> Competition
     else:
         train, train_folders = read_label_table(files, config, sample_name)
     folder = find_test_folder(files, train_folders, config.test_folder)
-    test = match_test_files(files, parse_sample(sample, files.where(sample_name)), sample_name, folder)
-    return Competition(layout, train, test, sample)
+    rows = parse_sample(sample, files.where(sample_name))
+    return Competition(layout, train, match_test_files(files, rows, sample_name, folder), sample, rows)
 
 
 def detect_layout(files: CompetitionFiles, config: DataConfig, sample_name: str | None) -> str:

@@ -54,8 +54,9 @@ def read_pixel_table(files: CompetitionFiles, tables: list[str], train_table: st
     else:
         test_name = _pick_test_table(files, [t for t in pixel_tables if t != name], name)
         train_rows, test_rows = table, read_table(files, test_name)
-        if column_named(test_rows, PIXELS_COLUMN) is None:
-            raise SourceError(f"{files.where(test_name)}: no {PIXELS_COLUMN} column (columns {list(test_rows.columns)})")
+    test_pixels, test_id = column_named(test_rows, PIXELS_COLUMN), column_named(test_rows, ID_COLUMN)
+    if test_pixels is None:
+        raise SourceError(f"{files.where(test_name)}: no {PIXELS_COLUMN} column (columns {list(test_rows.columns)})")
     refuse_empty_labels(files, train_rows, name, labels)
     train = pd.DataFrame({
         "id": [str(i) for i in train_rows.index],
@@ -63,16 +64,15 @@ def read_pixel_table(files: CompetitionFiles, tables: list[str], train_table: st
         "file": [f"{name}:{i}" for i in train_rows.index],
         "pixels": train_rows[pixels].to_numpy(),
     })
-    test_ids = test_rows[column_named(test_rows, ID_COLUMN)] if column_named(test_rows, ID_COLUMN) else test_rows.index.astype(str)
     test_all = pd.DataFrame({
-        "id": list(test_ids),
+        "id": list(test_rows[test_id] if test_id else test_rows.index.astype(str)),
         "file": [f"{test_name}:{i}" for i in test_rows.index],
-        "pixels": test_rows[column_named(test_rows, PIXELS_COLUMN)].to_numpy(),
+        "pixels": test_rows[test_pixels].to_numpy(),
     })
     sample = files.read(sample_name) if sample_name else _written_sample(test_all["id"], labels, train["label"].iloc[0])
     where = files.where(sample_name) if sample_name else "the written sample"
-    test = _in_sample_order(test_all, parse_sample(sample, where), where, test_name)
-    return Competition("pixel_table", train, test, sample)
+    rows = parse_sample(sample, where)
+    return Competition("pixel_table", train, _in_sample_order(test_all, rows, where, test_name), sample, rows)
 
 
 def _split_by_usage(files: CompetitionFiles, table: pd.DataFrame, name: str, usage: str) -> tuple[pd.DataFrame, pd.DataFrame, str]:

@@ -63,6 +63,7 @@ class CompetitionFiles:
         inside = [n[len(self.prefix):] for n in entries if n.startswith(self.prefix) and len(n) > len(self.prefix)]
         self.names = sorted(n for n in inside if not n.endswith("/"))  # files
         self.folders = [n.rstrip("/") for n in inside if n.endswith("/")]
+        self._columns: dict[str, list[str]] = {}
 
     def _entries(self) -> list[str]:
         if self._zip:
@@ -116,8 +117,7 @@ class CompetitionFiles:
                 yield PurePosixPath(name)
 
     def images_under(self, folder: str) -> Iterator[PurePosixPath]:
-        prefix = folder.strip("/") + "/"
-        return (PurePosixPath(name) for name in self.names if name.startswith(prefix) and is_image(name))
+        return (path for path in self.files_under(folder) if is_image(path))
 
     def csvs(self) -> list[str]:
         return [n for n in self.names if is_csv(n)]
@@ -130,8 +130,10 @@ class CompetitionFiles:
         """The header of a CSV, read from its first bytes only."""
         if not self.has(name):
             raise SourceError(f"{self.where(name)}: no such file (a path inside the download, as listed here); {self.inventory()}")
-        head = self._head(name).decode("utf-8-sig", errors="replace").splitlines()
-        return [column.strip() for column in next(csv.reader(head[:1]), [])]
+        if name not in self._columns:
+            head = self._head(name).decode("utf-8-sig", errors="replace").splitlines()
+            self._columns[name] = [column.strip() for column in next(csv.reader(head[:1]), [])]
+        return self._columns[name]
 
     def _head(self, name: str) -> bytes:
         if self._zip:

@@ -89,11 +89,15 @@ WRITERS = {"label_table": as_label_table, "pixel_table": as_pixel_table, "pixel_
            "emotion_folders": as_emotion_folders}
 
 
-def zip_folder(folder: Path, target: Path) -> Path:
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+def zip_folder(folder: Path, target: Path, prefix: str = "", folders: bool = False,
+               compression: int = zipfile.ZIP_STORED) -> Path:
+    """`folders`: also write directory entries, as `zip -r` does (the top folder's included)."""
+    with zipfile.ZipFile(target, "w", compression) as archive:
+        if folders and prefix:
+            archive.write(folder, prefix)
         for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                archive.write(path, path.relative_to(folder).as_posix())
+            if path.is_file() or folders:
+                archive.write(path, prefix + path.relative_to(folder).as_posix())
     return target
 
 
@@ -106,7 +110,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         WRITERS[args.layout](args.competition, Path(tmp) / "comp")
-        zip_folder(Path(tmp) / "comp", args.out)
+        zip_folder(Path(tmp) / "comp", args.out, compression=zipfile.ZIP_DEFLATED)
     print(f"wrote {args.out} ({args.layout})")
 
 

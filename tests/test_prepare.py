@@ -9,24 +9,13 @@ import pytest
 from PIL import Image
 
 from tests.conftest import data_config
+from tests.layouts import zip_folder
 from pipeline.data import load_prepared
 from pipeline.stages.prepare import SourceError, prepare
 
 
 def copy_competition(competition: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(competition / "competition", tmp_path / "comp"))
-
-
-def zip_folder(folder: Path, target: Path, prefix: str = "", folders: bool = False,
-               compression: int = zipfile.ZIP_STORED) -> Path:
-    """`folders`: also write directory entries, as `zip -r` does (the top folder's included)."""
-    with zipfile.ZipFile(target, "w", compression) as archive:
-        if folders and prefix:
-            archive.write(folder, prefix)
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() or folders:
-                archive.write(path, prefix + path.relative_to(folder).as_posix())
-    return target
 
 
 def first_test_image(comp: Path) -> Path:

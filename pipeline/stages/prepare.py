@@ -9,7 +9,6 @@ submissions write each class the way the sample submission does (name or code).
 from __future__ import annotations
 
 import argparse
-import io
 import time
 from pathlib import Path
 
@@ -49,9 +48,9 @@ def relabel(train: pd.DataFrame, config: DataConfig) -> tuple[pd.DataFrame, list
     return kept, classes, as_written
 
 
-def submission_labels(classes: list[str], as_written: dict[str, str], sample: bytes, where: str) -> list[str]:
+def submission_labels(classes: list[str], as_written: dict[str, str], sample: pd.DataFrame, where: str) -> list[str]:
     """Each class as submissions write it: as the sample's labels are written, class names or the data's codes."""
-    sample_labels = set(pd.read_csv(io.BytesIO(sample), dtype=str, keep_default_na=False).iloc[:, 1].str.strip())
+    sample_labels = set(sample.iloc[:, 1].str.strip())
     names, codes = set(as_written), set(as_written.values())
     if sample_labels <= names or names == codes:
         return list(classes)
@@ -87,7 +86,7 @@ def prepare(source: str | Path, config: DataConfig, out_dir: Path) -> None:
         write_csv(competition.test[["id"]], tmp / "test.csv")
         (tmp / "sample_submission.csv").write_bytes(competition.sample_submission)
         write_json(classes, tmp / "classes.json")
-        write_json(submission_labels(classes, as_written, competition.sample_submission, "the sample submission"),
+        write_json(submission_labels(classes, as_written, competition.sample, "the sample submission"),
                    tmp / "submission_labels.json")
         write_json(meta, tmp / "meta.json")
     seconds = time.perf_counter() - started
