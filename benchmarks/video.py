@@ -42,7 +42,7 @@ def video_row(clip: Path, variant: str, detector: str, args: argparse.Namespace,
                                 "--detect-width", str(args.detect_width), "--fps", str(FPS)])
     labeller = video.open_labeller(options)
     capture, what = video.open_source(options.source)
-    stats = video.run_video(capture, what, labeller, labeller.classifier.classes, FPS, options.out, options.out.with_suffix(".csv"), None)
+    stats = video.run_video(capture, what, labeller, FPS, options.out, options.out.with_suffix(".csv"), None)
     return {"frames": stats.frames, "face_labels": stats.faces, **{k: round(v, 2) for k, v in stats.per_frame_ms().items()}}, labeller.classifier
 
 

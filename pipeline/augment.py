@@ -47,26 +47,29 @@ def build_augment(spec: tuple[dict, ...], seed: int, strength: float = 1.0) -> A
 
 
 class AugmentedImages(torch.utils.data.Dataset):
-    """uint8 images and int labels; a batch is fetched and augmented in one call.
+    """uint8 images and int labels (and, when given, float regression targets: batches are then
+    (images, labels, targets)); a batch is fetched and augmented in one call.
 
     The loader's batch sampler (:class:`EpochBatches`) hands `__getitems__` a `(batch_seed, indices)`
     pair: the augmentations are reseeded per batch, so they depend on the batch alone, never on
     which loader process draws it or what that process drew before.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: A.Compose):
-        self.images, self.labels, self.transform = images, labels, transform
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: A.Compose, targets: np.ndarray | None = None):
+        self.images, self.labels, self.transform, self.targets = images, labels, transform, targets
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitems__(self, batch: tuple[int, list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, batch: tuple[int, list[int]]) -> tuple[torch.Tensor, ...]:
         batch_seed, indices = batch
         images = self.images[indices]
         if self.transform.transforms:
             self.transform.set_random_seed(batch_seed)
             images = np.stack([self.transform(image=image)["image"] for image in images])
-        return torch.from_numpy(images), torch.from_numpy(self.labels[indices])
+        if self.targets is None:
+            return torch.from_numpy(images), torch.from_numpy(self.labels[indices])
+        return torch.from_numpy(images), torch.from_numpy(self.labels[indices]), torch.from_numpy(self.targets[indices])
 
 
 def batch_seed(seed: int, epoch: int, number: int) -> int:
@@ -108,12 +111,14 @@ def _init_worker(worker_id: int) -> None:
     cv2.setNumThreads(1)  # one loader process, one core: OpenCV's own threads would fight the model's
 
 
-def make_train_loader(images: np.ndarray, labels: np.ndarray, config: TrainConfig, seed: int) -> torch.utils.data.DataLoader:
-    """Augmented uint8 batches; call `loader.batch_sampler.set_epoch(epoch)` before each epoch.
+def make_train_loader(images: np.ndarray, labels: np.ndarray, config: TrainConfig, seed: int,
+                      targets: np.ndarray | None = None) -> torch.utils.data.DataLoader:
+    """Augmented uint8 batches, (images, labels) or with `targets` (N×T float) (images, labels, targets);
+    call `loader.batch_sampler.set_epoch(epoch)` before each epoch.
 
     Batches depend only on (seed, epoch, batch number), whatever `config.workers` is.
     """
-    dataset = AugmentedImages(images, labels, build_augment(config.augment, seed, config.augment_strength))
+    dataset = AugmentedImages(images, labels, build_augment(config.augment, seed, config.augment_strength), targets)
     workers = config.workers
     if workers:
         # OpenCV's thread pool does not survive fork: a loader process that resizes a pool its parent
@@ -161,5 +166,6 @@ def apply_view(x: torch.Tensor, view: dict) -> torch.Tensor:
         return torch.flip(x, dims=[3]) if flip else x
     height, width = x.shape[-2:]
     theta = torch.tensor([[(-1.0 if flip else 1.0) / scale, 0.0, -2.0 * dx / width], [0.0, 1.0 / scale, -2.0 * dy / height]], device=x.device)
-    grid = F.affine_grid(theta.expand(len(x), 2, 3).to(x.dtype), list(x.shape), align_corners=False)
+    # x.shape, not len(x) or a list: an exported graph then keeps its batch size dynamic.
+    grid = F.affine_grid(theta.expand(x.shape[0], 2, 3).to(x.dtype), x.shape, align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

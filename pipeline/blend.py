@@ -31,11 +31,20 @@ def blend(probs: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
     return sum(w * p for w, p in zip(weights, probs))
 
 
+def fold_weights(probs: list[np.ndarray], labels: np.ndarray, folds: np.ndarray, max_steps: int) -> dict[int, np.ndarray]:
+    """Per fold, the blend weights fitted on the other folds only."""
+    return {fold: greedy_weights([p[folds != fold] for p in probs], labels[folds != fold], max_steps) for fold in np.unique(folds)}
+
+
+def blend_by_fold(arrays: list[np.ndarray], folds: np.ndarray, weights_of: dict[int, np.ndarray]) -> np.ndarray:
+    """Each fold's rows of the models' `arrays` (probabilities or target values) blended with that fold's weights."""
+    out = np.zeros_like(arrays[0])
+    for fold, weights in weights_of.items():
+        held = folds == fold
+        out[held] = blend([a[held] for a in arrays], weights)
+    return out
+
+
 def cross_fitted_blend(probs: list[np.ndarray], labels: np.ndarray, folds: np.ndarray, max_steps: int) -> np.ndarray:
     """OOF blend where each fold's rows use weights fitted on the other folds only."""
-    out = np.zeros_like(probs[0])
-    for fold in np.unique(folds):
-        rest, held = folds != fold, folds == fold
-        weights = greedy_weights([p[rest] for p in probs], labels[rest], max_steps)
-        out[held] = blend([p[held] for p in probs], weights)
-    return out
+    return blend_by_fold(probs, folds, fold_weights(probs, labels, folds, max_steps))

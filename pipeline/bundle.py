@@ -1,7 +1,8 @@
 """The model bundle: the ensemble a submission used, in files that need neither the workspace nor params.yaml.
 
 The `bundle` stage writes bundle/ensemble.onnx (every fold model of every member the blend kept,
-their test-time views and blend weights, in one graph: uint8 faces in, class probabilities out),
+their test-time views and blend weights, in one graph: uint8 faces in, class probabilities out, and
+the regression targets' values, e.g. valence and arousal, when the data had them),
 bundle/fast.onnx (one fold model per member, no test-time views) and bundle/bundle.json (what the
 graphs carry in their metadata, for people). `predict` and `video` read only the .onnx file, so a
 copied ensemble.onnx works on its own.
@@ -18,6 +19,7 @@ from pipeline.config import PipelineError
 
 FORMAT = "pipeline-bundle/1"
 METADATA_KEY = "bundle"  # the ONNX metadata_props entry that holds BundleInfo as JSON
+PROBABILITIES, TARGETS = "probabilities", "targets"  # the graphs' outputs: N×classes, and N×targets when info.targets
 FULL, FAST = "ensemble.onnx", "fast.onnx"
 DEFAULT_FOLDER = Path("bundle")
 
@@ -41,6 +43,7 @@ class BundleInfo:
     pixel_std: float
     members: tuple[Member, ...]
     fast: bool = False  # True in fast.onnx: one fold model per member, no test-time views
+    targets: list[str] = field(default_factory=list)  # regression targets (valence, arousal) the graph also predicts
     provenance: dict[str, Any] = field(default_factory=dict)  # OOF accuracy, data source, fingerprint
     format: str = FORMAT
 

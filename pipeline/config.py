@@ -33,6 +33,9 @@ TTA_KEYS = ("hflip", "shift", "scale")
 PRECISIONS = ("fp32", "bf16", "fp16")
 PRUNERS = ("auto", "median", "successive_halving", "hyperband", "wilcoxon", "none")
 LAYOUTS = ("auto", "class_folders", "label_table", "pixel_table")
+# How the regression targets (valence, arousal) are scored in training: mean squared error, 1 - concordance
+# correlation (CCC, the AffectNet measure), or their sum.
+TARGET_LOSSES = ("mse", "ccc", "mse+ccc")
 
 
 class PipelineError(ValueError):
@@ -79,6 +82,8 @@ class DataConfig:
     channels: int  # 1 grayscale, 3 RGB
     drop_classes: tuple[str, ...]
     merge_classes: dict[str, str]  # {from: into}
+    # Regression target columns (valence, arousal in [-1, 1]; -2 or empty: missing), used when the data has them.
+    targets: tuple[str, ...]
 
     def __post_init__(self) -> None:
         # YAML reads the codes of `{0: angry}` as numbers; labels are compared as text.
@@ -103,6 +108,11 @@ class DataConfig:
                 raise ConfigError(f"{where}.class_names: {code!r}: {name!r} must map a label as written to a class name")
         if len(set(self.class_names.values())) < len(self.class_names):
             raise ConfigError(f"{where}.class_names gives two labels one name; use merge_classes to join classes")
+        for name in self.targets:
+            if not isinstance(name, str) or not name.strip():
+                raise ConfigError(f"{where}.targets: {name!r} must be a column name, e.g. [valence, arousal] ([] for none)")
+        if len(set(self.targets)) < len(self.targets):
+            raise ConfigError(f"{where}.targets={list(self.targets)} names a column twice; list each target once")
 
 
 @dataclass(frozen=True)
@@ -178,6 +188,8 @@ class TrainConfig:
     workers: int
     eval_batch_size: int
     seed: int
+    target_loss_weight: float  # λ: loss = cross-entropy + λ·target loss (when the data has regression targets)
+    target_loss: str  # mse | ccc | mse+ccc, on the targets present in a batch (missing ones are masked)
     model: str | None = None  # timm model name; a backbone's defaults to its run name
 
     def validate(self, where: str) -> None:
@@ -202,6 +214,8 @@ class TrainConfig:
             ("workers", _between(0, 256), "0 or more"),
             ("eval_batch_size", _between(1, 1 << 16), "at least 1"),
             ("model", lambda v: v is None or bool(v.strip()), "a timm model name"),
+            ("target_loss_weight", _between(0, 1000), "0 (targets not trained) or more, e.g. 1.0"),
+            ("target_loss", lambda v: v in TARGET_LOSSES, f"one of {list(TARGET_LOSSES)}"),
         ], where)
         for entry in self.augment:
             if not isinstance(entry, dict) or len(entry) != 1 or not isinstance(next(iter(entry.values())), (dict, type(None))):
@@ -287,6 +301,26 @@ class EnsembleConfig:
         ], where)
 
 
+@dataclass(frozen=True)
+class ExportConfig:
+    opset: int  # ONNX opset of the export stage's graphs; 11–13 for TensorRT on Jetson-class devices
+    int8: bool  # also write int8 graphs (onnxruntime static quantisation, QDQ, per-channel weights)
+    calibration_images: int  # train images that calibrate the int8 activation ranges
+    max_difference: float  # largest |PyTorch − onnxruntime| class probability accepted on train images
+    latency_threads: tuple[int, ...]  # onnxruntime thread counts the latency is measured with
+    latency_runs: int  # timed runs per latency figure (the median is reported), after as many warm-up runs
+    seed: int  # which train images calibrate
+
+    def validate(self, where: str) -> None:
+        _check_rules(self, [
+            ("opset", _between(11, 20), "between 11 and 20 (TensorRT on Jetson-class devices parses 11–13)"),
+            ("calibration_images", _between(1, 100_000), "between 1 and 100000"),
+            ("max_difference", _between(0, 1, low_open=True), "above 0 and at most 1"),
+            ("latency_threads", lambda v: len(v) >= 1 and all(isinstance(t, int) and 1 <= t <= 256 for t in v), "a list of thread counts, e.g. [1, 2]"),
+            ("latency_runs", _between(1, 100_000), "at least 1"),
+        ], where)
+
+
 SECTIONS = {
     "data": DataConfig,
     "synthetic": SyntheticConfig,
@@ -294,6 +328,7 @@ SECTIONS = {
     "train": TrainConfig,
     "tune": TuneConfig,
     "ensemble": EnsembleConfig,
+    "export": ExportConfig,
 }
 
 
@@ -306,6 +341,7 @@ class Config:
     backbones: dict[str, dict[str, Any]]  # run name -> overrides of `train`
     tune: TuneConfig
     ensemble: EnsembleConfig
+    export: ExportConfig
 
     def backbone(self, name: str) -> TrainConfig:
         """The resolved settings of one backbone run, `train` overridden by its own entry."""

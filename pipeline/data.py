@@ -8,12 +8,13 @@ Layout of the prepared folder:
   classes.json       class names; a label's index in this list is its model output
   submission_labels.json  per class, the label a submission writes (the sample's form: name or code)
   sample_submission.csv  the competition's own file, the template submissions must match
-  meta.json          source, sizes, pixel mean/std and a content fingerprint
+  meta.json          source, sizes, pixel mean/std, a content fingerprint and the regression target names
+  train_targets.npy  float32, N×targets (NaN: missing); only when the data has targets (see pipeline/affect.py)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,9 @@ import pandas as pd
 
 from pipeline.config import PipelineError
 from pipeline.files import read_json
+
+
+TARGETS_FILE = "train_targets.npy"
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,8 @@ class Prepared:
     pixel_mean: float
     pixel_std: float
     fingerprint: str
+    target_names: list[str] = field(default_factory=list)  # regression targets (valence, arousal); [] when none
+    train_targets: np.ndarray | None = None  # float32 N×targets, NaN where missing; None when no targets
 
     @property
     def channels(self) -> int:
@@ -63,6 +69,8 @@ def load_prepared(folder: str | Path) -> Prepared:
         pixel_mean=meta["pixel_mean"],
         pixel_std=meta["pixel_std"],
         fingerprint=meta["fingerprint"],
+        target_names=list(meta.get("targets", [])),
+        train_targets=np.load(folder / TARGETS_FILE) if meta.get("targets") else None,
     )
 
 

@@ -22,6 +22,7 @@ from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
 from pipeline import checkpoint as checkpoints
+from pipeline.affect import mean_ccc, mix_targets, split_outputs, target_loss
 from pipeline.augment import Normalizer, apply_view, make_train_loader
 from pipeline.config import PipelineError, TrainConfig
 from pipeline.data import Prepared
@@ -63,11 +64,30 @@ class FitResult:
         return [asdict(record) for record in self.history]
 
 
-class TrainStep:
-    """One optimisation step on a uint8 batch: normalise, mix, forward, backward, update."""
+class BatchMixup(Mixup):
+    """timm's Mixup in its batch mode, keeping the last batch's mixing weight so that the regression
+    targets are mixed exactly as the images and class targets were."""
 
-    def __init__(self, model: torch.nn.Module, config: TrainConfig, normalize: Normalizer, num_classes: int, steps_per_epoch: int):
+    last_lam = 1.0
+
+    def _mix_batch(self, x: torch.Tensor) -> float:
+        self.last_lam = super()._mix_batch(x)
+        return self.last_lam
+
+
+class TrainStep:
+    """One optimisation step on a uint8 batch: normalise, mix, forward, backward, update.
+
+    The loss is cross-entropy on the class outputs plus, when the model has target outputs
+    (`num_targets`, see pipeline/affect.py), `target_loss_weight` times the target loss on the values
+    present. Under mixup/cutmix the targets are mixed with the images' weight; a value mixed with a
+    missing one is missing.
+    """
+
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, normalize: Normalizer, num_classes: int, steps_per_epoch: int,
+                 num_targets: int = 0):
         self.model, self.config, self.normalize = model, config, normalize
+        self.num_classes, self.num_targets = num_classes, num_targets
         self.device = normalize.device
         self.optimizer = create_optimizer_v2(model, "adamw", lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler, _ = create_scheduler_v2(
@@ -75,7 +95,7 @@ class TrainStep:
             warmup_lr=config.lr * 0.01, min_lr=config.lr * 0.01, step_on_epochs=False, updates_per_epoch=steps_per_epoch)
         self.mixup = None
         if config.mixup_alpha > 0 or config.cutmix_alpha > 0:
-            self.mixup = Mixup(mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha,
+            self.mixup = BatchMixup(mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha,
                                label_smoothing=config.label_smoothing, num_classes=num_classes)
             self.loss_fn = SoftTargetCrossEntropy()
         else:
@@ -84,13 +104,19 @@ class TrainStep:
         self.ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay else None
         self.updates = 0
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         x = self.normalize(images)
         y = labels.to(self.device, non_blocking=True)
         if self.mixup is not None:
             x, y = self.mixup(x, y)
         with autocast(self.device, self.config.precision):
-            loss = self.loss_fn(self.model(x), y)
+            logits, values = split_outputs(self.model(x), self.num_classes)
+            loss = self.loss_fn(logits, y)
+        if self.num_targets and targets is not None:
+            targets = targets.to(self.device, non_blocking=True)
+            if self.mixup is not None:
+                targets = mix_targets(targets, self.mixup.last_lam)
+            loss = loss + self.config.target_loss_weight * target_loss(values, targets, self.config.target_loss)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -170,8 +196,13 @@ def fit(
     label: str = "",
     seed: int | None = None,
     checkpoint: checkpoints.Checkpoint | None = None,
+    train_targets: np.ndarray | None = None,
+    val_targets: np.ndarray | None = None,
 ) -> FitResult:
     """Train for `config.epochs`, scoring the validation images after each epoch.
+
+    `train_targets`/`val_targets` (N×T float, NaN = missing): regression targets the model's outputs
+    after the `num_classes` class logits learn (pipeline/affect.py); their CCC joins the epoch log line.
 
     `on_epoch` sees every scored epoch's record and may raise to stop early (tuning prunes this way).
     Epochs between scorings (`config.eval_every`) record NaN validation figures.
@@ -180,8 +211,9 @@ def fit(
     from; the resumed run ends exactly as an uninterrupted one would. None: no checkpoints.
     """
     check_enough_images(len(train_images), config, label or "the training set")
-    loader = make_train_loader(train_images, train_labels, config, seed=config.seed if seed is None else seed)
-    step = TrainStep(model, config, normalize, num_classes, steps_per_epoch=len(loader))
+    loader = make_train_loader(train_images, train_labels, config, seed=config.seed if seed is None else seed, targets=train_targets)
+    num_targets = 0 if train_targets is None else train_targets.shape[1]
+    step = TrainStep(model, config, normalize, num_classes, steps_per_epoch=len(loader), num_targets=num_targets)
     quiet = not sys.stderr.isatty()  # bars on a terminal; per-epoch log lines always
     best_acc, best_epoch, best_state = -1.0, 0, None
     history: list[EpochRecord] = []
@@ -201,22 +233,25 @@ def fit(
         model.train()
         started = time.perf_counter()
         total_loss = torch.zeros((), device=normalize.device)
-        for images, labels in tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=quiet, unit="batch"):
-            total_loss += step(images, labels)
+        for batch in tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=quiet, unit="batch"):
+            total_loss += step(*batch)  # (images, labels[, targets])
         train_seconds = time.perf_counter() - started
         train_loss = total_loss.item() / len(loader)
         if not math.isfinite(train_loss):
             raise NonFiniteLoss(f"{label}: training loss became {train_loss} at epoch {epoch}; lower lr (now {config.lr}) or use fp32")
         evaluated = epoch % config.eval_every == 0 or epoch == config.epochs
-        val_loss, val_acc = math.nan, math.nan
+        val_loss, val_acc, val_ccc = math.nan, math.nan, math.nan
         if evaluated:
-            probs = predict_proba(step.eval_model, val_images, normalize, config, views=({},))
+            probs, values = predict(step.eval_model, val_images, normalize, config, views=({},), num_classes=num_classes)
             val_loss, val_acc = log_loss_and_accuracy(probs, val_labels)
+            if num_targets and val_targets is not None:
+                val_ccc = mean_ccc(values, val_targets)
         record = EpochRecord(epoch, train_loss, val_loss, val_acc, step.lr, time.perf_counter() - started,
                              len(loader) * config.batch_size / train_seconds)
         history.append(record)
         line = (f"{label} epoch {epoch}/{config.epochs}  train_loss {train_loss:.4f}  val_loss {val_loss:.4f}  "
-                f"val_acc {val_acc:.4f}  {record.train_images_per_s:.0f} img/s  {record.seconds:.1f}s")
+                f"val_acc {val_acc:.4f}  " + (f"val_ccc {val_ccc:.4f}  " if num_targets else "") +
+                f"{record.train_images_per_s:.0f} img/s  {record.seconds:.1f}s")
         if quiet:
             log.info(line)
         else:
@@ -239,18 +274,30 @@ def fit(
 
 
 @torch.inference_mode()
-def predict_proba(
-    model: torch.nn.Module, images: np.ndarray, normalize: Normalizer, config: TrainConfig, views: tuple[dict, ...]
-) -> np.ndarray:
-    """Class probabilities averaged over the test-time views, float32 N×classes."""
+def predict(
+    model: torch.nn.Module, images: np.ndarray, normalize: Normalizer, config: TrainConfig, views: tuple[dict, ...],
+    num_classes: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(class probabilities float32 N×classes, target values float32 N×targets), each averaged over the
+    test-time views. `num_classes`: the model's outputs after it are targets; None: every output is a class."""
     model.eval()
-    outputs = []
+    probs, values = [], []
     for start in range(0, len(images), config.eval_batch_size):
         x = normalize(torch.from_numpy(np.array(images[start:start + config.eval_batch_size])))  # copy: may be a read-only memmap
         with autocast(normalize.device, config.precision):
-            probs = sum(torch.softmax(model(apply_view(x, view)).float(), dim=1) for view in views) / len(views)
-        outputs.append(probs.cpu())
-    return torch.cat(outputs).numpy()
+            outputs = [model(apply_view(x, view)).float() for view in views]
+        split = [split_outputs(out, out.shape[1] if num_classes is None else num_classes) for out in outputs]
+        probs.append((sum(torch.softmax(logits, dim=1) for logits, _ in split) / len(views)).cpu())
+        values.append((sum(v for _, v in split) / len(views)).cpu())
+    return torch.cat(probs).numpy(), torch.cat(values).numpy()
+
+
+def predict_proba(
+    model: torch.nn.Module, images: np.ndarray, normalize: Normalizer, config: TrainConfig, views: tuple[dict, ...],
+    num_classes: int | None = None,
+) -> np.ndarray:
+    """Class probabilities averaged over the test-time views, float32 N×classes."""
+    return predict(model, images, normalize, config, views, num_classes)[0]
 
 
 @dataclass
@@ -261,6 +308,10 @@ class FoldRun:
     oof_tta: np.ndarray
     test_tta: np.ndarray | None
     seconds: float
+    # Target values (N×targets; N×0 when the data has none), as the probabilities: plain, TTA, test TTA.
+    oof_plain_values: np.ndarray
+    oof_tta_values: np.ndarray
+    test_tta_values: np.ndarray | None
 
 
 def fit_fold(
@@ -280,19 +331,23 @@ def fit_fold(
     check_enough_images(len(train_index), config, label or f"fold {fold}")  # before a model is built for nothing
     seed = config.seed + fold  # folds differ in their draws, runs repeat exactly
     seed_everything(seed)
-    model = create_model(config, data.channels, len(data.classes)).to(device)
+    num_classes = len(data.classes)
+    model = create_model(config, data.channels, num_classes + len(data.target_names)).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last)
+    targets = data.train_targets
     result = fit(model, data.train_images[train_index], data.train_labels[train_index],
                  data.train_images[valid_index], data.train_labels[valid_index],
-                 config, normalize, len(data.classes), on_epoch=on_epoch, label=label, seed=seed, checkpoint=checkpoint)
+                 config, normalize, num_classes, on_epoch=on_epoch, label=label, seed=seed, checkpoint=checkpoint,
+                 train_targets=None if targets is None else targets[train_index],
+                 val_targets=None if targets is None else targets[valid_index])
     valid_images = data.train_images[valid_index]
-    oof_plain = predict_proba(result.model, valid_images, normalize, config, views=({},))
-    oof_tta = predict_proba(result.model, valid_images, normalize, config, views=config.tta)
-    test_tta = predict_proba(result.model, data.test_images, normalize, config, views=config.tta) if predict_test else None
+    oof_plain, oof_plain_values = predict(result.model, valid_images, normalize, config, ({},), num_classes)
+    oof_tta, oof_tta_values = predict(result.model, valid_images, normalize, config, config.tta, num_classes)
+    test_tta, test_tta_values = predict(result.model, data.test_images, normalize, config, config.tta, num_classes) if predict_test else (None, None)
     seconds = time.perf_counter() - started + result.resumed_seconds  # the whole run's time, across interruptions
-    return FoldRun(result, valid_index, oof_plain, oof_tta, test_tta, seconds)
+    return FoldRun(result, valid_index, oof_plain, oof_tta, test_tta, seconds, oof_plain_values, oof_tta_values, test_tta_values)
 
 
 def fold_split(fold_of: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,23 +9,63 @@ which the `bundle` stage checks.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import onnx
+import timm
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 
+from pipeline.affect import split_outputs
 from pipeline.augment import apply_view
-from pipeline.bundle import METADATA_KEY, BundleInfo, Member
+from pipeline.bundle import METADATA_KEY, PROBABILITIES, TARGETS, BundleInfo, Member
+from pipeline.config import PipelineError
+from pipeline.data import Prepared
 from pipeline.files import atomic_path
+from pipeline.models import load_weights
+from pipeline.predictions import fold_dir
 
 # 17: the TorchScript exporter's newest well-trodden opset, with grid_sample (shift/zoom views) and
 # everything onnxruntime's CPU provider runs; exports for older runtimes are the export stage's job.
 ONNX_OPSET = 17
+# Shifted or zoomed test-time views use affine_grid and grid_sample, which the TorchScript exporter
+# writes only from opset 20 on.
+AFFINE_VIEW_OPSET = 20
+
+
+def weight_metadata(path: Path) -> tuple[dict, list[str]]:
+    """The training settings and the regression target names a fold model's safetensors file carries."""
+    with safe_open(str(path), framework="pt") as weights:
+        metadata = weights.metadata()
+    return json.loads(metadata["config"]), json.loads(metadata.get("targets", "[]"))
+
+
+def load_member(models_dir: Path, name: str, weight: float, folds: tuple[int, ...], data: Prepared) -> tuple[Member, list[torch.nn.Module]]:
+    """A backbone's fold models, in eval mode, and how the bundle applies them."""
+    paths = [fold_dir(models_dir, name, fold) / "model.safetensors" for fold in folds]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"missing fold models {missing}; run `dvc repro train` first")
+    config, targets = weight_metadata(paths[0])
+    if targets != data.target_names:
+        raise PipelineError(f"{paths[0]} was trained for targets {targets}, the prepared data has {data.target_names}; re-run `dvc repro`")
+    outputs = len(data.classes) + len(targets)
+    models = [load_weights(timm.create_model(config["model"], pretrained=False, in_chans=data.channels, num_classes=outputs), p).eval()
+              for p in paths]
+    tta = tuple(config["tta"]) or ({},)
+    return Member(name, config["model"], weight, folds, config["input_size"], tta), models
+
+
+def needs_affine_grid(member: Member) -> bool:
+    return any(view and (tuple(view.get("shift", (0, 0))) != (0, 0) or float(view.get("scale", 1.0)) != 1.0) for view in member.tta)
 
 
 class EnsembleNet(torch.nn.Module):
-    """uint8 faces N×S×S×C → blended class probabilities N×classes."""
+    """Faces N×S×S×C (uint8, or float pixel values 0–255) → blended class probabilities N×classes,
+    and, when the models have regression targets (info.targets), their blended values N×targets."""
 
     def __init__(self, info: BundleInfo, fold_models: Sequence[Sequence[torch.nn.Module]]):
         super().__init__()
@@ -33,36 +73,52 @@ class EnsembleNet(torch.nn.Module):
         self.groups = torch.nn.ModuleList(torch.nn.ModuleList(models) for models in fold_models)
         self.mean, self.std = info.pixel_mean * 255, info.pixel_std * 255
 
-    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+    def forward(self, faces: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         x = (faces.permute(0, 3, 1, 2).float() - self.mean) / self.std
         blended = None
         for member, models in zip(self.info.members, self.groups):
-            probs = member.weight * self._member_probabilities(member, models, x)
-            blended = probs if blended is None else blended + probs
-        return blended
+            outputs = member.weight * self._member_outputs(member, models, x)
+            blended = outputs if blended is None else blended + outputs
+        classes = len(self.info.classes)
+        return (blended[:, :classes], blended[:, classes:]) if self.info.targets else blended
 
-    def _member_probabilities(self, member: Member, models: torch.nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+    def _member_outputs(self, member: Member, models: torch.nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities, then target values, averaged over the member's views and fold models."""
         if member.input_size and member.input_size != self.info.image_size:
             x = F.interpolate(x, size=(member.input_size, member.input_size), mode="bilinear", align_corners=False)
         views = ({},) if self.info.fast else member.tta
         batch = torch.cat([apply_view(x, view) for view in views]) if len(views) > 1 else apply_view(x, views[0])
         total = None
         for model in models:
-            probs = torch.softmax(model(batch).float(), dim=1)
-            probs = probs.reshape(len(views), -1, probs.shape[-1]).mean(dim=0)
-            total = probs if total is None else total + probs
+            logits, values = split_outputs(model(batch).float(), len(self.info.classes))
+            outputs = torch.cat([torch.softmax(logits, dim=1), values], dim=1) if self.info.targets else torch.softmax(logits, dim=1)
+            outputs = outputs.reshape(len(views), -1, outputs.shape[-1]).mean(dim=0)
+            total = outputs if total is None else total + outputs
         return total / len(models)
 
 
-def export_onnx(net: EnsembleNet, path: str, batch: int = 2) -> None:
-    """Write `net` as ONNX with a dynamic batch size and its BundleInfo in the metadata."""
+def bundle_opset(info: BundleInfo) -> int:
+    """The bundle's opset: ONNX_OPSET, or the one its shifted or zoomed views need."""
+    return AFFINE_VIEW_OPSET if any(needs_affine_grid(m) for m in info.members) else ONNX_OPSET
+
+
+def export_onnx(net: EnsembleNet, path: str | Path, opset: int, input_dtype: torch.dtype = torch.uint8, batch: int = 2) -> None:
+    """Write `net` as ONNX with a dynamic batch size and its BundleInfo in the metadata.
+
+    The TorchScript exporter (dynamo=False) is used because it writes opsets below 18, which
+    older runtimes such as TensorRT on Jetson-class devices parse.
+    """
     info = net.info
-    example = torch.zeros(batch, info.image_size, info.image_size, info.channels, dtype=torch.uint8)
+    shifted = [m.name for m in info.members if needs_affine_grid(m)]
+    if shifted and opset < AFFINE_VIEW_OPSET:
+        raise PipelineError(f"backbone(s) {shifted} have shifted or zoomed test-time views (train.tta), which ONNX writes only from opset "
+                            f"{AFFINE_VIEW_OPSET} on (affine_grid, grid_sample); set export.opset: {AFFINE_VIEW_OPSET} or keep only flips in their tta")
+    example = torch.zeros(batch, info.image_size, info.image_size, info.channels, dtype=input_dtype)
     buffer = io.BytesIO()
+    outputs = [PROBABILITIES, TARGETS] if info.targets else [PROBABILITIES]
     with torch.no_grad():
-        torch.onnx.export(net.eval(), (example,), buffer, dynamo=False, opset_version=ONNX_OPSET,
-                          input_names=["faces"], output_names=["probabilities"],
-                          dynamic_axes={"faces": {0: "batch"}, "probabilities": {0: "batch"}})
+        torch.onnx.export(net.eval(), (example,), buffer, dynamo=False, opset_version=opset,
+                          input_names=["faces"], output_names=outputs, dynamic_axes={name: {0: "batch"} for name in ["faces", *outputs]})
     graph = onnx.load_from_string(buffer.getvalue())
     entry = graph.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, info.to_json()

@@ -29,15 +29,15 @@ FONT = cv2.FONT_HERSHEY_SIMPLEX
 class FaceResult:
     number: int  # the face's number: its track in a video, its order in a photo
     box: tuple[int, int, int, int]  # x1, y1, x2, y2 of the crop the classifier saw
-    probabilities: np.ndarray
+    outputs: np.ndarray  # the class probabilities, then the target values (Classifier.columns)
 
 
 def classify_boxes(frame: np.ndarray, boxes: np.ndarray, classifier: Classifier, margin: float) -> tuple[list[tuple[int, int, int, int]], np.ndarray]:
-    """Crop each detected face (square, with margin) and classify them in one batch."""
+    """Crop each detected face (square, with margin) and classify them in one batch: crops, Classifier.outputs."""
     crops = [face_crop_box(box, frame.shape, margin) for box in boxes]
     faces = [classifier.face_input(cv2.cvtColor(frame[y1:y2, x1:x2], cv2.COLOR_BGR2RGB)) for x1, y1, x2, y2 in crops]
-    probabilities = classifier.probabilities(np.stack(faces)) if faces else np.zeros((0, len(classifier.classes)), np.float32)
-    return crops, probabilities
+    outputs = classifier.outputs(np.stack(faces)) if faces else np.zeros((0, len(classifier.columns)), np.float32)
+    return crops, outputs
 
 
 class FrameLabeller:
@@ -54,21 +54,27 @@ class FrameLabeller:
         if index % self.detect_every == 0:
             self._followed = self.tracks.update(self.detector(frame))
         detected = time.perf_counter()
-        crops, probabilities = classify_boxes(frame, np.array([t.box for t in self._followed]).reshape(-1, 5), self.classifier, self.margin)
-        results = [FaceResult(track.number, crop, self.tracks.smooth(track, p)) for track, crop, p in zip(self._followed, crops, probabilities)]
+        crops, outputs = classify_boxes(frame, np.array([t.box for t in self._followed]).reshape(-1, 5), self.classifier, self.margin)
+        results = [FaceResult(track.number, crop, self.tracks.smooth(track, o)) for track, crop, o in zip(self._followed, crops, outputs)]
         self.seconds["detect"] += detected - started
         self.seconds["classify"] += time.perf_counter() - detected
         return results
 
 
-def draw(frame: np.ndarray, results: list[FaceResult], classes: list[str]) -> None:
-    """Box and 'class probability' label of every face, drawn in place."""
+def label_text(outputs: np.ndarray, classes: list[str], targets: list[str]) -> str:
+    """'happy 0.91', and with targets 'happy 0.91 V+0.62 A+0.35' (each target's initial)."""
+    best = int(outputs[:len(classes)].argmax())
+    values = "".join(f" {name[0].upper()}{value:+.2f}" for name, value in zip(targets, outputs[len(classes):]))
+    return f"{classes[best]} {outputs[best]:.2f}{values}"
+
+
+def draw(frame: np.ndarray, results: list[FaceResult], classes: list[str], targets: list[str]) -> None:
+    """Box and label (class, probability, target values) of every face, drawn in place."""
     scale = max(0.4, frame.shape[0] / 960)
     thickness = max(1, round(frame.shape[0] / 360))
     for result in results:
         x1, y1, x2, y2 = result.box
-        best = int(result.probabilities.argmax())
-        text = f"{classes[best]} {result.probabilities[best]:.2f}"
+        text = label_text(result.outputs, classes, targets)
         cv2.rectangle(frame, (x1, y1), (x2, y2), BOX_COLOR, thickness)
         (width, height), baseline = cv2.getTextSize(text, FONT, scale, thickness)
         top = max(0, y1 - height - baseline - 2)

@@ -19,7 +19,7 @@ from pipeline.config import DataConfig
 from pipeline.pixel_table import is_pixel_table, read_pixel_table
 from pipeline.sample import find_test_folder, match_test_files, parse_sample, refuse_duplicate_ids
 from pipeline.sources import SUFFIX_LIST, CompetitionFiles, SourceError, find_sample
-from pipeline.tables import Competition, find_label_column, read_table, refuse_empty_labels
+from pipeline.tables import Competition, column_named, find_label_column, read_table, refuse_empty_labels
 
 KNOWN_LAYOUTS = ("class folders: train/<class>/<image>, a test images folder and a *submission*.csv; "
                  "label table: a CSV of image names and labels beside their images folder (data.train_table, data.id_column, "
@@ -105,7 +105,8 @@ def read_label_table(files: CompetitionFiles, config: DataConfig, sample_name: s
     else:
         name, table, match = _find_label_table(files, sample_name, config.id_column)
     id_column, folder, image_of = match
-    label_column = find_label_column(files, table, name, config.label_column, {id_column})
+    targets = {column for target in config.targets if (column := column_named(table, target))}  # beside the label, not it
+    label_column = find_label_column(files, table, name, config.label_column, {id_column, *targets})
     refuse_empty_labels(files, table, name, label_column)
     ids = table[id_column]
     if ids.duplicated().any():

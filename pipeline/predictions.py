@@ -2,6 +2,8 @@
 
 `oof@<backbone>` is the one stage that gathers a backbone's fold outputs (load_backbone); the
 ensemble, submission and report stages read the tables it writes (read_oof_table, read_test_table).
+When the data has regression targets (valence, arousal), every table also holds one column of
+predicted values per target, after the probabilities (read_target_values); columns are read by name.
 """
 
 from __future__ import annotations
@@ -24,13 +26,18 @@ class BackbonePredictions:
     oof_tta: np.ndarray
     test: np.ndarray  # test × classes, TTA views and fold models averaged
     test_ids: np.ndarray
+    # Predicted target values (N×targets, N×0 without targets), as the probabilities above.
+    oof_plain_values: np.ndarray
+    oof_tta_values: np.ndarray
+    test_values: np.ndarray
 
 
 def fold_dir(models_dir: str | Path, backbone: str, fold: int) -> Path:
     return Path(models_dir) / backbone / f"fold{fold}"
 
 
-def load_backbone(models_dir: str | Path, backbone: str, fold_ids: tuple[int, ...], classes: list[str], train_ids: np.ndarray) -> BackbonePredictions:
+def load_backbone(models_dir: str | Path, backbone: str, fold_ids: tuple[int, ...], classes: list[str], train_ids: np.ndarray,
+                  target_names: list[str] = ()) -> BackbonePredictions:
     dirs = [fold_dir(models_dir, backbone, fold) for fold in fold_ids]
     missing = [str(d) for d in dirs if not (d / "run.json").exists()]
     if missing:
@@ -47,6 +54,9 @@ def load_backbone(models_dir: str | Path, backbone: str, fold_ids: tuple[int, ..
         oof_tta=tta[classes].to_numpy(np.float64),
         test=np.mean([t[classes].to_numpy(np.float64) for t in tests], axis=0),
         test_ids=tests[0]["id"].to_numpy(),
+        oof_plain_values=plain[list(target_names)].to_numpy(np.float64),
+        oof_tta_values=tta[list(target_names)].to_numpy(np.float64),
+        test_values=np.mean([t[list(target_names)].to_numpy(np.float64) for t in tests], axis=0),
     )
 
 
@@ -70,6 +80,19 @@ def probability_table(ids: np.ndarray, probs: np.ndarray, classes: list[str], **
     return pd.concat([table, pd.DataFrame(probs, columns=classes)], axis=1)
 
 
+def with_targets(table: pd.DataFrame, values: np.ndarray | None, target_names: list[str]) -> pd.DataFrame:
+    """`table` with one column of predicted values per target appended (unchanged without targets)."""
+    if not target_names:
+        return table
+    return pd.concat([table, pd.DataFrame(values, columns=list(target_names))], axis=1)
+
+
+def read_target_values(path: Path, target_names: list[str], ids: np.ndarray) -> np.ndarray:
+    """Predicted target values (N×targets) of a table written by `oof` or `ensemble`, in the order of `ids`."""
+    table = _read_probabilities(path, list(target_names), ids)
+    return table[list(target_names)].to_numpy(np.float64)
+
+
 def read_oof_table(path: Path, classes: list[str], train_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(probabilities, label indices, folds) of an OOF table, in the prepared train order."""
     table = _read_probabilities(path, classes, train_ids)
@@ -87,5 +110,5 @@ def _read_probabilities(path: Path, classes: list[str], ids: np.ndarray) -> pd.D
         raise FileNotFoundError(f"{path} is missing; run `dvc repro` to write it")
     table = pd.read_csv(path, dtype={"id": str, "label": str}, keep_default_na=False)
     if len(table) != len(ids) or set(table["id"]) != set(ids) or not set(classes) <= set(table.columns):
-        raise PipelineError(f"{path} does not match the prepared data (ids or class columns differ); re-run `dvc repro`")
+        raise PipelineError(f"{path} does not match the prepared data (ids, class or target columns differ); re-run `dvc repro`")
     return table.set_index("id").loc[ids].reset_index()

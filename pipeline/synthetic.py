@@ -4,6 +4,10 @@ Faces are drawn at twice the target size and shrunk, so strokes are anti-aliased
 The seven FER-2013 classes differ only by the shape of the mouth, eyebrows and eyes; pose, scale,
 lighting, noise, per-face variation of every feature and some label noise keep the task from being
 trivial. The competition is written in Kaggle's image layout, with the answers beside it.
+
+Each face is drawn at an intensity: its expression's departure from neutral, scaled. Its valence
+and arousal (AffectNet's regression targets) are its class's anchor on the circumplex scaled by
+that intensity, plus annotator noise, so they are read from the face, not only from its class.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from pipeline.affect import MISSING_MARK, VALUE_RANGE
 from pipeline.config import SyntheticConfig
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -43,6 +48,22 @@ PROTOTYPES = {
 }
 # Per-face spread of each feature: wide enough that neighbouring classes overlap.
 SPREAD = Expression(0.22, 1.6, 0.45, 0.35, 0.18, 0.15, 0.35)
+
+TARGETS = ("valence", "arousal")
+# (valence, arousal) of each class at full intensity, after Russell's circumplex of affect.
+AFFECT_ANCHORS = {
+    "angry": (-0.6, 0.7),
+    "disgust": (-0.7, 0.3),
+    "fear": (-0.6, 0.8),
+    "happy": (0.8, 0.5),
+    "sad": (-0.7, -0.4),
+    "surprise": (0.2, 0.8),
+    "neutral": (0.0, 0.0),
+}
+INTENSITY_RANGE = (0.7, 1.3)  # uniform; mean 1 keeps the classes as far apart as the prototypes
+AFFECT_NOISE = 0.08  # annotators' disagreement on valence and arousal (standard deviation)
+AFFECT_MISSING = 0.03  # fraction of values not annotated (written as MISSING_MARK)
+AFFECT_SEED_OFFSET = 7  # the affect draws use their own generator: the faces' draws stay in their order
 
 
 def draw_face(rng: np.random.Generator, expression: Expression, size: int, spread: float = 1.0) -> np.ndarray:
@@ -100,18 +121,27 @@ def _photograph(rng: np.random.Generator, canvas: np.ndarray, size: int) -> np.n
 
 
 def generate(config: SyntheticConfig) -> tuple[pd.DataFrame, list[np.ndarray], pd.DataFrame, list[np.ndarray]]:
-    """Train table (id, label, true_label), train images, test answers (id, label), test images."""
+    """Train table (id, label, true_label, valence, arousal; MISSING_MARK where not annotated), train
+    images, test answers (id, label, valence, arousal), test images."""
     rng = np.random.default_rng(config.seed)
+    affect_rng = np.random.default_rng(config.seed + AFFECT_SEED_OFFSET)
     train_counts = np.maximum(np.round(CLASS_SHARE / CLASS_SHARE.mean() * config.train_per_class), 6).astype(int)
     train_labels = np.repeat(np.arange(len(CLASSES)), train_counts)
     test_labels = rng.choice(len(CLASSES), size=config.test_size, p=CLASS_SHARE / CLASS_SHARE.sum())
-    train_images = [draw_face(rng, PROTOTYPES[CLASSES[y]], config.image_size, config.spread) for y in train_labels]
-    test_images = [draw_face(rng, PROTOTYPES[CLASSES[y]], config.image_size, config.spread) for y in test_labels]
+    train_intensity = affect_rng.uniform(*INTENSITY_RANGE, size=len(train_labels))
+    test_intensity = affect_rng.uniform(*INTENSITY_RANGE, size=len(test_labels))
+    train_images = [draw_face(rng, intensified(CLASSES[y], k), config.image_size, config.spread)
+                    for y, k in zip(train_labels, train_intensity)]
+    test_images = [draw_face(rng, intensified(CLASSES[y], k), config.image_size, config.spread)
+                   for y, k in zip(test_labels, test_intensity)]
 
     n_dup = int(round(config.duplicate_fraction * len(train_images)))
     dup_sources = rng.choice(len(train_images), size=n_dup, replace=False)
     train_images += [train_images[i] for i in dup_sources]
     train_labels = np.concatenate([train_labels, train_labels[dup_sources]])
+    train_affect = affect_values(affect_rng, train_labels[:len(train_intensity)], train_intensity)
+    train_affect = np.concatenate([train_affect, train_affect[dup_sources]])  # a copy carries its source's annotation
+    test_affect = affect_values(affect_rng, test_labels, test_intensity)
 
     # Annotators disagree on faces too: the published label is sometimes not the drawn one.
     noisy_train = _flip_labels(rng, train_labels, config.label_noise)
@@ -120,9 +150,29 @@ def generate(config: SyntheticConfig) -> tuple[pd.DataFrame, list[np.ndarray], p
         "id": [f"{i:05d}" for i in range(len(train_images))],
         "label": [CLASSES[y] for y in noisy_train],
         "true_label": [CLASSES[y] for y in train_labels],
+        **dict(zip(TARGETS, with_missing(affect_rng, train_affect).T)),
     })
-    test = pd.DataFrame({"id": [f"t{i:05d}" for i in range(len(test_images))], "label": [CLASSES[y] for y in noisy_test]})
+    test = pd.DataFrame({"id": [f"t{i:05d}" for i in range(len(test_images))], "label": [CLASSES[y] for y in noisy_test],
+                         **dict(zip(TARGETS, test_affect.T))})
     return train, train_images, test, test_images
+
+
+def intensified(name: str, intensity: float) -> Expression:
+    """The class's prototype moved from neutral by `intensity` times its departure (1: the prototype)."""
+    neutral, prototype = _astuple(PROTOTYPES["neutral"]), _astuple(PROTOTYPES[name])
+    return Expression(*(n + intensity * (p - n) for n, p in zip(neutral, prototype)))
+
+
+def affect_values(rng: np.random.Generator, labels: np.ndarray, intensity: np.ndarray) -> np.ndarray:
+    """N×2 (valence, arousal): the drawn class's anchor scaled by the face's intensity, plus annotator noise."""
+    anchors = np.array([AFFECT_ANCHORS[CLASSES[y]] for y in labels]).reshape(-1, len(TARGETS))
+    noisy = anchors * intensity[:, None] + rng.normal(0, AFFECT_NOISE, size=anchors.shape)
+    return np.clip(noisy, *VALUE_RANGE).round(3)
+
+
+def with_missing(rng: np.random.Generator, values: np.ndarray) -> np.ndarray:
+    """`values` with a fraction AFFECT_MISSING of them replaced by the missing mark, as annotations have gaps."""
+    return np.where(rng.random(values.shape) < AFFECT_MISSING, MISSING_MARK, values)
 
 
 def _flip_labels(rng: np.random.Generator, labels: np.ndarray, rate: float) -> np.ndarray:

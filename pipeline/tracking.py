@@ -1,4 +1,4 @@
-"""Faces followed from frame to frame, with their class probabilities smoothed over time.
+"""Faces followed from frame to frame, with their class probabilities (and target values) smoothed over time.
 
 Between detections a face keeps its last box; at each detection, boxes are matched to the faces
 already followed by overlap (IoU), so a face keeps its number and its probability history. The
@@ -16,7 +16,7 @@ import numpy as np
 class Track:
     number: int
     box: np.ndarray  # x1, y1, x2, y2, score
-    probabilities: np.ndarray | None = None
+    outputs: np.ndarray | None = None  # moving average of the classifier's outputs for this face
     missed: int = 0  # detections in a row that did not find this face
 
 
@@ -70,9 +70,10 @@ class Tracks:
         self.active = seen
         return [track for track in seen if track.missed == 0]
 
-    def smooth(self, track: Track, probabilities: np.ndarray) -> np.ndarray:
-        if track.probabilities is None:
-            track.probabilities = probabilities
+    def smooth(self, track: Track, outputs: np.ndarray) -> np.ndarray:
+        """The face's moving average after this frame's outputs (probabilities stay a distribution)."""
+        if track.outputs is None:
+            track.outputs = outputs
         else:
-            track.probabilities = self.smoothing * track.probabilities + (1 - self.smoothing) * probabilities
-        return track.probabilities
+            track.outputs = self.smoothing * track.outputs + (1 - self.smoothing) * outputs
+        return track.outputs

@@ -58,6 +58,7 @@ def tiny_params(**sections: dict) -> dict:
     params["train"] = {**params["train"], "epochs": 8, "batch_size": 32, "warmup_epochs": 0, "lr": 0.003, "eval_batch_size": 128}
     params["backbones"] = {"resnet10t": {}, "resnet18": {}}
     params["tune"] = {**params["tune"], "n_trials": 2, "epochs": 2}
+    params["export"] = {**params["export"], "calibration_images": 64, "latency_runs": 3}
     params.update(sections)
     return params
 

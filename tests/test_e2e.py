@@ -113,7 +113,7 @@ def test_editing_a_shared_module_marks_exactly_the_stages_that_import_it(project
 
 def expanded_stages() -> set[str]:
     names = list(E2E_PARAMS["backbones"])
-    stages = {"download", "synthesize", "prepare", "folds", "ensemble", "submission", "bundle", "report"}
+    stages = {"download", "synthesize", "prepare", "folds", "ensemble", "submission", "bundle", "export", "report"}
     stages |= {f"train@{n}-{f}" for n in names for f in E2E_PARAMS["folds"]["ids"]}
     return stages | {f"oof@{n}" for n in names} | {f"tune@{n}" for n in names}
 
@@ -140,5 +140,5 @@ def test_changing_one_backbone_reruns_only_that_backbone_and_what_follows(projec
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ran = stages_run(repro(root, env))
     expected = {f"tune@{first}"} | {f"train@{first}-{f}" for f in params["folds"]["ids"]}
-    expected |= {f"oof@{first}", "ensemble", "submission", "bundle", "report"}
+    expected |= {f"oof@{first}", "ensemble", "submission", "bundle", "export", "report"}
     assert ran == expected

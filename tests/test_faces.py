@@ -83,6 +83,7 @@ def test_predict_detects_faces_in_photos_takes_small_images_as_crops_and_reports
     classes = json.loads((root / "data" / "prepared" / "classes.json").read_text())
     for row in (face, rows["crop.png"]):
         assert sum(row[c] for c in classes) == pytest.approx(1, abs=1e-3) and row["label"] == max(classes, key=row.get)
+        assert -1 <= row["valence"] <= 1 and -1 <= row["arousal"] <= 1  # the synthetic competition has both targets
     assert "astronaut.jpg" in done.stdout
 
 
@@ -114,6 +115,7 @@ def test_video_file_gives_an_annotated_video_with_every_frame_and_a_row_per_face
     left = table[table["face"] == table.loc[table["x1"].idxmin(), "face"]]
     assert left["x1"].iloc[-1] > left["x1"].iloc[0]  # the box follows the moving face
     assert table["time"].iloc[-1] == pytest.approx(23 / 25, abs=1e-3)
+    assert table[["valence", "arousal"]].abs().max().max() <= 1 and table[["valence", "arousal"]].notna().all().all()
     assert "24 frames" in done.stdout and "ms a frame" in done.stdout
 
 

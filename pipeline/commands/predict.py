@@ -3,6 +3,9 @@
     python -m pipeline predict photo.jpg                       # faces found by the detector
     python -m pipeline predict crops/ --out emotions.csv       # a folder, recursively
     python -m pipeline predict 'shots/*.png' --out faces.json
+    python -m pipeline predict crops/ --model export/ensemble.int8.onnx   # any graph of the export stage
+
+Bundles trained on data with valence and arousal also give both, in [-1, 1], beside the classes.
 
 A small image (at most 3× the bundle's image size on its longer side, like the competition's own
 48×48 faces) is taken as one face already cropped; a larger one goes through face detection first.
@@ -37,7 +40,7 @@ class Found:
     file: str
     face: int | None  # None: no face in this image
     box: tuple[int, int, int, int] | None
-    probabilities: np.ndarray | None
+    outputs: np.ndarray | None  # class probabilities, then target values (Classifier.columns)
 
 
 def expand(paths: list[str]) -> list[Path]:
@@ -63,8 +66,8 @@ def read_rgb(path: Path) -> np.ndarray:
         return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
 
 
-def predict(files: list[Path], args: argparse.Namespace) -> tuple[list[Found], list[str], list[str]]:
-    """Every face of every file; the files that could not be read; the class names."""
+def predict(files: list[Path], args: argparse.Namespace) -> tuple[list[Found], list[str], list[str], list[str]]:
+    """Every face of every file; the files that could not be read; the class names; the target names."""
     classifier, detector = open_models(args)
     found, skipped, crops, crop_rows = [], [], [], []
     for path in files:
@@ -81,27 +84,27 @@ def predict(files: list[Path], args: argparse.Namespace) -> tuple[list[Found], l
             crops.append(classifier.face_input(rgb))
             continue
         frame = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-        boxes, probabilities = classify_boxes(frame, detector(frame), classifier, args.margin)
-        found += [Found(str(path), i, box, p) for i, (box, p) in enumerate(zip(boxes, probabilities))] or [Found(str(path), None, None, None)]
+        boxes, outputs = classify_boxes(frame, detector(frame), classifier, args.margin)
+        found += [Found(str(path), i, box, o) for i, (box, o) in enumerate(zip(boxes, outputs))] or [Found(str(path), None, None, None)]
     if crops:  # classified together: one batch instead of a run per file
-        for row, probabilities in zip(crop_rows, classifier.probabilities(np.stack(crops))):
-            row.probabilities = probabilities
-    return found, skipped, classifier.classes
+        for row, outputs in zip(crop_rows, classifier.outputs(np.stack(crops))):
+            row.outputs = outputs
+    return found, skipped, classifier.classes, classifier.targets
 
 
-def table(found: list[Found], classes: list[str]) -> pd.DataFrame:
+def table(found: list[Found], classes: list[str], targets: list[str]) -> pd.DataFrame:
     records = []
     for row in found:
         box = row.box or (None,) * 4
         record = {"file": row.file, "face": row.face, "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3]}
-        if row.probabilities is None:
+        if row.outputs is None:
             record["label"] = None
-            record.update(dict.fromkeys(classes))
+            record.update(dict.fromkeys([*classes, *targets]))
         else:
-            record["label"] = classes[int(row.probabilities.argmax())]
-            record.update({name: round(float(p), 5) for name, p in zip(classes, row.probabilities)})
+            record["label"] = classes[int(row.outputs[:len(classes)].argmax())]
+            record.update({name: round(float(value), 5) for name, value in zip([*classes, *targets], row.outputs)})
         records.append(record)
-    return pd.DataFrame(records, columns=["file", "face", "x1", "y1", "x2", "y2", "label", *classes]).astype({"face": "Int64", "x1": "Int64", "y1": "Int64", "x2": "Int64", "y2": "Int64"})
+    return pd.DataFrame(records, columns=["file", "face", "x1", "y1", "x2", "y2", "label", *classes, *targets]).astype({"face": "Int64", "x1": "Int64", "y1": "Int64", "x2": "Int64", "y2": "Int64"})
 
 
 def write(frame: pd.DataFrame, path: Path) -> None:
@@ -125,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     files = expand(args.paths)
     if not files:
         raise PipelineError(f"no image files in {' '.join(args.paths)} (looked for {' '.join(sorted(IMAGE_SUFFIXES))})")
-    found, skipped, classes = predict(files, args)
-    result = table(found, classes)
+    found, skipped, classes, targets = predict(files, args)
+    result = table(found, classes, targets)
     shown = result[["file", "face", "x1", "y1", "x2", "y2", "label"]].assign(probability=result[classes].astype(float).max(axis=1).round(3))
+    shown[targets] = result[targets].astype(float).round(3)
     print(shown.to_string(index=False, na_rep="-"))
     if args.out is not None:
         write(result, args.out)

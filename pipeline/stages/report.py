@@ -5,7 +5,9 @@ interval, per-fold mean ± std, TTA gain, per-class recall, training time, param
 inference time per image; then the ensemble with its weights. Writes metrics/report.json for
 `dvc metrics show/diff` and `dvc exp show`, per-fold training curves (report/curves/) and a grid of
 the most confidently wrong OOF images (report/confident_errors.png), and warns when OOF may not
-predict the leaderboard.
+predict the leaderboard. When the data has regression targets (valence, arousal), a table of their
+OOF RMSE and CCC with 95% bootstrap intervals per backbone and for the ensemble, beside the RMSE of
+predicting the train mean.
 """
 
 from __future__ import annotations
@@ -19,15 +21,17 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
+from pipeline.affect import rmse, target_scores
 from pipeline.augment import Normalizer
 from pipeline.config import Config, FoldsConfig, TrainConfig, load_config
 from pipeline.data import Prepared, fold_columns, load_prepared
+from pipeline.deployment import DeploymentRow, markdown
 from pipeline.engine import predict_proba
 from pipeline.files import atomic_dir, atomic_path, read_json, write_csv, write_json
 from pipeline.groups import shared_name_prefixes
 from pipeline.metrics import score
 from pipeline.models import create_model, load_weights, pick_device
-from pipeline.predictions import fold_dir, read_oof_table
+from pipeline.predictions import fold_dir, read_oof_table, read_target_values
 
 CONFIDENCE = 0.95  # width of the bootstrap interval
 BOOTSTRAP_SAMPLES = 1000
@@ -77,7 +81,7 @@ def summarize(name: str, probs: np.ndarray, labels: np.ndarray, folds: np.ndarra
 def inference_ms_per_image(config: TrainConfig, weights: Path, data: Prepared, images: int = 512) -> tuple[float, float]:
     """(milliseconds per image with the TTA views, parameters in millions) of one fold's model."""
     device = pick_device()
-    model = load_weights(create_model(config, data.channels, len(data.classes)), weights).to(device)
+    model = load_weights(create_model(config, data.channels, len(data.classes) + len(data.target_names)), weights).to(device)
     normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last)
     sample = np.asarray(data.test_images[:images])
     predict_proba(model, sample[:config.eval_batch_size], normalize, config, config.tta)  # warm-up
@@ -175,8 +179,31 @@ def _train_config(saved: dict) -> TrainConfig:
     return TrainConfig(**{**saved, "augment": tuple(saved["augment"]), "tta": tuple(saved["tta"])})
 
 
+def targets_section(names: list[str], data: Prepared, oof_dir: Path, ensemble_dir: Path) -> tuple[str, dict]:
+    """Markdown table and metrics of the regression targets' OOF scores, per model, with the baseline of
+    predicting the train mean (its RMSE is the targets' spread: a head that learned nothing scores it)."""
+    true = data.train_targets
+    sources = {name: oof_dir / f"{name}.csv" for name in names} | {"ensemble": ensemble_dir / "oof.csv"}
+    scores = {model: target_scores(read_target_values(path, data.target_names, data.train_ids), true, data.target_names)
+              for model, path in sources.items()}
+    baseline = {target: rmse(np.full(len(true), np.nanmean(true[:, i])), true[:, i]) for i, target in enumerate(data.target_names)}
+    lines = ["## Regression targets (OOF, rows with a value)", "",
+             "| model | target | RMSE | 95% CI | CCC | 95% CI | train-mean RMSE | n |", "|---|---|---|---|---|---|---|---|"]
+    for model, per_target in scores.items():
+        for target, s in per_target.items():
+            lines.append(f"| {model} | {target} | {s['rmse']:.4f} | {s['rmse_ci'][0]:.4f}–{s['rmse_ci'][1]:.4f} | {s['ccc']:.4f} | "
+                         f"{s['ccc_ci'][0]:.4f}–{s['ccc_ci'][1]:.4f} | {baseline[target]:.4f} | {s['n']} |")
+    return "\n".join(lines), {**scores, "train_mean_rmse": baseline}
+
+
+def deployment_section(deployment: dict) -> str:
+    """The export stage's table: what each ONNX graph weighs, costs per face and scores, fp32 against int8."""
+    rows = [DeploymentRow.from_dict(row) for row in deployment["rows"]]
+    return "## Deployment (ONNX export, export/)\n\n" + markdown(rows, deployment["caption"])
+
+
 def build_report(config: Config, data: Prepared, oof_dir: Path, models_dir: Path, ensemble_dir: Path, fold_of: np.ndarray,
-                 group_of: np.ndarray, out_dir: Path) -> tuple[str, dict]:
+                 group_of: np.ndarray, deployment: dict, out_dir: Path) -> tuple[str, dict]:
     rows = sorted((backbone_row(name, config, data, oof_dir, models_dir) for name in config.backbones), key=lambda r: -r.accuracy)
     weights = read_json(ensemble_dir / "weights.json")
     probs, labels, folds = read_oof_table(ensemble_dir / "oof.csv", data.classes, data.train_ids)
@@ -198,10 +225,17 @@ def build_report(config: Config, data: Prepared, oof_dir: Path, models_dir: Path
         f"(95% bootstrap interval {ensemble.interval[0]:.4f}–{ensemble.interval[1]:.4f}, from {len(labels)} OOF images).",
         *([""] + [f"WARNING: {w}" for w in warnings] if warnings else ["", "No warnings: folds agree, every class is in every fold, repeated images share folds."]),
     ])
+    target_metrics = None
+    if data.target_names:
+        target_text, target_metrics = targets_section(list(config.backbones), data, oof_dir, ensemble_dir)
+        text += "\n\n" + target_text
+    text += "\n\n" + deployment_section(deployment)
     metrics = {r.name: r.as_metrics() for r in rows}
     metrics["ensemble"] = {**ensemble.as_metrics(), "weights": weights["weights"], "gain_over_best_single": gain}
     metrics["expected_leaderboard"] = {"accuracy": ensemble.accuracy, "ci_low": ensemble.interval[0], "ci_high": ensemble.interval[1]}
     metrics["warnings"] = len(warnings)
+    if target_metrics is not None:
+        metrics["targets"] = target_metrics
     with atomic_dir(out_dir) as tmp:
         (tmp / "report.md").write_text(text + "\n")
         for name in config.backbones:
@@ -221,13 +255,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--ensemble", type=Path, default=Path("ensemble"))
     parser.add_argument("--out", type=Path, default=Path("report"))
+    parser.add_argument("--deployment", type=Path, default=Path("metrics/export.json"), help="the export stage's deployment table")
     parser.add_argument("--metrics", type=Path, default=Path("metrics/report.json"))
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     config = load_config(args.params)
     data = load_prepared(args.data)
     fold_of, group_of = fold_columns(args.folds, data.train_ids, "fold", "group")
-    text, metrics = build_report(config, data, args.oof, args.models, args.ensemble, fold_of, group_of, args.out)
+    text, metrics = build_report(config, data, args.oof, args.models, args.ensemble, fold_of, group_of, read_json(args.deployment), args.out)
     write_json(metrics, args.metrics)
     print(text)
     print(f"\nreport: wrote {args.out}/report.md, {args.out}/curves/, {args.out}/confident_errors.png, {args.metrics}")

@@ -1,7 +1,8 @@
 """Stage `synthesize`: the embedded default competition → data/synthetic/.
 
 Writes `competition/` in Kaggle's image layout (train/<class>/*.png, test/*.png,
-sample_submission.csv) with the hidden `answers.csv` and `train_truth.csv` beside it. The faces
+sample_submission.csv, and train_affect.csv: each train image's path with its valence and arousal,
+-2 where not annotated) with the hidden `answers.csv` and `train_truth.csv` beside it. The faces
 come from pipeline/synthetic.py, deterministic from `synthetic.seed`.
 """
 
@@ -16,7 +17,9 @@ import pandas as pd
 
 from pipeline.config import SyntheticConfig, load_config
 from pipeline.files import atomic_dir, write_csv
-from pipeline.synthetic import CLASSES, generate
+from pipeline.synthetic import CLASSES, TARGETS, generate
+
+AFFECT_FILE = "train_affect.csv"
 
 
 def write_competition(config: SyntheticConfig, out_dir: Path) -> None:
@@ -32,6 +35,9 @@ def write_competition(config: SyntheticConfig, out_dir: Path) -> None:
         order = np.random.default_rng(config.seed + 1).permutation(len(answers))
         sample = pd.DataFrame({"id": answers["id"].to_numpy()[order], "label": CLASSES[-1]})
         write_csv(sample, competition / "sample_submission.csv")
+        affect = pd.DataFrame({"id": [f"train/{row.label}/{row.id}.png" for row in train.itertuples()],
+                               **{name: train[name] for name in TARGETS}})
+        write_csv(affect, competition / AFFECT_FILE)
         write_csv(answers, tmp / "answers.csv")
         write_csv(train, tmp / "train_truth.csv")
     print(f"synthesize: wrote {len(train)} train and {len(answers)} test faces to {out_dir}/competition, answers in {out_dir}/answers.csv")

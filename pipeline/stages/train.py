@@ -1,10 +1,11 @@
 """Stage `train@<backbone>-<fold>`: one backbone trained on the other folds, scored on its own.
 
 Writes to its output folder:
-  model.safetensors   the kept epoch's weights; metadata holds config, data fingerprint, epoch
-  oof_plain.csv       id, fold, label, one probability column per class (no TTA)
+  model.safetensors   the kept epoch's weights; metadata holds config, data fingerprint, epoch and
+                      `targets`, the regression target names whose outputs follow the class logits
+  oof_plain.csv       id, fold, label, one probability column per class (no TTA), one value column per target
   oof_tta.csv         the same with the configured TTA views
-  test_tta.csv        id, one probability column per class, TTA views averaged
+  test_tta.csv        id, one probability column per class and one value column per target, TTA views averaged
   history.csv         per-epoch loss, accuracy, learning rate, speed
   run.json           resolved settings, best epoch, timings
 
@@ -30,7 +31,7 @@ from pipeline.data import Prepared, load_folds, load_prepared
 from pipeline.engine import FoldRun, fit_fold, fold_checkpoint
 from pipeline.files import atomic_dir, write_csv, write_json
 from pipeline.models import check_backbones, save_weights
-from pipeline.predictions import probability_table
+from pipeline.predictions import probability_table, with_targets
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,18 @@ def write_fold_outputs(run: FoldRun, data: Prepared, fold: int, backbone: str, c
         "seconds": run.seconds,
         "data_fingerprint": data.fingerprint,
         "config": dataclasses.asdict(config),
+        "targets": data.target_names,  # the model has len(classes) + len(targets) outputs, in that order
     }
+    names = data.target_names
     with atomic_dir(out_dir) as tmp:
-        save_weights(run.fit.model, tmp / "model.safetensors", {k: summary[k] for k in ("backbone", "fold", "best_epoch", "data_fingerprint", "config")})
-        write_csv(probability_table(ids, run.oof_plain, data.classes, fold=folds, label=labels), tmp / "oof_plain.csv")
-        write_csv(probability_table(ids, run.oof_tta, data.classes, fold=folds, label=labels), tmp / "oof_tta.csv")
-        write_csv(probability_table(data.test_ids, run.test_tta, data.classes), tmp / "test_tta.csv")
+        save_weights(run.fit.model, tmp / "model.safetensors",
+                     {k: summary[k] for k in ("backbone", "fold", "best_epoch", "data_fingerprint", "config", "targets")})
+        write_csv(with_targets(probability_table(ids, run.oof_plain, data.classes, fold=folds, label=labels), run.oof_plain_values, names),
+                  tmp / "oof_plain.csv")
+        write_csv(with_targets(probability_table(ids, run.oof_tta, data.classes, fold=folds, label=labels), run.oof_tta_values, names),
+                  tmp / "oof_tta.csv")
+        write_csv(with_targets(probability_table(data.test_ids, run.test_tta, data.classes), run.test_tta_values, names),
+                  tmp / "test_tta.csv")
         write_csv(pd.DataFrame(run.fit.history_rows()).assign(fold=fold), tmp / "history.csv")
         write_json(summary, tmp / "run.json")
 
