@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipeline import engine
-from pipeline.affect import ccc, rmse, split_outputs, target_loss, target_scores
+from pipeline.affect import ccc, mix_targets, rmse, split_outputs, target_loss, target_scores
 from pipeline.augment import Normalizer
 from pipeline.data import load_prepared
 from pipeline.engine import TrainStep, fit_fold, seed_everything
@@ -160,3 +160,15 @@ def test_the_multitask_head_learns_valence_better_than_a_constant(affect_data):
     train_mean = np.nanmean(data.train_targets[fold_of != 0, valence])
     assert ccc(predicted[:, valence], held_out[:, valence]) > 0.5
     assert rmse(predicted[:, valence], held_out[:, valence]) < rmse(np.full(len(held_out), train_mean), held_out[:, valence])
+
+
+def test_mixup_mixes_the_targets_with_the_weight_it_mixed_the_images_with():
+    mixup = engine.BatchMixup(mixup_alpha=0.4, cutmix_alpha=0.0, num_classes=3)
+    images = torch.arange(4 * 2, dtype=torch.float32).reshape(4, 1, 1, 2)
+    mixed, _ = mixup(images.clone(), torch.tensor([0, 1, 2, 0]))
+    lam = mixup.last_lam
+    assert lam < 1 and torch.allclose(mixed, lam * images + (1 - lam) * images.flip(0))
+    targets = torch.tensor([[0.5, float("nan")], [0.1, 0.2], [-0.3, 0.4], [0.9, -0.9]])
+    mixed_targets = mix_targets(targets, lam)
+    assert mixed_targets[1, 0] == pytest.approx(lam * 0.1 + (1 - lam) * -0.3)
+    assert torch.isnan(mixed_targets[0, 1]) and torch.isnan(mixed_targets[3, 1])  # mixed with a missing value
