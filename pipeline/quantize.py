@@ -3,8 +3,8 @@
 QDQ format (QuantizeLinear/DequantizeLinear pairs around each quantised operator, which TensorRT
 and onnxruntime both read), per-channel int8 weights, uint8 activations whose ranges are the
 min/max seen on the calibration faces. The graph is first put through `quant_pre_process`
-(shape inference, batch-norm folding) as onnxruntime advises. Dynamic quantisation is not offered:
-it leaves the convolutions of these CNNs in float and ran 4–7× slower than fp32 on them.
+(shape inference, batch-norm folding) as onnxruntime advises. Static, not dynamic: the activation
+ranges are fixed by calibration rather than measured on every run.
 """
 
 from __future__ import annotations
