@@ -2,6 +2,11 @@
 
     python benchmarks/ablation.py --data data/prepared --folds folds/folds.csv          # every row
     python benchmarks/ablation.py --data ... --folds ... --rows base resnet18 --epochs 4
+    python benchmarks/ablation.py --data ... --folds ... --rows base face_vgg --minutes 10   # equal wall-clock
+
+With `--minutes`, every row trains for the same wall-clock time (train.time_budget_minutes: each run
+measures its speed and trains the epochs that fit, `--epochs` being the most), which is how
+backbones of different cost are compared fairly.
 
 Every row trains once on the other folds and is scored on fold `--fold` (the same images for every
 row), with three test-time settings: none, flip, and ten-crop (five shifted crops and their
@@ -50,6 +55,11 @@ ROWS: dict[str, tuple[str, dict]] = {
     "convnext_atto": ("backbone: ConvNeXt-atto", {"model": "convnext_atto"}),
     "efficientnet_b0": ("backbone: EfficientNet-B0", {"model": "efficientnet_b0"}),
     "repvgg_a0": ("backbone: VGG-style (RepVGG-A0)", {"model": "repvgg_a0"}),
+    "face_resnet10": ("backbone: ResNet-10, stride-1 stem, no max-pool", {"model": "face_resnet10"}),
+    "face_resnet10_s2": ("backbone: ResNet-10, stride-2 stem, no max-pool", {"model": "face_resnet10_s2"}),
+    "face_vgg": ("backbone: VGG-style, 32–256 wide", {"model": "face_vgg", "drop_path_rate": None}),
+    "face_xception": ("backbone: mini-Xception", {"model": "face_xception", "drop_path_rate": None}),
+    "channels_last": ("channels-last memory format", {"channels_last": True}),
     "epochs_x2": ("epochs ×2", {"epochs_factor": 2}),
     "label_smoothing_0": ("label smoothing 0 (base 0.1)", {"label_smoothing": 0.0}),
     "mixup_cutmix": ("mixup 0.2 + cutmix 1.0", {"mixup_alpha": 0.2, "cutmix_alpha": 1.0}),
@@ -58,7 +68,8 @@ ROWS: dict[str, tuple[str, dict]] = {
     "epochs_x2_lr_x2": ("epochs ×2, learning rate ×2", {"epochs_factor": 2, "lr_factor": 2}),
     "epochs_x2_dropout": ("epochs ×2, dropout 0.3 + drop-path 0.1", {"epochs_factor": 2, "drop_rate": 0.3, "drop_path_rate": 0.1}),
 }
-BACKBONE_ROWS = ("base", "resnet18", "convnext_atto", "efficientnet_b0", "repvgg_a0")
+BACKBONE_ROWS = ("base", "resnet18", "convnext_atto", "efficientnet_b0", "repvgg_a0", "face_resnet10", "face_resnet10_s2",
+                 "face_vgg", "face_xception")
 # Same backbone, same data, small differences: how much a plain average of models gains, which is
 # roughly what averaging the K fold models adds to the test predictions and OOF does not see.
 AVERAGE_ROWS = ("base", "label_smoothing_0", "ema")
@@ -66,11 +77,14 @@ AVERAGE_ROWS = ("base", "label_smoothing_0", "ema")
 log = logging.getLogger("ablation")
 
 
-def row_config(base: TrainConfig, overrides: dict, epochs: int) -> TrainConfig:
+def row_config(base: TrainConfig, overrides: dict, epochs: int, minutes: float | None, folds: int) -> TrainConfig:
+    """The row's settings; with `minutes`, its one fold run gets that wall-clock budget (the pipeline's
+    budget is for K fold runs together) and `epochs` is only the upper bound."""
     overrides = dict(overrides)
     epochs_factor = overrides.pop("epochs_factor", 1)
     lr = base.lr * overrides.pop("lr_factor", 1)
-    return dataclasses.replace(base, epochs=epochs * epochs_factor, lr=lr, checkpoint="last", **overrides)
+    budget = None if minutes is None else minutes * folds
+    return dataclasses.replace(base, epochs=epochs * epochs_factor, lr=lr, checkpoint="last", time_budget_minutes=budget, **overrides)
 
 
 def run_row(name: str, config: TrainConfig, data: Prepared, fold_of: np.ndarray, fold: int, work: Path) -> dict:
@@ -80,15 +94,17 @@ def run_row(name: str, config: TrainConfig, data: Prepared, fold_of: np.ndarray,
         return read_json(done)
     run = fit_fold(data, fold_of, fold, config, predict_test=False, label=name)
     labels = data.train_labels[run.valid_index]
-    normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, pick_device(), config.channels_last)
-    result = {"row": name, "model": config.model, "input": config.input_size or data.train_images.shape[1], "epochs": config.epochs,
+    trained = run.config  # `auto` speed settings resolved
+    normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, pick_device(), trained.channels_last)
+    result = {"row": name, "model": config.model, "input": config.input_size or data.train_images.shape[1], "epochs": len(run.fit.history),
+              "precision": trained.precision, "channels_last": trained.channels_last,
               "train_img_s": float(np.median([r.train_images_per_s for r in run.fit.history])),
               "train_min": run.seconds / 60, "config": dataclasses.asdict(config)}
     result["acc_none"] = float((run.oof_plain.argmax(1) == labels).mean())  # fit_fold scored the plain view already
     save_array(run.oof_plain, work / f"{name}.none.npy")
     for setting, views in TTA_SETTINGS.items():
         started = time.perf_counter()
-        probs = predict_proba(run.fit.model, data.train_images[run.valid_index], normalize, config, views=views)
+        probs = predict_proba(run.fit.model, data.train_images[run.valid_index], normalize, trained, views=views)
         result[f"acc_{setting}"] = float((probs.argmax(1) == labels).mean())
         result[f"ms_per_img_{setting}"] = 1000 * (time.perf_counter() - started) / len(labels)
         save_array(probs, work / f"{name}.{setting}.npy")
@@ -171,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fold", type=int, default=0, help="the held-out fold every row is scored on")
     parser.add_argument("--epochs", type=int, default=8, help="epochs of the base row")
     parser.add_argument("--model", default="resnet10t", help="backbone of the base row")
+    parser.add_argument("--minutes", type=float, help="equal wall-clock: every row's training minutes (default: --epochs)")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--work", type=Path, default=Path("benchmarks/results/ablation_work"),
@@ -185,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     labels = data.train_labels[fold_of == args.fold]
     for name in args.rows:
-        result = run_row(name, row_config(base, ROWS[name][1], args.epochs), data, fold_of, args.fold, args.work)
+        result = run_row(name, row_config(base, ROWS[name][1], args.epochs, args.minutes, len(np.unique(fold_of))), data, fold_of, args.fold, args.work)
         log.info("%s: none %.4f  flip %.4f  ten-crop %.4f  (%.1f min)", name, result["acc_none"],
                  result["acc_flip"], result["acc_ten_crop"], result["train_min"])
         results = finished_rows(args.work)  # the table holds rows from earlier invocations too

@@ -13,6 +13,7 @@ accuracy of every backbone and of the ensemble. The figures are also written to 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import subprocess
@@ -69,18 +70,33 @@ def training_speed(backbone: str, data: Prepared, config: Config, steps: int) ->
     measured = float(pd.concat(histories)["train_images_per_s"].median())
     tuned = ROOT / "tuning" / f"{backbone}.json"
     trained = tuned_config(config.backbone(backbone), tuned if tuned.exists() else None)
+    resolved = read_json(ROOT / "models" / backbone / f"fold{config.folds.ids[0]}" / "run.json")["config"]  # `auto` as measured
+    trained = dataclasses.replace(trained, precision=resolved["precision"], channels_last=resolved["channels_last"])
     return measured, in_memory_rate(data, trained, pick_device(), steps=steps, warmup=5)
+
+
+def training_time(backbone: str, config: Config) -> dict:
+    """Minutes the backbone's fold runs took, their budget (None without one) and the epochs each trained."""
+    runs = [read_json(ROOT / "models" / backbone / f"fold{fold}" / "run.json") for fold in config.folds.ids]
+    budgets = [run.get("budget_seconds") for run in runs]
+    return {"train_minutes": sum(run["seconds"] for run in runs) / 60,
+            "budget_minutes": None if None in budgets else sum(budgets) / 60,
+            "epochs": [run.get("planned_epochs") for run in runs],
+            "precision": runs[0]["config"]["precision"], "channels_last": runs[0]["config"]["channels_last"]}
 
 
 def summary_markdown(figures: dict) -> str:
     lines = [f"# FER-2013, preset {figures['preset']}", "", f"Device: {figures['device']}. Wall time of `dvc exp run`: "
              f"{figures['wall_minutes']:.1f} min.", "", "| stage | minutes |", "|---|---|"]
     lines += [f"| {stage} | {minutes:.1f} |" for stage, minutes in figures["stage_minutes"].items()]
-    lines += ["", "| model | OOF acc | train img/s | in-memory img/s | ratio |", "|---|---|---|---|---|"]
+    lines += ["", "| model | OOF acc | train img/s | in-memory img/s | ratio | train min | budget min | epochs per fold | precision, channels-last |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for name, row in figures["models"].items():
         speed = (f"{row['train_img_s']:.0f} | {row['in_memory_img_s']:.0f} | {row['train_img_s'] / row['in_memory_img_s']:.2f}"
                  if "train_img_s" in row else "– | – | –")
-        lines.append(f"| {name} | {row['oof_acc']:.4f} | {speed} |")
+        time_cells = (f"{row['train_minutes']:.1f} | " + ("–" if row["budget_minutes"] is None else f"{row['budget_minutes']:.1f}") +
+                      f" | {', '.join(map(str, row['epochs']))} | {row['precision']}, {row['channels_last']}" if "train_minutes" in row else "– | – | – | –")
+        lines.append(f"| {name} | {row['oof_acc']:.4f} | {speed} | {time_cells} |")
     return "\n".join(lines) + "\n"
 
 
@@ -103,7 +119,8 @@ def main() -> None:
     config, data = load_config(ROOT / "params.yaml"), load_prepared(ROOT / "data" / "prepared")
     for name in config.backbones:
         measured, ideal = training_speed(name, data, config, args.speed_steps)
-        models[name] = {"oof_acc": read_json(ROOT / "metrics" / f"{name}.json")["accuracy"], "train_img_s": measured, "in_memory_img_s": ideal}
+        models[name] = {"oof_acc": read_json(ROOT / "metrics" / f"{name}.json")["accuracy"], "train_img_s": measured, "in_memory_img_s": ideal,
+                        **training_time(name, config)}
     models["ensemble"] = {"oof_acc": read_json(ROOT / "metrics" / "ensemble.json")["accuracy"]}
     figures = {"preset": args.preset.stem, "overrides": args.sets, "device": str(pick_device()), "wall_minutes": total / 60,
                "stage_minutes": stage_minutes, "models": models}

@@ -24,10 +24,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.augment import Normalizer, make_train_loader  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
+from pipeline.config import AUTO, load_config  # noqa: E402
 from pipeline.data import Prepared, load_prepared  # noqa: E402
 from pipeline.engine import TrainStep  # noqa: E402
 from pipeline.models import autocast, create_model, pick_device  # noqa: E402
+from pipeline.speed import CHANNELS_LAST_CANDIDATES, PRECISION_CANDIDATES  # noqa: E402
 
 
 def pipeline_rate(data: Prepared, config, device, steps: int, warmup: int) -> float:
@@ -107,15 +108,20 @@ def main() -> None:
     data = load_data(args.data, args.params)
     device = pick_device()
     print(f"device {device}, torch threads {torch.get_num_threads()}, images {data.train_images.shape[1:]}, {args.steps} steps after {args.warmup} warm-up")
-    print(f"{'backbone':<16}{'precision':<10}{'chan-last':<10}{'batch':>6}{'pipeline img/s':>16}{'in-memory img/s':>17}{'ratio':>7}")
+    width = max(len("backbone"), *map(len, args.backbone or list(config.backbones))) + 2
+    print(f"{'backbone':<{width}}{'precision':<10}{'chan-last':<10}{'batch':>6}{'pipeline img/s':>16}{'in-memory img/s':>17}{'ratio':>7}")
     for name in args.backbone or list(config.backbones):
         base = config.backbone(name)
-        for precision in args.precision or [base.precision]:
-            for channels_last in [c == "yes" for c in args.channels_last] if args.channels_last else [base.channels_last]:
+        # `auto` (what pipeline/speed.py chooses from in a run): every candidate, so the choice can be checked
+        precisions = args.precision or (list(PRECISION_CANDIDATES) if base.precision == AUTO else [base.precision])
+        layouts = [c == "yes" for c in args.channels_last] if args.channels_last else (
+            list(CHANNELS_LAST_CANDIDATES) if base.channels_last == AUTO else [base.channels_last])
+        for precision in precisions:
+            for channels_last in layouts:
                 run = dataclasses.replace(base, precision=precision, channels_last=channels_last)
                 ours = pipeline_rate(data, run, device, args.steps, args.warmup)
                 ideal = in_memory_rate(data, run, device, args.steps, args.warmup)
-                print(f"{name:<16}{precision:<10}{str(channels_last):<10}{run.batch_size:>6}{ours:>16.0f}{ideal:>17.0f}{ours / ideal:>7.2f}", flush=True)
+                print(f"{name:<{width}}{precision:<10}{str(channels_last):<10}{run.batch_size:>6}{ours:>16.0f}{ideal:>17.0f}{ours / ideal:>7.2f}", flush=True)
 
 
 if __name__ == "__main__":

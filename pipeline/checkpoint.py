@@ -3,8 +3,12 @@
 A checkpoint lives outside the stage's DVC output folder (DVC deletes outputs before it re-runs a
 stage), in `checkpoints/<backbone>-fold<k>-<key>.pt`. Its key is a hash of what makes the run: the
 resolved TrainConfig, the data fingerprint, the fold and the fold assignment (ids trained on and
-held out). The key is stored inside the file as well, and a file whose key differs is never
-resumed. Files are written atomically, so a run killed mid-write leaves the previous epoch's file.
+held out); `auto` precision and channels-last enter it as written, and a resumed run on the same
+machine resolves them as before, from the speed cache (pipeline/speed.py). The key is stored inside
+the file as well, and a file whose key differs is never resumed. Files are written atomically, so a
+run killed mid-write leaves the previous epoch's file.
+A run with a time budget keeps its epoch plan beside it (`<checkpoint>.plan.json`, same key), so a
+resumed run trains the epochs it planned instead of measuring again.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 import torch
 
 from pipeline.config import TrainConfig
-from pipeline.files import atomic_path
+from pipeline.files import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 FORMAT = 1  # bump when the saved state's layout changes; older files are then not resumed
@@ -78,8 +82,24 @@ def load(checkpoint: Checkpoint, label: str = "") -> dict[str, Any] | None:
     return saved["state"]
 
 
+def plan_path(checkpoint: Checkpoint) -> Path:
+    return checkpoint.path.with_name(checkpoint.path.name + ".plan.json")
+
+
+def save_plan(checkpoint: Checkpoint, plan: dict[str, Any]) -> None:
+    write_json({"key": checkpoint.key, "plan": plan}, plan_path(checkpoint))
+
+
+def load_plan(checkpoint: Checkpoint) -> dict[str, Any] | None:
+    """The plan stored by a run with the same key, else None."""
+    path = plan_path(checkpoint)
+    saved = read_json(path) if path.exists() else None
+    return saved["plan"] if isinstance(saved, dict) and saved.get("key") == checkpoint.key else None
+
+
 def remove(checkpoint: Checkpoint) -> None:
     checkpoint.path.unlink(missing_ok=True)
+    plan_path(checkpoint).unlink(missing_ok=True)
 
 
 def rng_states(device: torch.device) -> dict[str, Any]:

@@ -31,6 +31,8 @@ PARAMS_FILE = "params.yaml"
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 TTA_KEYS = ("hflip", "shift", "scale")
 PRECISIONS = ("fp32", "bf16", "fp16")
+# `precision` and `channels_last` may be left to measurement on the machine at hand (pipeline/speed.py).
+AUTO = "auto"
 PRUNERS = ("auto", "median", "successive_halving", "hyperband", "wilcoxon", "none")
 LAYOUTS = ("auto", "class_folders", "label_table", "pixel_table")
 # How the regression targets (valence, arousal) are scored in training: mean squared error, 1 - concordance
@@ -177,8 +179,8 @@ class TrainConfig:
     cutmix_alpha: float
     ema_decay: float | None  # None: no weight EMA
     input_size: int | None  # None: the prepared image size; else resized per batch
-    precision: str
-    channels_last: bool
+    precision: str  # fp32 | bf16 | fp16 | auto (the faster of fp32 and bf16, measured: pipeline/speed.py)
+    channels_last: bool | str  # true | false | auto (measured)
     init_checkpoint: str | None  # local weights file to start from (nothing is downloaded)
     checkpoint: str  # which epoch is kept: best | last
     eval_every: int
@@ -190,6 +192,10 @@ class TrainConfig:
     seed: int
     target_loss_weight: float  # λ: loss = cross-entropy + λ·target loss (when the data has regression targets)
     target_loss: str  # mse | ccc | mse+ccc, on the targets present in a batch (missing ones are masked)
+    # Wall-clock minutes for one backbone's K fold runs together (budget/K each), so that `dvc repro` ends on
+    # time on any machine: `epochs` becomes the upper bound and each run trains what its measured speed fits.
+    # None: `epochs` as given.
+    time_budget_minutes: float | None
     model: str | None = None  # timm model name; a backbone's defaults to its run name
 
     def validate(self, where: str) -> None:
@@ -206,7 +212,8 @@ class TrainConfig:
             ("cutmix_alpha", _between(0, 100), "0 (off) or more"),
             ("ema_decay", _optional(_between(0, 1, low_open=True, high_open=True)), "null (off) or in (0, 1), e.g. 0.999"),
             ("input_size", _optional(_between(8, 4096)), "null or between 8 and 4096 pixels"),
-            ("precision", lambda v: v in PRECISIONS, f"one of {list(PRECISIONS)}"),
+            ("precision", lambda v: v in (*PRECISIONS, AUTO), f"one of {[*PRECISIONS, AUTO]}"),
+            ("channels_last", lambda v: v in (True, False, AUTO), f"true, false or {AUTO}"),
             ("checkpoint", lambda v: v in ("best", "last"), "best or last"),
             ("eval_every", _between(1, 100_000), "at least 1"),
             ("augment_strength", _between(0, 100), "0 or more"),
@@ -216,6 +223,7 @@ class TrainConfig:
             ("model", lambda v: v is None or bool(v.strip()), "a timm model name"),
             ("target_loss_weight", _between(0, 1000), "0 (targets not trained) or more, e.g. 1.0"),
             ("target_loss", lambda v: v in TARGET_LOSSES, f"one of {list(TARGET_LOSSES)}"),
+            ("time_budget_minutes", _optional(_between(0, math.inf, low_open=True, high_open=True)), "null (no budget) or minutes above 0"),
         ], where)
         for entry in self.augment:
             if not isinstance(entry, dict) or len(entry) != 1 or not isinstance(next(iter(entry.values())), (dict, type(None))):
@@ -271,7 +279,8 @@ class TuneConfig:
             ("heartbeat_seconds", _between(0, 3600, low_open=True), "seconds above 0"),
             ("grace_seconds", lambda v: v > self.heartbeat_seconds, "more seconds than tune.heartbeat_seconds"),
         ], where)
-        tunable = {f.name for f in fields(TrainConfig)} - {"model"}
+        # A trial trains tune.epochs whatever the budget, so the budget is no setting a trial could score.
+        tunable = {f.name for f in fields(TrainConfig)} - {"model", "time_budget_minutes"}
         for name, spec in self.space.items():
             if name not in tunable:
                 raise ConfigError(f"{where}.space.{name} is not a `train` setting; tunable: {sorted(tunable)}")
@@ -423,7 +432,12 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None:
             return None
-        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+        options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if len(options) > 1:  # e.g. bool | str: any of them; `validate` checks the value
+            if not isinstance(value, tuple(options)):
+                raise ConfigError(f"{where} must be {' or '.join(_TYPE_WORDS[o] for o in options)}, got {value!r}")
+            return value
+        hint = options[0]
         origin = typing.get_origin(hint)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):

@@ -9,7 +9,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +28,16 @@ from pipeline.config import PipelineError, TrainConfig
 from pipeline.data import Prepared
 from pipeline.metrics import log_loss_and_accuracy
 from pipeline.models import autocast, create_model, pick_device
+from pipeline.speed import CACHE_NAME, DEFAULT_CACHE, resolve_speed_settings
 
 log = logging.getLogger(__name__)
+# The time budget's probe (plan_epochs): steps run untimed first, because the first ones pay for memory
+# allocation, kernel selection and the loader's start; then steps timed, enough to average out one slow
+# step and few enough that the probe costs seconds where an epoch costs minutes.
+PROBE_WARMUP_STEPS = 3
+PROBE_TIMED_STEPS = 10
+# Eval batches timed after one untimed batch: eval batches are large, two already average over hundreds of images.
+PROBE_EVAL_BATCHES = 2
 
 
 class NonFiniteLoss(RuntimeError):
@@ -300,6 +308,91 @@ def predict_proba(
     return predict(model, images, normalize, config, views, num_classes)[0]
 
 
+@dataclass(frozen=True)
+class EpochPlan:
+    """The epochs one run trains under `train.time_budget_minutes`, and the measurements they came from."""
+
+    epochs: int
+    seconds_per_epoch: float  # training plus the epoch's share of the validation scoring
+    predict_seconds: float  # the final OOF (plain and TTA) and test predictions
+    budget_seconds: float  # this run's share of the backbone's budget
+
+
+def budget_plan(budget_seconds: float, spent_seconds: float, seconds_per_epoch: float, predict_seconds: float,
+                max_epochs: int, label: str = "") -> EpochPlan:
+    """The epochs that fit in the budget left after the probe (`spent_seconds`) and the final predictions:
+    at most `max_epochs` (train.epochs), at least 1, with a warning when not even 1 fits."""
+    fitting = math.floor((budget_seconds - spent_seconds - predict_seconds) / seconds_per_epoch)
+    if fitting < 1:
+        log.warning("%s: the time budget of %.0f s for this run (train.time_budget_minutes / K folds) does not fit one "
+                    "epoch: %.1f s per epoch measured, %.0f s to predict; training 1 epoch over budget. Raise "
+                    "time_budget_minutes (train or backbones.<name>), or choose a smaller model, input_size or data",
+                    label or "training", budget_seconds, seconds_per_epoch, predict_seconds)
+    return EpochPlan(max(1, min(max_epochs, fitting)), seconds_per_epoch, predict_seconds, budget_seconds)
+
+
+def plan_epochs(data: Prepared, train_index: np.ndarray, valid_index: np.ndarray, config: TrainConfig, normalize: Normalizer,
+                budget_seconds: float, predict_test: bool = True, label: str = "") -> EpochPlan:
+    """The epochs of `config` that fit in `budget_seconds`, from the speed of a throw-away model of the same
+    settings on the same images: training steps, and forward passes of eval batches.
+
+    It draws from the global generators, so call it before the real run is seeded.
+    """
+    started = time.perf_counter()
+    num_classes = len(data.classes)
+    model = create_model(config, data.channels, num_classes + len(data.target_names)).to(normalize.device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    batches_per_epoch = len(train_index) // config.batch_size
+    warmup = min(PROBE_WARMUP_STEPS, batches_per_epoch - 1)
+    timed = min(PROBE_TIMED_STEPS, batches_per_epoch - warmup)
+    probe_index = train_index[:(warmup + timed) * config.batch_size]  # only the images the probe trains on are read
+    targets = None if data.train_targets is None else data.train_targets[probe_index]
+    loader = make_train_loader(data.train_images[probe_index], data.train_labels[probe_index], config, seed=config.seed, targets=targets)
+    step = TrainStep(model, config, normalize, num_classes, steps_per_epoch=batches_per_epoch,
+                     num_targets=0 if targets is None else targets.shape[1])
+    batches = iter(loader)
+    for _ in range(warmup):
+        float(step(*next(batches)))  # float(): waits for the device to finish the step
+    timing = time.perf_counter()
+    for _ in range(timed):
+        loss = step(*next(batches))
+    float(loss)
+    step_seconds = (time.perf_counter() - timing) / timed
+    del batches, loader
+
+    eval_images = data.train_images[valid_index[:PROBE_EVAL_BATCHES * config.eval_batch_size]]
+    predict(step.eval_model, eval_images[:config.eval_batch_size], normalize, config, ({},), num_classes)  # untimed
+    timing = time.perf_counter()
+    predict(step.eval_model, eval_images, normalize, config, ({},), num_classes)
+    image_seconds = (time.perf_counter() - timing) / len(eval_images)
+
+    n_val, views = len(valid_index), len(config.tta)
+    n_test = len(data.test_images) if predict_test else 0
+    seconds_per_epoch = batches_per_epoch * step_seconds + n_val * image_seconds / config.eval_every
+    predict_seconds = (n_val * (1 + views) + n_test * views) * image_seconds
+    return budget_plan(budget_seconds, time.perf_counter() - started, seconds_per_epoch, predict_seconds, config.epochs, label)
+
+
+def _run_plan(data: Prepared, fold_of: np.ndarray, train_index: np.ndarray, valid_index: np.ndarray, config: TrainConfig,
+              normalize: Normalizer, predict_test: bool, label: str, checkpoint: checkpoints.Checkpoint | None) -> EpochPlan:
+    """The plan stored beside the run's checkpoint when it resumes (measuring again could give other epochs
+    and so another lr schedule than the one its saved state follows); else measured now, and stored."""
+    stored = checkpoints.load_plan(checkpoint) if checkpoint is not None else None
+    if stored is not None:
+        plan = EpochPlan(**stored)
+    else:
+        budget_seconds = config.time_budget_minutes * 60 / len(np.unique(fold_of))
+        plan = plan_epochs(data, train_index, valid_index, config, normalize, budget_seconds, predict_test, label)
+        if checkpoint is not None:
+            checkpoints.save_plan(checkpoint, asdict(plan))
+    log.info("%s: budget %.0f s → %d epochs (%.1f s/epoch measured, %.0f s to predict)%s", label or "training",
+             plan.budget_seconds, plan.epochs, plan.seconds_per_epoch, plan.predict_seconds,
+             ", the plan stored before the interruption" if stored is not None else "")
+    return plan
+
+
 @dataclass
 class FoldRun:
     fit: FitResult
@@ -312,6 +405,10 @@ class FoldRun:
     oof_plain_values: np.ndarray
     oof_tta_values: np.ndarray
     test_tta_values: np.ndarray | None
+    # The settings the run trained with, saved beside its model: `auto` precision and channels-last resolved;
+    # `epochs` as given (under a time budget, `plan.epochs` were trained).
+    config: TrainConfig
+    plan: EpochPlan | None = None  # under a time budget: the epochs trained and the speed they were planned from
 
 
 def fit_fold(
@@ -322,6 +419,10 @@ def fit_fold(
     """Train on every fold but `fold`; predict `fold` (plain and TTA) and, optionally, the test set.
 
     `checkpoint` (see :func:`fold_checkpoint`): resume from it and keep it up to date; None: no checkpoints.
+    With `config.time_budget_minutes`, the run trains the epochs :func:`plan_epochs` fits in its share
+    of the budget (see :class:`EpochPlan`), exactly as a run without a budget set to those epochs.
+    `auto` precision and channels-last are resolved first (pipeline/speed.py), cached beside the
+    checkpoint or, without one, in the default cache; the budget is planned with what they resolve to.
     """
     started = time.perf_counter()
     device = pick_device()
@@ -329,13 +430,21 @@ def fit_fold(
     if len(valid_index) == 0:
         raise PipelineError(f"fold {fold} holds no images; folds present: {sorted(set(fold_of.tolist()))}")
     check_enough_images(len(train_index), config, label or f"fold {fold}")  # before a model is built for nothing
+    num_classes = len(data.classes)
+    # Before the budget's probe, which must time the settings that train, and before seeding: measuring draws.
+    speed_cache = checkpoint.path.parent / CACHE_NAME if checkpoint is not None else DEFAULT_CACHE
+    config = resolved = resolve_speed_settings(config, data.channels, num_classes + len(data.target_names),
+                                               data.train_images.shape[1], device, speed_cache)
+    normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last)
+    plan = None
+    if config.time_budget_minutes is not None:
+        plan = _run_plan(data, fold_of, train_index, valid_index, config, normalize, predict_test, label, checkpoint)
+        config = replace(config, epochs=plan.epochs)
     seed = config.seed + fold  # folds differ in their draws, runs repeat exactly
     seed_everything(seed)
-    num_classes = len(data.classes)
     model = create_model(config, data.channels, num_classes + len(data.target_names)).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last)
     targets = data.train_targets
     result = fit(model, data.train_images[train_index], data.train_labels[train_index],
                  data.train_images[valid_index], data.train_labels[valid_index],
@@ -347,7 +456,8 @@ def fit_fold(
     oof_tta, oof_tta_values = predict(result.model, valid_images, normalize, config, config.tta, num_classes)
     test_tta, test_tta_values = predict(result.model, data.test_images, normalize, config, config.tta, num_classes) if predict_test else (None, None)
     seconds = time.perf_counter() - started + result.resumed_seconds  # the whole run's time, across interruptions
-    return FoldRun(result, valid_index, oof_plain, oof_tta, test_tta, seconds, oof_plain_values, oof_tta_values, test_tta_values)
+    return FoldRun(result, valid_index, oof_plain, oof_tta, test_tta, seconds, oof_plain_values, oof_tta_values, test_tta_values,
+                   config=resolved, plan=plan)
 
 
 def fold_split(fold_of: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,8 +15,9 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
+import pipeline.face_nets  # noqa: F401  (registers the small-face backbones in timm)
 from pipeline.augment import build_augment
-from pipeline.config import Config, ConfigError, TrainConfig
+from pipeline.config import AUTO, Config, ConfigError, TrainConfig
 from pipeline.files import atomic_path
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -50,6 +51,9 @@ def pick_device() -> torch.device:
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == AUTO:
+        raise ConfigError("precision 'auto' reached autocast unresolved: use the settings the model trained with "
+                          "(FoldRun.config, run.json's `config`), or resolve it with pipeline.speed.resolve_speed_settings")
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "fp16" and device.type != "cuda":

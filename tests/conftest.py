@@ -39,8 +39,13 @@ def folds_config(**overrides) -> FoldsConfig:
     return dataclasses.replace(project_config().folds, **overrides)
 
 
+# Tests pin the speed settings that `auto` would measure per machine (tests/test_speed.py covers `auto`),
+# so their results do not depend on the machine's timing.
+PINNED_SPEED = {"precision": "fp32", "channels_last": False}
+
+
 def train_config(**overrides) -> TrainConfig:
-    return dataclasses.replace(project_config().train, **overrides)
+    return dataclasses.replace(project_config().train, **{**PINNED_SPEED, **overrides})
 
 
 def synthetic_config(**overrides) -> SyntheticConfig:
@@ -55,10 +60,12 @@ def tiny_params(**sections: dict) -> dict:
     params = project_params()
     # An easy task (little per-face variation, no label noise) that small nets learn in ~100 steps.
     params["synthetic"] = {**params["synthetic"], "train_per_class": 80, "test_size": 120, "seed": 1, "spread": 0.3, "label_noise": 0.0}
-    params["train"] = {**params["train"], "epochs": 8, "batch_size": 32, "warmup_epochs": 0, "lr": 0.003, "eval_batch_size": 128}
+    params["train"] = {**params["train"], "epochs": 8, "batch_size": 32, "warmup_epochs": 0, "lr": 0.003, "eval_batch_size": 128,
+                       **PINNED_SPEED}
     params["backbones"] = {"resnet10t": {}, "resnet18": {}}
     params["tune"] = {**params["tune"], "n_trials": 2, "epochs": 2}
-    params["export"] = {**params["export"], "calibration_images": 64, "latency_runs": 3}
+    # int8 calibration and its extra graphs cost every repro'd project time; the e2e project (E2E_PARAMS) keeps them
+    params["export"] = {**params["export"], "calibration_images": 64, "latency_runs": 3, "int8": False}
     params.update(sections)
     return params
 
@@ -85,6 +92,7 @@ def config() -> Config:
 
 
 E2E_PARAMS = tiny_params()
+E2E_PARAMS["export"] = {**E2E_PARAMS["export"], "int8": True}  # tests/test_export.py checks the int8 graphs
 # A user's shell: the project importable, nothing else from this process's environment.
 PIPELINE_ENV = {"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin"}
 

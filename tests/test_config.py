@@ -33,6 +33,9 @@ def test_backbone_overrides_win_over_defaults_and_model_defaults_to_key():
     (lambda p: p.update(trian={}), "trian"),
     (lambda p: p["backbones"].update(bad={"lr": -1.0}), "backbones.bad.lr"),
     (lambda p: p["train"].update(precision="fp8"), "precision"),
+    (lambda p: p["train"].update(precision="fast"), r"train.precision='fast' is out of range: it must be one of \['fp32', 'bf16', 'fp16', 'auto'\]"),
+    (lambda p: p["train"].update(channels_last="maybe"), r"train.channels_last='maybe' is out of range: it must be true, false or auto"),
+    (lambda p: p["backbones"].update(bad={"channels_last": 1}), r"backbones.bad.channels_last must be true or false or text, got 1"),
     (lambda p: p["folds"].update(ids=[0, 2]), "folds.ids"),
     (lambda p: p["train"].update(epochs="ten"), "train.epochs"),
     (lambda p: p.update(backbone=p.pop("backbones")), r"unknown section\(s\) \['backbone'\] \(did you mean 'backbone' → 'backbones'\?\)"),
@@ -53,12 +56,24 @@ def test_backbone_overrides_win_over_defaults_and_model_defaults_to_key():
     (lambda p: p["tune"]["space"].update(lr={"low": 0.1, "high": 0.01}), r"tune.space.lr="),
     (lambda p: p["tune"].update(grace_seconds=1), r"tune.grace_seconds=1.0 is out of range"),
     (lambda p: p["synthetic"].update(label_noise=2), r"synthetic.label_noise=2.0"),
+    (lambda p: p["train"].update(time_budget_minutes=0), r"train.time_budget_minutes=0.0 is out of range: it must be null \(no budget\) or minutes above 0"),
+    (lambda p: p["backbones"].update(bad={"time_budget_minutes": -5}), r"backbones.bad.time_budget_minutes=-5.0 is out of range"),
+    (lambda p: p["tune"]["space"].update(time_budget_minutes={"low": 1, "high": 9}), r"tune.space.time_budget_minutes is not a `train` setting"),
 ])
 def test_bad_values_are_refused_with_the_key_named(mutate, fragment):
     params = project_params()
     mutate(params)
     with pytest.raises(ConfigError, match=fragment):
         config_from_dict(params)
+
+
+def test_precision_and_channels_last_may_be_left_to_measurement():
+    params = project_params()
+    params["train"].update(precision="auto", channels_last="auto")
+    params["backbones"] = {"resnet10t": {"channels_last": True}, "resnet18": {"precision": "bf16"}}
+    config = config_from_dict(params)
+    assert (config.backbone("resnet10t").precision, config.backbone("resnet10t").channels_last) == ("auto", True)
+    assert (config.backbone("resnet18").precision, config.backbone("resnet18").channels_last) == ("bf16", "auto")
 
 
 def test_unknown_backbone_lists_the_known_ones():

@@ -1,4 +1,5 @@
 import dataclasses
+import logging
 
 import numpy as np
 import pytest
@@ -6,9 +7,12 @@ import torch
 
 from tests.conftest import train_config
 from pipeline.augment import EpochBatches, Normalizer
-from pipeline.engine import NonFiniteLoss, fit, predict_proba, seed_everything
+from pipeline.data import load_prepared
+from pipeline.engine import EpochPlan, NonFiniteLoss, budget_plan, fit, fit_fold, fold_split, plan_epochs, predict_proba, seed_everything
+from pipeline.files import read_json
 from pipeline.metrics import log_loss_and_accuracy
-from pipeline.models import create_model
+from pipeline.models import create_model, pick_device
+from pipeline.stages.train import write_fold_outputs
 
 
 def bars_dataset(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -86,3 +90,52 @@ def test_diverging_training_raises_a_clear_error():
     config = train_config(model="resnet10t", epochs=2, batch_size=16, lr=1e6, warmup_epochs=0, workers=0, augment=(), label_smoothing=0.0)
     with pytest.raises(NonFiniteLoss, match="lower lr"):
         fit(create_model(config, 1, 2), images, labels, images, labels, config, normalize, 2)
+
+
+def test_budget_plan_fits_the_epochs_left_after_the_probe_and_the_final_predictions():
+    # (600 s - 5 s probing - 12 s predicting) / 24.1 s per epoch = 24.2 epochs
+    assert budget_plan(600, 5, 24.1, 12, max_epochs=30) == EpochPlan(24, 24.1, 12, 600)
+    assert budget_plan(600, 5, 24.1, 12, max_epochs=10).epochs == 10  # train.epochs is the upper bound
+
+
+def test_budget_that_fits_no_epoch_trains_one_and_says_what_to_change(caplog):
+    with caplog.at_level(logging.WARNING, logger="pipeline.engine"):
+        plan = budget_plan(30, 5, 24.1, 12, max_epochs=30, label="resnet10t fold 0")
+    assert plan.epochs == 1
+    assert "resnet10t fold 0: the time budget of 30 s" in caplog.text and "24.1 s per epoch measured" in caplog.text
+    assert "Raise time_budget_minutes" in caplog.text
+
+
+# Every global generator in play (init, dropout, drop-path, mixup), so a probe that moved one would show.
+BUDGETED = train_config(model="resnet10t", epochs=3, batch_size=16, warmup_epochs=0, workers=0, eval_batch_size=64,
+                        drop_rate=0.2, drop_path_rate=0.1, mixup_alpha=0.2)
+
+
+def test_plan_epochs_measures_the_run_and_clips_to_one_and_to_train_epochs(prepared, caplog):
+    data = load_prepared(prepared)
+    train_index, valid_index = fold_split(np.arange(len(data.train_ids)) % 3, 0)
+    normalize = Normalizer(data.pixel_mean, data.pixel_std, None, pick_device(), False)
+    ample = plan_epochs(data, train_index, valid_index, BUDGETED, normalize, budget_seconds=1e9)
+    assert ample.epochs == BUDGETED.epochs and ample.seconds_per_epoch > 0 and ample.predict_seconds > 0
+    with caplog.at_level(logging.WARNING, logger="pipeline.engine"):
+        scant = plan_epochs(data, train_index, valid_index, BUDGETED, normalize, budget_seconds=1e-3, label="scant")
+    assert scant.epochs == 1 and "scant: the time budget" in caplog.text
+
+
+def test_budgeted_run_is_the_unbudgeted_run_of_its_planned_epochs(prepared, tmp_path):
+    data = load_prepared(prepared)
+    fold_of = np.arange(len(data.train_ids)) % 3
+    config = dataclasses.replace(BUDGETED, time_budget_minutes=1e-4)  # too little for one epoch: 1 planned
+    budgeted = fit_fold(data, fold_of, 0, config)
+    assert budgeted.plan.epochs == 1 < config.epochs and len(budgeted.fit.history) == 1
+    assert budgeted.plan.budget_seconds == pytest.approx(1e-4 * 60 / 3)  # the backbone's budget shared by K=3 folds
+    plain = fit_fold(data, fold_of, 0, dataclasses.replace(config, time_budget_minutes=None, epochs=budgeted.plan.epochs))
+    assert plain.plan is None
+    expected = plain.fit.model.state_dict()
+    assert all(torch.equal(value, expected[name]) for name, value in budgeted.fit.model.state_dict().items())
+    assert np.array_equal(budgeted.oof_tta, plain.oof_tta) and np.array_equal(budgeted.test_tta, plain.test_tta)
+
+    write_fold_outputs(budgeted, data, 0, "resnet10t", tmp_path / "out")
+    summary = read_json(tmp_path / "out" / "run.json")
+    assert (summary["budget_seconds"], summary["planned_epochs"], summary["seconds_per_epoch_measured"]) == (
+        budgeted.plan.budget_seconds, 1, budgeted.plan.seconds_per_epoch)

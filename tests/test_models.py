@@ -48,3 +48,8 @@ def test_weights_round_trip_with_their_metadata(tmp_path):
 def test_fp16_on_cpu_is_refused():
     with pytest.raises(ConfigError, match="fp16 needs a CUDA"):
         autocast(torch.device("cpu"), "fp16")
+
+
+def test_unresolved_auto_precision_never_reaches_autocast():
+    with pytest.raises(ConfigError, match="precision 'auto' reached autocast unresolved: use the settings the model trained with"):
+        autocast(torch.device("cpu"), "auto")

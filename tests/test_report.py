@@ -2,8 +2,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import folds_config
+from pipeline.files import write_csv
 from pipeline.groups import pattern_groups
-from pipeline.stages.report import bootstrap_interval, format_table, oof_warnings, summarize, ungrouped_names_warning
+from pipeline.predictions import oof_table
+from pipeline.stages.report import (add_training_time, agreement_section, bootstrap_interval, budget_lines, format_table, oof_warnings, summarize,
+                                    ungrouped_names_warning)
 
 CLASSES = ["a", "b", "c"]
 UNGROUPED = folds_config(group_pattern=None, groups_csv=None)
@@ -107,3 +110,25 @@ def test_table_lists_models_in_the_given_order_with_their_figures():
             (("good", [0, 1, 2, 0]), ("bad", [1, 1, 2, 2]))]
     table = format_table(rows, CLASSES)
     assert table.index("good") < table.index("bad") and "1.0000" in table and "0.5000" in table
+
+
+def test_a_budgeted_backbone_shows_its_budget_beside_the_minutes_it_took():
+    labels = np.array([0, 1, 2, 0])
+    budgeted, free = (summarize(name, one_hot([0, 1, 2, 0]), labels, np.array([0, 0, 1, 1]), CLASSES) for name in ("budgeted", "free"))
+    add_training_time(budgeted, [{"seconds": 290, "budget_seconds": 300, "planned_epochs": 23},
+                                 {"seconds": 280, "budget_seconds": 300, "planned_epochs": 22}])
+    add_training_time(free, [{"seconds": 60, "budget_seconds": None, "planned_epochs": 10}] * 2)
+    assert budgeted.train_minutes == pytest.approx(9.5) and budgeted.as_metrics()["budget_minutes"] == pytest.approx(10.0)
+    assert free.train_minutes == pytest.approx(2.0) and free.budget_minutes is None
+    assert budget_lines([budgeted, free]) == ["Time budget of budgeted: 10.0 min, 9.5 min taken, epochs per fold 23, 22."]
+
+
+def test_agreement_is_the_share_of_oof_images_two_backbones_give_the_same_class(tmp_path):
+    ids, labels, folds = np.array(["p", "q", "r", "s"]), np.array([0, 1, 2, 0]), np.array([0, 0, 1, 1])
+    predicted = {"a": [0, 1, 2, 0], "b": [0, 1, 1, 1], "c": [2, 2, 1, 1]}
+    for name, pred in predicted.items():
+        write_csv(oof_table(ids, folds, labels, one_hot(pred), CLASSES), tmp_path / f"{name}.csv")
+    data = type("Data", (), {"classes": CLASSES, "train_ids": ids})
+    text, pairs = agreement_section(list(predicted), data, tmp_path)
+    assert pairs == {"a|b": 0.5, "a|c": 0.0, "b|c": 0.5}
+    assert "| a | 0.500 | 0.000 |" in text and "| b |  | 0.500 |" in text

@@ -255,3 +255,29 @@ def test_training_set_smaller_than_a_batch_is_refused_before_any_model_is_built(
     with pytest.raises(PipelineError, match=rf"resnet10t fold 0 has {training} training images, fewer than batch_size=512.*"
                                             r"train\.batch_size.*backbones\.<name>\.batch_size"):
         fit_fold(data, fold_of, 0, config, label="resnet10t fold 0")
+
+
+def test_budgeted_run_resumes_with_the_epochs_it_planned(prepared, tmp_path, monkeypatch):
+    """In process: a budgeted fit_fold stopped after epoch 1 trains, when run again, the stored plan's epochs."""
+    data = load_prepared(prepared)
+    fold_of = np.arange(len(data.train_ids)) % 3
+    config = config_from_dict(train_params(workers=0, time_budget_minutes=1e6)).backbone("resnet10t")  # ample: EPOCHS planned
+    checkpoint = fold_checkpoint(tmp_path, "resnet10t", data, fold_of, 0, config)
+
+    def stop_after_first(record):
+        if record.epoch == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit_fold(data, fold_of, 0, config, on_epoch=stop_after_first, predict_test=False, checkpoint=checkpoint)
+    stored = checkpoints.load_plan(checkpoint)
+    assert stored["epochs"] == EPOCHS and checkpoints.load(checkpoint)["epoch"] == 1
+    assert checkpoints.load_plan(dataclasses.replace(checkpoint, key="another run")) is None
+    # As if the interrupted run had measured a slower machine: the resumed run keeps that plan, it does not measure.
+    checkpoints.save_plan(checkpoint, {**stored, "epochs": EPOCHS - 2})
+    monkeypatch.setattr(engine, "plan_epochs", lambda *args, **kwargs: pytest.fail("the resumed run measured again"))
+    run = fit_fold(data, fold_of, 0, config, predict_test=False, checkpoint=checkpoint)
+    assert run.plan.epochs == EPOCHS - 2 and run.fit.resumed_epochs == 1
+    assert [record.epoch for record in run.fit.history] == list(range(1, EPOCHS - 1))
+    checkpoints.remove(checkpoint)
+    assert list(tmp_path.iterdir()) == []  # the plan goes with its checkpoint

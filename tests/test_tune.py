@@ -142,6 +142,21 @@ def test_pruned_trial_stops_at_the_epoch_it_is_pruned(workspace, prepared):
     assert trial.state == TrialState.PRUNED and len(trial.user_attrs["fold0_val_acc"]) == 1
 
 
+def test_a_time_budget_neither_shortens_a_trial_nor_starts_a_new_study(workspace, prepared):
+    params = tune_params("unused", epochs=2)
+    params["train"]["time_budget_minutes"] = 1e-6  # applied, it would allow 1 epoch
+    config = config_from_dict(params)
+    base, data = config.backbone("resnet10t"), load_prepared(prepared)
+    fold_of = pd.read_csv(workspace / "folds.csv")["fold"].to_numpy()
+    study = optuna.create_study(direction="maximize")
+    study.optimize(Objective(data, fold_of, base, config.tune, "t"), n_trials=1)
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.COMPLETE and len(trial.user_attrs["fold0_val_acc"]) == 2
+    unbudgeted = dataclasses.replace(base, time_budget_minutes=None)
+    folds = workspace / "folds.csv"
+    assert study_name("resnet10t", base, config.tune, data, folds) == study_name("resnet10t", unbudgeted, config.tune, data, folds)
+
+
 def test_several_folds_report_one_value_per_fold(workspace, prepared):
     study = run_here(workspace, prepared, tune_params(str(workspace / "j.journal"), n_trials=1, folds=[0, 1], epochs=1))
     (trial,) = study.get_trials()

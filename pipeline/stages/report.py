@@ -2,10 +2,12 @@
 
 Prints (and writes to report/report.md) a table, best first: OOF accuracy with a 95% bootstrap
 interval, per-fold mean ± std, TTA gain, per-class recall, training time, parameter count and
-inference time per image; then the ensemble with its weights. Writes metrics/report.json for
-`dvc metrics show/diff` and `dvc exp show`, per-fold training curves (report/curves/) and a grid of
-the most confidently wrong OOF images (report/confident_errors.png), and warns when OOF may not
-predict the leaderboard. When the data has regression targets (valence, arousal), a table of their
+inference time per image; then the ensemble with its weights, and for each backbone trained under
+`train.time_budget_minutes` its budget beside the minutes it took and the epochs each fold trained.
+Writes metrics/report.json for `dvc metrics show/diff` and `dvc exp show`, per-fold training curves
+(report/curves/) and a grid of the most confidently wrong OOF images (report/confident_errors.png),
+and warns when OOF may not predict the leaderboard. With several backbones, how often each pair
+predicts the same class on OOF: what makes the ensemble's members diverse. When the data has regression targets (valence, arousal), a table of their
 OOF RMSE and CCC with 95% bootstrap intervals per backbone and for the ensemble, beside the RMSE of
 predicting the train mean.
 """
@@ -61,12 +63,14 @@ class Row:
     train_minutes: float | None
     params_millions: float | None
     ms_per_image: float | None
+    budget_minutes: float | None = None  # train.time_budget_minutes: None when the backbone had no budget
+    fold_epochs: tuple[int, ...] = ()  # epochs each fold trained within its budget
 
     def as_metrics(self) -> dict:
         return {"accuracy": self.accuracy, "ci_low": self.interval[0], "ci_high": self.interval[1],
                 "fold_mean": self.fold_mean, "fold_std": self.fold_std, "tta_gain": self.tta_gain,
                 "per_class": self.per_class, "train_minutes": self.train_minutes,
-                "params_millions": self.params_millions, "ms_per_image": self.ms_per_image}
+                "params_millions": self.params_millions, "ms_per_image": self.ms_per_image, "budget_minutes": self.budget_minutes}
 
 
 def summarize(name: str, probs: np.ndarray, labels: np.ndarray, folds: np.ndarray, classes: list[str],
@@ -170,9 +174,23 @@ def backbone_row(name: str, config: Config, data: Prepared, oof_dir: Path, model
     row = summarize(name, probs, labels, folds, data.classes, plain=plain)
     first = fold_dir(models_dir, name, config.folds.ids[0])
     runs = [read_json(fold_dir(models_dir, name, f) / "run.json") for f in config.folds.ids]
-    row.train_minutes = sum(r["seconds"] for r in runs) / 60
+    add_training_time(row, runs)
     row.ms_per_image, row.params_millions = inference_ms_per_image(_train_config(runs[0]["config"]), first / "model.safetensors", data)
     return row
+
+
+def add_training_time(row: Row, runs: list[dict]) -> None:
+    """The minutes the backbone's fold runs (their run.json) took; under a time budget, the budget too."""
+    row.train_minutes = sum(r["seconds"] for r in runs) / 60
+    budgets = [r.get("budget_seconds") for r in runs]
+    if None not in budgets:
+        row.budget_minutes = sum(budgets) / 60
+        row.fold_epochs = tuple(r["planned_epochs"] for r in runs)
+
+
+def budget_lines(rows: list[Row]) -> list[str]:
+    return [f"Time budget of {row.name}: {row.budget_minutes:.1f} min, {row.train_minutes:.1f} min taken, "
+            f"epochs per fold {', '.join(map(str, row.fold_epochs))}." for row in rows if row.budget_minutes is not None]
 
 
 def _train_config(saved: dict) -> TrainConfig:
@@ -194,6 +212,18 @@ def targets_section(names: list[str], data: Prepared, oof_dir: Path, ensemble_di
             lines.append(f"| {model} | {target} | {s['rmse']:.4f} | {s['rmse_ci'][0]:.4f}–{s['rmse_ci'][1]:.4f} | {s['ccc']:.4f} | "
                          f"{s['ccc_ci'][0]:.4f}–{s['ccc_ci'][1]:.4f} | {baseline[target]:.4f} | {s['n']} |")
     return "\n".join(lines), {**scores, "train_mean_rmse": baseline}
+
+
+def agreement_section(names: list[str], data: Prepared, oof_dir: Path) -> tuple[str, dict]:
+    """How often two backbones predict the same class on the OOF images: members that agree less, at
+    similar accuracy, have more for a blend to gain."""
+    predicted = {name: read_oof_table(oof_dir / f"{name}.csv", data.classes, data.train_ids)[0].argmax(1) for name in names}
+    pairs = {f"{a}|{b}": float((predicted[a] == predicted[b]).mean()) for i, a in enumerate(names) for b in names[i + 1:]}
+    lines = ["## Agreement of the backbones' OOF predictions (same class predicted)", "",
+             "| | " + " | ".join(names[1:]) + " |", "|---|" + "---|" * (len(names) - 1)]
+    for i, a in enumerate(names[:-1]):
+        lines.append(f"| {a} | " + " | ".join("" if j <= i else f"{pairs[f'{a}|{b}']:.3f}" for j, b in enumerate(names) if j > 0) + " |")
+    return "\n".join(lines), pairs
 
 
 def deployment_section(deployment: dict) -> str:
@@ -220,7 +250,7 @@ def build_report(config: Config, data: Prepared, oof_dir: Path, models_dir: Path
     text = "\n".join([
         "## OOF leaderboard (best first)", "", format_table(rows + [ensemble], data.classes), "",
         f"Ensemble weights: {weight_text}. {weights['verdict']}.",
-        f"Ensemble gain over the best single backbone ({rows[0].name}): {gain:+.4f}.", "",
+        f"Ensemble gain over the best single backbone ({rows[0].name}): {gain:+.4f}.", *budget_lines(rows), "",
         f"Expected leaderboard accuracy of submissions/ensemble.csv: {ensemble.accuracy:.4f} "
         f"(95% bootstrap interval {ensemble.interval[0]:.4f}–{ensemble.interval[1]:.4f}, from {len(labels)} OOF images).",
         *([""] + [f"WARNING: {w}" for w in warnings] if warnings else ["", "No warnings: folds agree, every class is in every fold, repeated images share folds."]),
@@ -229,6 +259,10 @@ def build_report(config: Config, data: Prepared, oof_dir: Path, models_dir: Path
     if data.target_names:
         target_text, target_metrics = targets_section(list(config.backbones), data, oof_dir, ensemble_dir)
         text += "\n\n" + target_text
+    agreement = None
+    if len(config.backbones) > 1:
+        agreement_text, agreement = agreement_section(list(config.backbones), data, oof_dir)
+        text += "\n\n" + agreement_text
     text += "\n\n" + deployment_section(deployment)
     metrics = {r.name: r.as_metrics() for r in rows}
     metrics["ensemble"] = {**ensemble.as_metrics(), "weights": weights["weights"], "gain_over_best_single": gain}
@@ -236,6 +270,8 @@ def build_report(config: Config, data: Prepared, oof_dir: Path, models_dir: Path
     metrics["warnings"] = len(warnings)
     if target_metrics is not None:
         metrics["targets"] = target_metrics
+    if agreement is not None:
+        metrics["agreement"] = agreement
     with atomic_dir(out_dir) as tmp:
         (tmp / "report.md").write_text(text + "\n")
         for name in config.backbones:

@@ -7,12 +7,16 @@ Writes to its output folder:
   oof_tta.csv         the same with the configured TTA views
   test_tta.csv        id, one probability column per class and one value column per target, TTA views averaged
   history.csv         per-epoch loss, accuracy, learning rate, speed
-  run.json           resolved settings, best epoch, timings
+  run.json           resolved settings (`auto` precision and channels-last as measured: pipeline/speed.py),
+                      best epoch, timings; under train.time_budget_minutes the run's budget, the epochs
+                      planned within it and the seconds per epoch they were planned from
 
 After every epoch the run's state is kept in `--checkpoints` (outside the output folder, which DVC
 deletes before re-running a stage): a run killed at any point resumes after its last finished epoch
 and ends with the same outputs an uninterrupted run would have written. A checkpoint is resumed
 only by a run of the same settings, data and folds, and is deleted once the outputs are written.
+`--checkpoints` also holds speed.json, the measured choices of `auto` precision and channels-last
+(pipeline/speed.py), which stays for the next run on this machine.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import checkpoint as checkpoints
-from pipeline.config import TrainConfig, load_config, tuned_config
+from pipeline.config import load_config, tuned_config
 from pipeline.data import Prepared, load_folds, load_prepared
 from pipeline.engine import FoldRun, fit_fold, fold_checkpoint
 from pipeline.files import atomic_dir, write_csv, write_json
@@ -36,7 +40,8 @@ from pipeline.predictions import probability_table, with_targets
 log = logging.getLogger(__name__)
 
 
-def write_fold_outputs(run: FoldRun, data: Prepared, fold: int, backbone: str, config: TrainConfig, out_dir: Path) -> None:
+def write_fold_outputs(run: FoldRun, data: Prepared, fold: int, backbone: str, out_dir: Path) -> None:
+    config = run.config  # as trained: inference reads its precision and channels-last, never `auto`
     ids = data.train_ids[run.valid_index]
     labels = np.array(data.classes)[data.train_labels[run.valid_index]]
     folds = np.full(len(ids), fold)
@@ -47,6 +52,9 @@ def write_fold_outputs(run: FoldRun, data: Prepared, fold: int, backbone: str, c
         "best_val_acc": run.fit.best_val_acc,
         "oof_tta_acc": float((run.oof_tta.argmax(1) == data.train_labels[run.valid_index]).mean()),
         "seconds": run.seconds,
+        "budget_seconds": None if run.plan is None else run.plan.budget_seconds,
+        "planned_epochs": config.epochs if run.plan is None else run.plan.epochs,
+        "seconds_per_epoch_measured": None if run.plan is None else run.plan.seconds_per_epoch,
         "data_fingerprint": data.fingerprint,
         "config": dataclasses.asdict(config),
         "targets": data.target_names,  # the model has len(classes) + len(targets) outputs, in that order
@@ -85,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     label = f"{args.backbone} fold {args.fold}"
     checkpoint = fold_checkpoint(args.checkpoints, args.backbone, data, fold_of, args.fold, config)
     run = fit_fold(data, fold_of, args.fold, config, label=label, checkpoint=checkpoint)
-    write_fold_outputs(run, data, args.fold, args.backbone, config, args.out)
+    write_fold_outputs(run, data, args.fold, args.backbone, args.out)
     checkpoints.remove(checkpoint)
     log.info("%s: best epoch %d, val acc %.4f (TTA %.4f), %.0fs → %s", label, run.fit.best_epoch, run.fit.best_val_acc,
              (run.oof_tta.argmax(1) == data.train_labels[run.valid_index]).mean(), run.seconds, args.out)

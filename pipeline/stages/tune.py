@@ -84,8 +84,9 @@ def redact(url: str) -> str:
     return url
 
 
-# Settings that cannot change a trial's score: editing them keeps the study going.
-NOT_IN_OBJECTIVE = ("epochs", "tta", "eval_batch_size", "workers")
+# Settings that cannot change a trial's score: editing them keeps the study going. A trial trains
+# tune.epochs, so neither the full run's epochs nor its time budget reach it.
+NOT_IN_OBJECTIVE = ("epochs", "time_budget_minutes", "tta", "eval_batch_size", "workers")
 
 
 def study_name(backbone: str, base: TrainConfig, tune: TuneConfig, data: Prepared, folds_path: Path) -> str:
@@ -197,7 +198,7 @@ class Objective:
             raise
 
     def _score(self, trial: optuna.Trial) -> float:
-        config = dataclasses.replace(self.base, epochs=self.tune.epochs, **suggest(trial, self.tune.space))
+        config = dataclasses.replace(self.base, epochs=self.tune.epochs, time_budget_minutes=None, **suggest(trial, self.tune.space))
         per_epoch = len(self.tune.folds) == 1
         scores = []
         for step, fold in enumerate(self.tune.folds):
