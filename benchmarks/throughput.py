@@ -27,16 +27,13 @@ from pipeline.augment import Normalizer, make_train_loader  # noqa: E402
 from pipeline.config import AUTO, load_config  # noqa: E402
 from pipeline.data import Prepared, load_prepared  # noqa: E402
 from pipeline.engine import TrainStep  # noqa: E402
-from pipeline.models import autocast, create_model, pick_device  # noqa: E402
+from pipeline.models import autocast, model_on, pick_device  # noqa: E402
 from pipeline.speed import CHANNELS_LAST_CANDIDATES, PRECISION_CANDIDATES  # noqa: E402
 
 
 def pipeline_rate(data: Prepared, config, device, steps: int, warmup: int) -> float:
     """Images/s of TrainStep fed by the training loader (augmentations in loader processes)."""
-    model = create_model(config, data.channels, len(data.classes)).to(device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model.train()
+    model = model_on(config, data.channels, len(data.classes), device).train()
     loader = make_train_loader(np.asarray(data.train_images), data.train_labels, config, seed=0)
     step = TrainStep(model, config, Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last),
                      len(data.classes), steps_per_epoch=len(loader))
@@ -56,10 +53,9 @@ def pipeline_rate(data: Prepared, config, device, steps: int, warmup: int) -> fl
 
 def in_memory_rate(data: Prepared, config, device, steps: int, warmup: int) -> float:
     """Images/s of the same model and optimizer on a random batch already on the device."""
-    model = create_model(config, data.channels, len(data.classes)).to(device)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format).train()
+    model = model_on(config, data.channels, len(data.classes), device).train()
     size = config.input_size or data.train_images.shape[1]
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     x = torch.randn(config.batch_size, data.channels, size, size, device=device).contiguous(memory_format=memory_format)
     y = torch.randint(0, len(data.classes), (config.batch_size,), device=device)
     optimizer = TrainStep(model, config, Normalizer(0, 1, None, device, False), len(data.classes), steps + warmup).optimizer

@@ -27,7 +27,7 @@ from pipeline.augment import Normalizer, apply_view, make_train_loader
 from pipeline.config import PipelineError, TrainConfig
 from pipeline.data import Prepared
 from pipeline.metrics import log_loss_and_accuracy
-from pipeline.models import autocast, create_model, pick_device
+from pipeline.models import autocast, model_on, pick_device
 from pipeline.speed import CACHE_NAME, DEFAULT_CACHE, resolve_speed_settings
 
 log = logging.getLogger(__name__)
@@ -340,9 +340,7 @@ def plan_epochs(data: Prepared, train_index: np.ndarray, valid_index: np.ndarray
     """
     started = time.perf_counter()
     num_classes = len(data.classes)
-    model = create_model(config, data.channels, num_classes + len(data.target_names)).to(normalize.device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = model_on(config, data.channels, num_classes + len(data.target_names), normalize.device)
     model.train()
     batches_per_epoch = len(train_index) // config.batch_size
     warmup = min(PROBE_WARMUP_STEPS, batches_per_epoch - 1)
@@ -442,9 +440,7 @@ def fit_fold(
         config = replace(config, epochs=plan.epochs)
     seed = config.seed + fold  # folds differ in their draws, runs repeat exactly
     seed_everything(seed)
-    model = create_model(config, data.channels, num_classes + len(data.target_names)).to(device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = model_on(config, data.channels, num_classes + len(data.target_names), device)
     targets = data.train_targets
     result = fit(model, data.train_images[train_index], data.train_labels[train_index],
                  data.train_images[valid_index], data.train_labels[valid_index],

@@ -46,6 +46,12 @@ def create_model(config: TrainConfig, in_chans: int, num_classes: int) -> torch.
         raise ConfigError(f"timm model {config.model!r} rejects an option from params.yaml: {error}") from error
 
 
+def model_on(config: TrainConfig, in_chans: int, num_outputs: int, device: torch.device) -> torch.nn.Module:
+    """A fresh model on `device`, in the memory format the config trains with."""
+    model = create_model(config, in_chans, num_outputs).to(device)
+    return model.to(memory_format=torch.channels_last) if config.channels_last else model
+
+
 def pick_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 

@@ -36,7 +36,7 @@ from pipeline.augment import Normalizer
 from pipeline.config import AUTO, TrainConfig
 from pipeline.files import read_json, write_json
 from pipeline.machine import cpu_description
-from pipeline.models import create_model
+from pipeline.models import model_on
 
 log = logging.getLogger(__name__)
 CACHE_NAME = "speed.json"
@@ -82,9 +82,7 @@ def time_steps(config: TrainConfig, in_chans: int, num_outputs: int, image_size:
 
     torch.set_num_threads(threads)  # the run's thread count, which a spawned process does not inherit
 
-    model = create_model(config, in_chans, num_outputs).to(device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = model_on(config, in_chans, num_outputs, device)
     model.train()
     normalize = Normalizer(*UNIFORM_PIXELS, config.input_size, device, config.channels_last)
     step = TrainStep(model, config, normalize, num_outputs, steps_per_epoch=WARMUP_STEPS + TIMED_STEPS)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import engine
+from pipeline import engine, models
 from pipeline.affect import ccc, mix_targets, rmse, split_outputs, target_loss, target_scores
 from pipeline.augment import Normalizer
 from pipeline.data import load_prepared
@@ -121,7 +121,7 @@ def test_a_competition_without_targets_trains_a_model_of_one_output_per_class(co
     data = load_prepared(tmp_path / "out")
     assert data.target_names == [] and data.train_targets is None and not (tmp_path / "out" / "train_targets.npy").exists()
     built = []
-    monkeypatch.setattr(engine, "create_model", lambda *args: built.append(args[2]) or create_model(*args))
+    monkeypatch.setattr(models, "create_model", lambda *args: built.append(args[2]) or create_model(*args))
     run = fit_fold(data, np.arange(len(data.train_ids)) % 2, 0, CONFIG)
     assert built == [len(data.classes)] and run.oof_tta_values.shape == (len(run.valid_index), 0)
     table = with_targets(probability_table(data.test_ids, run.test_tta, data.classes), run.test_tta_values, data.target_names)

@@ -23,7 +23,7 @@ import yaml
 from safetensors.torch import load_file
 
 from pipeline import checkpoint as checkpoints
-from pipeline import engine
+from pipeline import engine, models
 from pipeline.augment import Normalizer, make_train_loader
 from pipeline.config import PipelineError, config_from_dict
 from pipeline.data import load_prepared
@@ -250,7 +250,7 @@ def test_training_set_smaller_than_a_batch_is_refused_before_any_model_is_built(
     data = load_prepared(prepared)
     fold_of = np.arange(len(data.train_ids)) % 3
     config = dataclasses.replace(config_from_dict(train_params()).backbone("resnet10t"), batch_size=512)
-    monkeypatch.setattr(engine, "create_model", lambda *a, **k: pytest.fail("a model was built"))
+    monkeypatch.setattr(models, "create_model", lambda *a, **k: pytest.fail("a model was built"))
     training = int((fold_of != 0).sum())
     with pytest.raises(PipelineError, match=rf"resnet10t fold 0 has {training} training images, fewer than batch_size=512.*"
                                             r"train\.batch_size.*backbones\.<name>\.batch_size"):
