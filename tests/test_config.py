@@ -123,15 +123,30 @@ def test_unknown_model_and_augment_fail_for_any_backbone_before_training():
         check_backbones(config_from_dict(params))
 
 
+def readme_overrides() -> list[tuple[str | None, str]]:
+    """Each `-S` override the README shows, with the preset its `make fer2013-<preset>` line applies first."""
+    readme = (PROJECT / "README.md").read_text().replace("\\\n", " ")
+    found = []
+    for line in readme.splitlines():
+        preset = re.search(r"make fer2013-(\w+)", line)
+        overrides = re.findall(r"-S '([^']*)'", line) + re.findall(r'-S "([^"]*)"', line) + re.findall(r"-S ([^\s'\"`]+)", line)
+        # `-S key=value` in prose is a placeholder; so is <competition> in a path, which stands for a name.
+        found += [(preset and preset[1], re.sub(r"<[^>]+>", "name", o)) for o in overrides if "." in o.split("=")[0]]
+    return found
+
+
 def test_every_params_override_the_readme_shows_applies_and_validates(tmp_path):
-    """The README's `dvc exp run -S ...` overrides, applied as DVC applies them, give a valid config."""
-    readme = (PROJECT / "README.md").read_text()
-    found = re.findall(r"-S '([^']*)'", readme) + re.findall(r'-S "([^"]*)"', readme) + re.findall(r"-S ([^\s'\"]+)", readme)
-    # `-S key=value` in prose is a placeholder; so is <competition> in a path, which stands for a name.
-    overrides = [re.sub(r"<[^>]+>", "name", o) for o in found if "." in o.split("=")[0]]
+    """The README's overrides, applied as DVC applies them (after the preset a `make` line names), give a valid config."""
+    from pipeline.commands.preset import apply_preset
+
+    found = readme_overrides()
+    overrides = [o for _, o in found]
     assert any(o.startswith("++data.class_names=") for o in overrides) and any("group_pattern" in o for o in overrides)
-    for override in overrides:
+    assert any(preset == "cpu" for preset, _ in found)
+    for preset, override in found:
         params = tmp_path / "params.yaml"
         shutil.copy(PROJECT / "params.yaml", params)
+        if preset:
+            apply_preset(PROJECT / "presets" / f"fer2013-{preset}.yaml", params)
         apply_overrides(str(params), [override])
         load_config(params)
