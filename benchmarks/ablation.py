@@ -46,7 +46,7 @@ TEN_CROP = tuple({"scale": 1.09, "shift": [dx, dy], "hflip": flip}
                  for dx, dy in [(0, 0), (-2, -2), (-2, 2), (2, -2), (2, 2)] for flip in (False, True))
 TTA_SETTINGS = {"flip": ({}, {"hflip": True}), "ten_crop": TEN_CROP}  # "none" comes with the fold's run
 
-# name -> (what it tests, overrides of the base config); epochs_factor and lr_factor multiply --epochs and the base lr
+# name -> (what it tests, overrides of the base config); epochs_factor and lr_factor multiply --epochs and the lr
 ROWS: dict[str, tuple[str, dict]] = {
     "base": ("baseline", {}),
     "input_64": ("input resolution: upscaled 48→64", {"input_size": 64}),
@@ -67,6 +67,8 @@ ROWS: dict[str, tuple[str, dict]] = {
     # against epochs_x2: what a longer schedule wants
     "epochs_x2_lr_x2": ("epochs ×2, learning rate ×2", {"epochs_factor": 2, "lr_factor": 2}),
     "epochs_x2_dropout": ("epochs ×2, dropout 0.3 + drop-path 0.1", {"epochs_factor": 2, "drop_rate": 0.3, "drop_path_rate": 0.1}),
+    # the from-scratch FER-2013 anchors' optimizer (Khaireddin & Chen 2021: SGD-Nesterov 0.9, lr 0.01, wd 1e-4)
+    "sgd_nesterov": ("optimizer: SGD, Nesterov momentum 0.9, lr 0.01, weight decay 1e-4", {"optimizer": "sgd", "lr": 0.01, "weight_decay": 1e-4}),
 }
 BACKBONE_ROWS = ("base", "resnet18", "convnext_atto", "efficientnet_b0", "repvgg_a0", "face_resnet10", "face_resnet10_s2",
                  "face_vgg", "face_xception")
@@ -82,7 +84,7 @@ def row_config(base: TrainConfig, overrides: dict, epochs: int, minutes: float |
     budget is for K fold runs together) and `epochs` is only the upper bound."""
     overrides = dict(overrides)
     epochs_factor = overrides.pop("epochs_factor", 1)
-    lr = base.lr * overrides.pop("lr_factor", 1)
+    lr = overrides.pop("lr", base.lr) * overrides.pop("lr_factor", 1)
     budget = None if minutes is None else minutes * folds
     return dataclasses.replace(base, epochs=epochs * epochs_factor, lr=lr, checkpoint="last", time_budget_minutes=budget, **overrides)
 

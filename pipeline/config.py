@@ -169,6 +169,7 @@ class TrainConfig:
 
     epochs: int
     batch_size: int
+    optimizer: str  # a timm optimizer name (timm.optim.list_optimizers()): adamw, sgd (Nesterov momentum 0.9), ...
     lr: float
     weight_decay: float
     label_smoothing: float

@@ -97,7 +97,7 @@ class TrainStep:
         self.model, self.config, self.normalize = model, config, normalize
         self.num_classes, self.num_targets = num_classes, num_targets
         self.device = normalize.device
-        self.optimizer = create_optimizer_v2(model, "adamw", lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = create_optimizer_v2(model, config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler, _ = create_scheduler_v2(
             self.optimizer, sched="cosine", num_epochs=config.epochs, warmup_epochs=config.warmup_epochs,
             warmup_lr=config.lr * 0.01, min_lr=config.lr * 0.01, step_on_epochs=False, updates_per_epoch=steps_per_epoch)

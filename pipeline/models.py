@@ -7,11 +7,13 @@ Weights are never fetched from a hub: a model starts from scratch or from a loca
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 from pathlib import Path
 from typing import Any
 
 import timm
+import timm.optim
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -27,6 +29,13 @@ def check_model_name(name: str, where: str = "params.yaml") -> None:
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
         raise ConfigError(f"{where}: unknown timm model {name!r}; similar names: {close or 'none'} (see timm.list_models())")
+
+
+def check_optimizer_name(name: str, where: str = "params.yaml") -> None:
+    known = timm.optim.list_optimizers()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=5)
+        raise ConfigError(f"{where}: unknown optimizer {name!r}; similar names: {close or 'none'} (see timm.optim.list_optimizers())")
 
 
 def create_model(config: TrainConfig, in_chans: int, num_classes: int) -> torch.nn.Module:
@@ -88,6 +97,7 @@ def check_backbones(config: Config) -> None:
     for name in config.backbones:
         settings = config.backbone(name)
         check_model_name(settings.model, f"backbones.{name}.model")
+        check_optimizer_name(settings.optimizer, f"backbones.{name}.optimizer (or train.optimizer)")
         try:
             build_augment(settings.augment, seed=0, strength=settings.augment_strength)
         except ConfigError as error:

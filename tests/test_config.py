@@ -123,6 +123,15 @@ def test_unknown_model_and_augment_fail_for_any_backbone_before_training():
         check_backbones(config_from_dict(params))
 
 
+def test_unknown_optimizer_fails_with_its_key_and_close_names_before_training():
+    from pipeline.models import check_backbones
+
+    params = project_params()
+    params["backbones"] = {"resnet10t": {}, "second": {"model": "resnet18", "optimizer": "adamww"}}
+    with pytest.raises(ConfigError, match=r"backbones.second.optimizer .*unknown optimizer 'adamww'; similar names: \[.*'adamw'"):
+        check_backbones(config_from_dict(params))
+
+
 def readme_overrides() -> list[tuple[str | None, str]]:
     """Each `-S` override the README shows, with the preset its `make fer2013-<preset>` line applies first."""
     readme = (PROJECT / "README.md").read_text().replace("\\\n", " ")

@@ -8,7 +8,7 @@ import torch
 from tests.conftest import train_config
 from pipeline.augment import EpochBatches, Normalizer
 from pipeline.data import load_prepared
-from pipeline.engine import EpochPlan, NonFiniteLoss, budget_plan, fit, fit_fold, fold_split, plan_epochs, predict_proba, seed_everything
+from pipeline.engine import EpochPlan, NonFiniteLoss, TrainStep, budget_plan, fit, fit_fold, fold_split, plan_epochs, predict_proba, seed_everything
 from pipeline.files import read_json
 from pipeline.metrics import log_loss_and_accuracy
 from pipeline.models import create_model, pick_device
@@ -81,6 +81,19 @@ def test_on_epoch_can_stop_training_early():
 
     with pytest.raises(Stop, match="1"):
         fit(create_model(CONFIG, 1, 2), images, labels, images, labels, CONFIG, normalize, 2, on_epoch=stop_after_first)
+
+
+def test_sgd_nesterov_is_the_optimizer_the_config_names_and_learns():
+    rng = np.random.default_rng(1)
+    images, labels = bars_dataset(160, rng)
+    normalize = Normalizer(0.2, 0.3, None, torch.device("cpu"), False)
+    config = dataclasses.replace(CONFIG, optimizer="sgd", lr=0.05, weight_decay=1e-4)
+    step = TrainStep(create_model(config, 1, 2), config, normalize, num_classes=2, steps_per_epoch=8)
+    assert isinstance(step.optimizer, torch.optim.SGD)
+    assert step.optimizer.defaults["nesterov"] and step.optimizer.defaults["momentum"] == 0.9
+    seed_everything(0)
+    result = fit(create_model(config, 1, 2), images[:120], labels[:120], images[120:], labels[120:], config, normalize, 2)
+    assert result.best_val_acc >= 0.8  # chance is 0.5
 
 
 def test_diverging_training_raises_a_clear_error():
