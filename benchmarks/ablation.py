@@ -12,10 +12,10 @@ Every row trains once on the other folds and is scored on fold `--fold` (the sam
 row), with three test-time settings: none, flip, and ten-crop (five shifted crops and their
 mirrors). The rows vary one thing at a time against `base` (params.yaml's `train` with the model
 and epochs given here); the ensemble row blends the backbone rows with greedy weights cross-fitted
-on two halves of the fold; the average row is the plain mean of three variants of the base model,
-a measure of what averaging the fold models adds to test predictions and OOF cannot see. Finished
-rows are kept in `--work`, so an interrupted run resumes, and the table is rewritten after every
-row to `--out` (.csv and .md).
+on two halves of the fold; the average row is the plain mean of the base model and its variants
+(another seed, no label smoothing, EMA), a measure of what averaging the fold models adds to test
+predictions and OOF cannot see. Finished rows are kept in `--work`, so an interrupted run resumes,
+and the table is rewritten after every row to `--out` (.csv and .md).
 """
 
 from __future__ import annotations
@@ -69,12 +69,15 @@ ROWS: dict[str, tuple[str, dict]] = {
     "epochs_x2_dropout": ("epochs ×2, dropout 0.3 + drop-path 0.1", {"epochs_factor": 2, "drop_rate": 0.3, "drop_path_rate": 0.1}),
     # the from-scratch FER-2013 anchors' optimizer (Khaireddin & Chen 2021: SGD-Nesterov 0.9, lr 0.01, wd 1e-4)
     "sgd_nesterov": ("optimizer: SGD, Nesterov momentum 0.9, lr 0.01, weight decay 1e-4", {"optimizer": "sgd", "lr": 0.01, "weight_decay": 1e-4}),
+    "lr_x2": ("learning rate ×2", {"lr_factor": 2}),
+    "augment_half": ("augmentation strength 0.5 (each transform's p halved)", {"augment_strength": 0.5}),
+    "seed_1": ("another seed: the same recipe, other initial weights and batches", {"seed": 1}),
 }
 BACKBONE_ROWS = ("base", "resnet18", "convnext_atto", "efficientnet_b0", "repvgg_a0", "face_resnet10", "face_resnet10_s2",
                  "face_vgg", "face_xception")
 # Same backbone, same data, small differences: how much a plain average of models gains, which is
 # roughly what averaging the K fold models adds to the test predictions and OOF does not see.
-AVERAGE_ROWS = ("base", "label_smoothing_0", "ema")
+AVERAGE_ROWS = ("base", "seed_1", "label_smoothing_0", "ema")
 
 log = logging.getLogger("ablation")
 

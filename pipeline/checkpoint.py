@@ -7,8 +7,9 @@ held out); `auto` precision and channels-last enter it as written, and a resumed
 machine resolves them as before, from the speed cache (pipeline/speed.py). The key is stored inside
 the file as well, and a file whose key differs is never resumed. Files are written atomically, so a
 run killed mid-write leaves the previous epoch's file.
-A run with a time budget keeps its epoch plan beside it (`<checkpoint>.plan.json`, same key), so a
-resumed run trains the epochs it planned instead of measuring again.
+A run with a time budget keeps its epoch plan beside it (`<checkpoint>.plan.json`, same key; the plan
+made again after the first epoch replaces it before that epoch's checkpoint), so a resumed run trains
+the epochs it planned instead of measuring again.
 """
 
 from __future__ import annotations

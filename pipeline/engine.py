@@ -97,10 +97,9 @@ class TrainStep:
         self.model, self.config, self.normalize = model, config, normalize
         self.num_classes, self.num_targets = num_classes, num_targets
         self.device = normalize.device
+        self.steps_per_epoch = steps_per_epoch
         self.optimizer = create_optimizer_v2(model, config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
-        self.scheduler, _ = create_scheduler_v2(
-            self.optimizer, sched="cosine", num_epochs=config.epochs, warmup_epochs=config.warmup_epochs,
-            warmup_lr=config.lr * 0.01, min_lr=config.lr * 0.01, step_on_epochs=False, updates_per_epoch=steps_per_epoch)
+        self.scheduler = self._cosine_schedule(config.epochs)
         self.mixup = None
         if config.mixup_alpha > 0 or config.cutmix_alpha > 0:
             self.mixup = BatchMixup(mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha,
@@ -111,6 +110,18 @@ class TrainStep:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay else None
         self.updates = 0
+
+    def _cosine_schedule(self, epochs: int):
+        config = self.config
+        scheduler, _ = create_scheduler_v2(
+            self.optimizer, sched="cosine", num_epochs=epochs, warmup_epochs=config.warmup_epochs,
+            warmup_lr=config.lr * 0.01, min_lr=config.lr * 0.01, step_on_epochs=False, updates_per_epoch=self.steps_per_epoch)
+        return scheduler
+
+    def set_epochs(self, epochs: int) -> None:
+        """Fit the cosine schedule to `epochs` in all, from the current update on."""
+        self.scheduler = self._cosine_schedule(epochs)
+        self.scheduler.step_update(self.updates)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         x = self.normalize(images)
@@ -206,6 +217,7 @@ def fit(
     checkpoint: checkpoints.Checkpoint | None = None,
     train_targets: np.ndarray | None = None,
     val_targets: np.ndarray | None = None,
+    replan: Callable[[float], int] | None = None,
 ) -> FitResult:
     """Train for `config.epochs`, scoring the validation images after each epoch.
 
@@ -217,6 +229,9 @@ def fit(
     `seed` (default `config.seed`) fixes the batch order and augmentations.
     `checkpoint`: where the state after each epoch is kept, and a run with the same key resumed
     from; the resumed run ends exactly as an uninterrupted one would. None: no checkpoints.
+    `replan`: given the first epoch's training seconds, the epochs the run trains in all; the schedule is
+    refitted to them (only valid while the lr so far does not depend on the total: a warm-up of at
+    least one epoch). Called once, before that epoch is scored or saved.
     """
     check_enough_images(len(train_images), config, label or "the training set")
     loader = make_train_loader(train_images, train_labels, config, seed=config.seed if seed is None else seed, targets=train_targets)
@@ -234,17 +249,22 @@ def fit(
         checkpoints.set_rng_states(saved["rng"], normalize.device)
         done = saved["epoch"]
         log.info("%s: resuming after epoch %d of %d from %s", label or "training", done, config.epochs, checkpoint.path)
-    epochs = tqdm(range(done + 1, config.epochs + 1), desc=label or "training", unit="epoch", disable=quiet,
-                  initial=done, total=config.epochs)
-    for epoch in epochs:
+    bar = tqdm(desc=label or "training", unit="epoch", disable=quiet, initial=done, total=config.epochs)
+    epoch = done
+    while epoch < config.epochs:  # not a range: `replan` may change the total after the first epoch
+        epoch += 1
         loader.batch_sampler.set_epoch(epoch)
         model.train()
         started = time.perf_counter()
         total_loss = torch.zeros((), device=normalize.device)
         for batch in tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=quiet, unit="batch"):
             total_loss += step(*batch)  # (images, labels[, targets])
+        train_loss = total_loss.item() / len(loader)  # .item() waits for the device: then the time is right
         train_seconds = time.perf_counter() - started
-        train_loss = total_loss.item() / len(loader)
+        if epoch == 1 and replan is not None and config.epochs > 1:
+            config = replace(config, epochs=replan(train_seconds))
+            step.set_epochs(config.epochs)
+            bar.total = config.epochs
         if not math.isfinite(train_loss):
             raise NonFiniteLoss(f"{label}: training loss became {train_loss} at epoch {epoch}; lower lr (now {config.lr}) or use fp32")
         evaluated = epoch % config.eval_every == 0 or epoch == config.epochs
@@ -265,7 +285,7 @@ def fit(
         else:
             tqdm.write(line)  # printed above the bars instead of through them
         if evaluated:
-            epochs.set_postfix(val_acc=f"{val_acc:.4f}")
+            bar.set_postfix(val_acc=f"{val_acc:.4f}", refresh=False)
             if config.checkpoint == "last" or val_acc > best_acc:
                 best_acc, best_epoch = val_acc, epoch
                 best_state = copy.deepcopy(step.eval_model.state_dict())
@@ -274,8 +294,10 @@ def fit(
                 "epoch": epoch, "step": step.state_dict(), "best_acc": best_acc, "best_epoch": best_epoch,
                 "best_state": None if best_state is None else _cpu(best_state),
                 "history": [asdict(record) for record in history], "rng": checkpoints.rng_states(normalize.device)})
+        bar.update(1)
         if evaluated and on_epoch is not None:
             on_epoch(record)
+    bar.close()
     kept = step.eval_model
     kept.load_state_dict(best_state)
     return FitResult(model=kept, best_epoch=best_epoch, best_val_acc=best_acc, history=history, resumed_epochs=done)
@@ -316,10 +338,12 @@ class EpochPlan:
     seconds_per_epoch: float  # training plus the epoch's share of the validation scoring
     predict_seconds: float  # the final OOF (plain and TTA) and test predictions
     budget_seconds: float  # this run's share of the backbone's budget
+    scoring_seconds_per_epoch: float = 0.0  # the validation scoring's share of seconds_per_epoch
+    probe_seconds_per_epoch: float | None = None  # what the probe measured, when the first epoch re-planned
 
 
 def budget_plan(budget_seconds: float, spent_seconds: float, seconds_per_epoch: float, predict_seconds: float,
-                max_epochs: int, label: str = "") -> EpochPlan:
+                max_epochs: int, label: str = "", scoring_seconds_per_epoch: float = 0.0) -> EpochPlan:
     """The epochs that fit in the budget left after the probe (`spent_seconds`) and the final predictions:
     at most `max_epochs` (train.epochs), at least 1, with a warning when not even 1 fits."""
     fitting = math.floor((budget_seconds - spent_seconds - predict_seconds) / seconds_per_epoch)
@@ -328,7 +352,17 @@ def budget_plan(budget_seconds: float, spent_seconds: float, seconds_per_epoch: 
                     "epoch: %.1f s per epoch measured, %.0f s to predict; training 1 epoch over budget. Raise "
                     "time_budget_minutes (train or backbones.<name>), or choose a smaller model, input_size or data",
                     label or "training", budget_seconds, seconds_per_epoch, predict_seconds)
-    return EpochPlan(max(1, min(max_epochs, fitting)), seconds_per_epoch, predict_seconds, budget_seconds)
+    return EpochPlan(max(1, min(max_epochs, fitting)), seconds_per_epoch, predict_seconds, budget_seconds, scoring_seconds_per_epoch)
+
+
+def replan_after_first_epoch(plan: EpochPlan, first_epoch_train_seconds: float, spent_seconds: float, max_epochs: int) -> EpochPlan:
+    """The plan again from the first real epoch, a longer and truer measurement than the probe's few steps
+    (a probe right after other work timed 65 s an epoch that then took 55): the first epoch plus those
+    that fit in the budget left after `spent_seconds` (probe and first epoch) and the final predictions."""
+    seconds_per_epoch = first_epoch_train_seconds + plan.scoring_seconds_per_epoch
+    fitting = math.floor((plan.budget_seconds - spent_seconds - plan.predict_seconds) / seconds_per_epoch)
+    return replace(plan, epochs=max(1, min(max_epochs, 1 + fitting)), seconds_per_epoch=seconds_per_epoch,
+                   probe_seconds_per_epoch=plan.seconds_per_epoch)
 
 
 def plan_epochs(data: Prepared, train_index: np.ndarray, valid_index: np.ndarray, config: TrainConfig, normalize: Normalizer,
@@ -368,9 +402,11 @@ def plan_epochs(data: Prepared, train_index: np.ndarray, valid_index: np.ndarray
 
     n_val, views = len(valid_index), len(config.tta)
     n_test = len(data.test_images) if predict_test else 0
-    seconds_per_epoch = batches_per_epoch * step_seconds + n_val * image_seconds / config.eval_every
+    scoring_seconds_per_epoch = n_val * image_seconds / config.eval_every
+    seconds_per_epoch = batches_per_epoch * step_seconds + scoring_seconds_per_epoch
     predict_seconds = (n_val * (1 + views) + n_test * views) * image_seconds
-    return budget_plan(budget_seconds, time.perf_counter() - started, seconds_per_epoch, predict_seconds, config.epochs, label)
+    return budget_plan(budget_seconds, time.perf_counter() - started, seconds_per_epoch, predict_seconds, config.epochs, label,
+                       scoring_seconds_per_epoch)
 
 
 def _run_plan(data: Prepared, fold_of: np.ndarray, train_index: np.ndarray, valid_index: np.ndarray, config: TrainConfig,
@@ -418,7 +454,8 @@ def fit_fold(
 
     `checkpoint` (see :func:`fold_checkpoint`): resume from it and keep it up to date; None: no checkpoints.
     With `config.time_budget_minutes`, the run trains the epochs :func:`plan_epochs` fits in its share
-    of the budget (see :class:`EpochPlan`), exactly as a run without a budget set to those epochs.
+    of the budget (see :class:`EpochPlan`), planned again from its first epoch's time when the warm-up
+    lasts an epoch or more, exactly as a run without a budget set to those epochs.
     `auto` precision and channels-last are resolved first (pipeline/speed.py), cached beside the
     checkpoint or, without one, in the default cache; the budget is planned with what they resolve to.
     """
@@ -434,10 +471,20 @@ def fit_fold(
     config = resolved = resolve_speed_settings(config, data.channels, num_classes + len(data.target_names),
                                                data.train_images.shape[1], device, speed_cache)
     normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last)
-    plan = None
+    plan, replan = None, None
     if config.time_budget_minutes is not None:
         plan = _run_plan(data, fold_of, train_index, valid_index, config, normalize, predict_test, label, checkpoint)
         config = replace(config, epochs=plan.epochs)
+        if config.warmup_epochs >= 1:  # the first epoch's lr does not depend on the total: it can still change
+
+            def replan(first_epoch_train_seconds: float) -> int:
+                nonlocal plan
+                plan = replan_after_first_epoch(plan, first_epoch_train_seconds, time.perf_counter() - started, resolved.epochs)
+                log.info("%s: the first epoch trained in %.1f s (the probe said %.1f s) → %d epochs", label or "training",
+                         first_epoch_train_seconds, plan.probe_seconds_per_epoch - plan.scoring_seconds_per_epoch, plan.epochs)
+                if checkpoint is not None:
+                    checkpoints.save_plan(checkpoint, asdict(plan))  # before the epoch's checkpoint: a resumed run keeps it
+                return plan.epochs
     seed = config.seed + fold  # folds differ in their draws, runs repeat exactly
     seed_everything(seed)
     model = model_on(config, data.channels, num_classes + len(data.target_names), device)
@@ -446,7 +493,7 @@ def fit_fold(
                  data.train_images[valid_index], data.train_labels[valid_index],
                  config, normalize, num_classes, on_epoch=on_epoch, label=label, seed=seed, checkpoint=checkpoint,
                  train_targets=None if targets is None else targets[train_index],
-                 val_targets=None if targets is None else targets[valid_index])
+                 val_targets=None if targets is None else targets[valid_index], replan=replan)
     valid_images = data.train_images[valid_index]
     oof_plain, oof_plain_values = predict(result.model, valid_images, normalize, config, ({},), num_classes)
     oof_tta, oof_tta_values = predict(result.model, valid_images, normalize, config, config.tta, num_classes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,12 @@ E2E_PARAMS = tiny_params()
 E2E_PARAMS["export"] = {**E2E_PARAMS["export"], "int8": True}  # tests/test_export.py checks the int8 graphs
 # A user's shell: the project importable, nothing else from this process's environment.
 PIPELINE_ENV = {"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin"}
+
+
+def ctrl_c_reaches_child() -> None:
+    """Popen preexec_fn: a shell ignores SIGINT in what it starts in the background (`make test &`) and
+    children inherit that, so a test that presses Ctrl-C restores the default for its child."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_pipeline(*args: str, cwd) -> subprocess.CompletedProcess:

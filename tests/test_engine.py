@@ -6,9 +6,12 @@ import pytest
 import torch
 
 from tests.conftest import train_config
+from pipeline import checkpoint as checkpoints
+from pipeline import engine
 from pipeline.augment import EpochBatches, Normalizer
 from pipeline.data import load_prepared
-from pipeline.engine import EpochPlan, NonFiniteLoss, TrainStep, budget_plan, fit, fit_fold, fold_split, plan_epochs, predict_proba, seed_everything
+from pipeline.engine import (EpochPlan, NonFiniteLoss, TrainStep, budget_plan, fit, fit_fold, fold_checkpoint, fold_split, plan_epochs,
+                             predict_proba, replan_after_first_epoch, seed_everything)
 from pipeline.files import read_json
 from pipeline.metrics import log_loss_and_accuracy
 from pipeline.models import create_model, pick_device
@@ -119,6 +122,14 @@ def test_budget_that_fits_no_epoch_trains_one_and_says_what_to_change(caplog):
     assert "Raise time_budget_minutes" in caplog.text
 
 
+def test_first_epoch_replans_with_its_own_time_and_the_budget_left():
+    probe = EpochPlan(29, 65.0, 12, 1980, scoring_seconds_per_epoch=5.0)
+    # 1 + (1980 s - 120 s spent - 12 s predicting) / (50 s training + 5 s scoring) = 1 + 33.6
+    assert replan_after_first_epoch(probe, 50.0, 120, max_epochs=200) == EpochPlan(34, 55.0, 12, 1980, 5.0, probe_seconds_per_epoch=65.0)
+    assert replan_after_first_epoch(probe, 50.0, 120, max_epochs=20).epochs == 20  # train.epochs is still the upper bound
+    assert replan_after_first_epoch(probe, 5000.0, 120, max_epochs=200).epochs == 1  # the first epoch alone used it up
+
+
 # Every global generator in play (init, dropout, drop-path, mixup), so a probe that moved one would show.
 BUDGETED = train_config(model="resnet10t", epochs=3, batch_size=16, warmup_epochs=0, workers=0, eval_batch_size=64,
                         drop_rate=0.2, drop_path_rate=0.1, mixup_alpha=0.2)
@@ -133,6 +144,23 @@ def test_plan_epochs_measures_the_run_and_clips_to_one_and_to_train_epochs(prepa
     with caplog.at_level(logging.WARNING, logger="pipeline.engine"):
         scant = plan_epochs(data, train_index, valid_index, BUDGETED, normalize, budget_seconds=1e-3, label="scant")
     assert scant.epochs == 1 and "scant: the time budget" in caplog.text
+
+
+def test_a_probe_that_misjudged_is_corrected_by_the_first_epoch_and_the_run_is_the_unbudgeted_one(prepared, tmp_path, monkeypatch):
+    data = load_prepared(prepared)
+    fold_of = np.arange(len(data.train_ids)) % 3
+    config = dataclasses.replace(BUDGETED, epochs=4, warmup_epochs=1, time_budget_minutes=1e6)  # ample: 4 fit
+    monkeypatch.setattr(engine, "plan_epochs", lambda *args, **kwargs: EpochPlan(2, 1e4, 0.0, 1e6 * 60 / 3))  # a probe far too slow
+    checkpoint = fold_checkpoint(tmp_path, "resnet10t", data, fold_of, 0, config)
+    budgeted = fit_fold(data, fold_of, 0, config, checkpoint=checkpoint)
+    assert len(budgeted.fit.history) == budgeted.plan.epochs == 4 and budgeted.plan.probe_seconds_per_epoch == 1e4
+    assert checkpoints.load_plan(checkpoint)["epochs"] == 4  # a run killed later resumes with the corrected plan
+    plain = fit_fold(data, fold_of, 0, dataclasses.replace(config, time_budget_minutes=None))
+    expected = plain.fit.model.state_dict()
+    assert all(torch.equal(value, expected[name]) for name, value in budgeted.fit.model.state_dict().items())
+
+    without_warmup = fit_fold(data, fold_of, 0, dataclasses.replace(config, warmup_epochs=0))  # the lr already hangs on the total
+    assert len(without_warmup.fit.history) == without_warmup.plan.epochs == 2
 
 
 def test_budgeted_run_is_the_unbudgeted_run_of_its_planned_epochs(prepared, tmp_path):

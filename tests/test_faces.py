@@ -17,7 +17,7 @@ from skimage import data
 
 from pipeline.faces import CenterFace, HaarCascade, face_crop_box
 from pipeline.tracking import Tracks, iou
-from tests.conftest import PIPELINE_ENV, run_pipeline
+from tests.conftest import PIPELINE_ENV, ctrl_c_reaches_child, run_pipeline
 from tests.media import count_frames, face_frames, write_sequence, write_video
 
 ASTRONAUT_FACE = np.array([[165, 55, 290, 185]])  # where her face is in the 512×512 photo, by eye
@@ -148,12 +148,16 @@ def test_ctrl_c_ends_a_live_session_and_keeps_what_was_recorded(e2e_project, tmp
     pattern = write_sequence(tmp_path / "frames", face_frames(400, faces=1, side=200, step=1))
     out = tmp_path / "live.mp4"
     process = subprocess.Popen([sys.executable, "-m", "pipeline", "video", pattern, "--out", str(out)],
-                               cwd=root, env=PIPELINE_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=root, env=PIPELINE_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=ctrl_c_reaches_child)
     partial = tmp_path / ".live.partial.mp4"
     while not partial.exists() and process.poll() is None:  # the writer opens at the first frame
         time.sleep(0.02)
     process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
+    try:
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()  # a no-op once it has ended; a hung one must not outlive the test
     assert process.returncode == 0, stderr
     assert "stopped by Ctrl-C" in stdout
     recorded = count_frames(out)

@@ -25,7 +25,7 @@ from pipeline.data import load_prepared
 from pipeline.groups import duplicate_groups
 from pipeline.stages.folds import assign_folds
 from pipeline.stages.tune import Objective, fail_stale_trials, open_storage, run_study, study_name, summarize
-from tests.conftest import PROJECT, tiny_params
+from tests.conftest import PROJECT, ctrl_c_reaches_child, tiny_params
 
 POSTGRES_ENV = "PIPELINE_TEST_POSTGRES_URL"
 SPACE = {"lr": {"low": 0.001, "high": 0.01, "log": True}, "label_smoothing": {"low": 0.0, "high": 0.2}}
@@ -86,7 +86,7 @@ def start_worker(workspace: Path, prepared: Path, n_trials: int, storage: str | 
     entry = ["-c", HELD_WORKER, str(hold_at)] if hold_at else ["-m", "pipeline", "tune"]
     env = dict(os.environ, PYTHONPATH=str(PROJECT))
     return subprocess.Popen([sys.executable, *entry, *options], cwd=workspace, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=ctrl_c_reaches_child)
 
 
 def load_study(url: str) -> optuna.Study:
@@ -237,7 +237,10 @@ def test_ctrl_c_leaves_the_study_usable(workspace, prepared):
     worker = start_worker(workspace, prepared, n_trials=1, hold_at=workspace / "held")
     wait_until_held(workspace / "held", worker)
     worker.send_signal(signal.SIGINT)
-    output, _ = worker.communicate(timeout=120)
+    try:
+        output, _ = worker.communicate(timeout=120)
+    finally:
+        worker.kill()  # a no-op once it has ended; a hung one must not outlive the test
     assert worker.returncode == 130, output
     assert "interrupted" in output and "Traceback" not in output
     assert load_study(url).get_trials()[0].state == TrialState.FAIL

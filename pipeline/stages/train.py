@@ -9,7 +9,8 @@ Writes to its output folder:
   history.csv         per-epoch loss, accuracy, learning rate, speed
   run.json           resolved settings (`auto` precision and channels-last as measured: pipeline/speed.py),
                       best epoch, timings; under train.time_budget_minutes the run's budget, the epochs
-                      planned within it and the seconds per epoch they were planned from
+                      planned within it and the seconds per epoch they were planned from (the first
+                      epoch's, and the probe's before it)
 
 After every epoch the run's state is kept in `--checkpoints` (outside the output folder, which DVC
 deletes before re-running a stage): a run killed at any point resumes after its last finished epoch
@@ -55,6 +56,7 @@ def write_fold_outputs(run: FoldRun, data: Prepared, fold: int, backbone: str, o
         "budget_seconds": None if run.plan is None else run.plan.budget_seconds,
         "planned_epochs": config.epochs if run.plan is None else run.plan.epochs,
         "seconds_per_epoch_measured": None if run.plan is None else run.plan.seconds_per_epoch,
+        "seconds_per_epoch_probe": None if run.plan is None else run.plan.probe_seconds_per_epoch,  # before the first epoch re-planned
         "data_fingerprint": data.fingerprint,
         "config": dataclasses.asdict(config),
         "targets": data.target_names,  # the model has len(classes) + len(targets) outputs, in that order
