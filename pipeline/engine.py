@@ -343,7 +343,7 @@ class EpochPlan:
 
 
 def budget_plan(budget_seconds: float, spent_seconds: float, seconds_per_epoch: float, predict_seconds: float,
-                max_epochs: int, label: str = "", scoring_seconds_per_epoch: float = 0.0) -> EpochPlan:
+                max_epochs: int, label: str = "") -> EpochPlan:
     """The epochs that fit in the budget left after the probe (`spent_seconds`) and the final predictions:
     at most `max_epochs` (train.epochs), at least 1, with a warning when not even 1 fits."""
     fitting = math.floor((budget_seconds - spent_seconds - predict_seconds) / seconds_per_epoch)
@@ -352,17 +352,19 @@ def budget_plan(budget_seconds: float, spent_seconds: float, seconds_per_epoch: 
                     "epoch: %.1f s per epoch measured, %.0f s to predict; training 1 epoch over budget. Raise "
                     "time_budget_minutes (train or backbones.<name>), or choose a smaller model, input_size or data",
                     label or "training", budget_seconds, seconds_per_epoch, predict_seconds)
-    return EpochPlan(max(1, min(max_epochs, fitting)), seconds_per_epoch, predict_seconds, budget_seconds, scoring_seconds_per_epoch)
+    return EpochPlan(max(1, min(max_epochs, fitting)), seconds_per_epoch, predict_seconds, budget_seconds)
 
 
-def replan_after_first_epoch(plan: EpochPlan, first_epoch_train_seconds: float, spent_seconds: float, max_epochs: int) -> EpochPlan:
+def replan_after_first_epoch(plan: EpochPlan, first_epoch_train_seconds: float, spent_seconds: float, max_epochs: int,
+                             label: str = "") -> EpochPlan:
     """The plan again from the first real epoch, a longer and truer measurement than the probe's few steps
     (a probe right after other work timed 65 s an epoch that then took 55): the first epoch plus those
     that fit in the budget left after `spent_seconds` (probe and first epoch) and the final predictions."""
     seconds_per_epoch = first_epoch_train_seconds + plan.scoring_seconds_per_epoch
-    fitting = math.floor((plan.budget_seconds - spent_seconds - plan.predict_seconds) / seconds_per_epoch)
-    return replace(plan, epochs=max(1, min(max_epochs, 1 + fitting)), seconds_per_epoch=seconds_per_epoch,
-                   probe_seconds_per_epoch=plan.seconds_per_epoch)
+    # The first epoch is among the epochs planned, so it is not counted as spent.
+    replanned = budget_plan(plan.budget_seconds, spent_seconds - seconds_per_epoch, seconds_per_epoch, plan.predict_seconds,
+                            max_epochs, label)
+    return replace(replanned, scoring_seconds_per_epoch=plan.scoring_seconds_per_epoch, probe_seconds_per_epoch=plan.seconds_per_epoch)
 
 
 def plan_epochs(data: Prepared, train_index: np.ndarray, valid_index: np.ndarray, config: TrainConfig, normalize: Normalizer,
@@ -405,8 +407,8 @@ def plan_epochs(data: Prepared, train_index: np.ndarray, valid_index: np.ndarray
     scoring_seconds_per_epoch = n_val * image_seconds / config.eval_every
     seconds_per_epoch = batches_per_epoch * step_seconds + scoring_seconds_per_epoch
     predict_seconds = (n_val * (1 + views) + n_test * views) * image_seconds
-    return budget_plan(budget_seconds, time.perf_counter() - started, seconds_per_epoch, predict_seconds, config.epochs, label,
-                       scoring_seconds_per_epoch)
+    plan = budget_plan(budget_seconds, time.perf_counter() - started, seconds_per_epoch, predict_seconds, config.epochs, label)
+    return replace(plan, scoring_seconds_per_epoch=scoring_seconds_per_epoch)
 
 
 def _run_plan(data: Prepared, fold_of: np.ndarray, train_index: np.ndarray, valid_index: np.ndarray, config: TrainConfig,
@@ -479,7 +481,7 @@ def fit_fold(
 
             def replan(first_epoch_train_seconds: float) -> int:
                 nonlocal plan
-                plan = replan_after_first_epoch(plan, first_epoch_train_seconds, time.perf_counter() - started, resolved.epochs)
+                plan = replan_after_first_epoch(plan, first_epoch_train_seconds, time.perf_counter() - started, resolved.epochs, label)
                 log.info("%s: the first epoch trained in %.1f s (the probe said %.1f s) → %d epochs", label or "training",
                          first_epoch_train_seconds, plan.probe_seconds_per_epoch - plan.scoring_seconds_per_epoch, plan.epochs)
                 if checkpoint is not None:
