@@ -97,6 +97,10 @@ def summary_markdown(figures: dict) -> str:
         time_cells = (f"{row['train_minutes']:.1f} | " + ("–" if row["budget_minutes"] is None else f"{row['budget_minutes']:.1f}") +
                       f" | {', '.join(map(str, row['epochs']))} | {row['precision']}, {row['channels_last']}" if "train_minutes" in row else "– | – | – | –")
         lines.append(f"| {name} | {row['oof_acc']:.4f} | {speed} | {time_cells} |")
+    expected = figures["expected_leaderboard"]
+    lines += ["", f"Expected leaderboard accuracy of the ensemble's submission: {expected['accuracy']:.4f} "
+                  f"(95% interval {expected['ci_low']:.4f}–{expected['ci_high']:.4f}): OOF {expected['oof_accuracy']:.4f} "
+                  f"{expected['fold_averaging_gain']:+.4f} for averaging the fold models."]
     return "\n".join(lines) + "\n"
 
 
@@ -123,7 +127,8 @@ def main() -> None:
                         **training_time(name, config)}
     models["ensemble"] = {"oof_acc": read_json(ROOT / "metrics" / "ensemble.json")["accuracy"]}
     figures = {"preset": args.preset.stem, "overrides": args.sets, "device": str(pick_device()), "wall_minutes": total / 60,
-               "stage_minutes": stage_minutes, "models": models}
+               "stage_minutes": stage_minutes, "models": models,
+               "expected_leaderboard": read_json(ROOT / "metrics" / "report.json")["expected_leaderboard"]}
     out = args.out or ROOT / "benchmarks" / "results" / args.preset.stem
     write_json(figures, out.with_suffix(".json"))
     with atomic_path(out.with_suffix(".md")) as tmp:

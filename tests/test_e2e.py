@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import E2E_PARAMS, PROJECT, make_project, repro, stages_run
+from tests.conftest import E2E_PARAMS, PROJECT, repro, stages_run
 from tests.imports import closure
 
 DVC_STAGES = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
@@ -87,7 +88,11 @@ def test_report_dvc_metrics_and_plots_agree(project):
     printed = subprocess.run([sys.executable, "-m", "pipeline", "report", "--out", str(root / "report_again"),
                               "--metrics", str(root / "report_again.json")], cwd=root, env=env, capture_output=True, text=True)
     assert printed.returncode == 0, printed.stderr
-    assert f"Expected leaderboard accuracy of submissions/ensemble.csv: {report['ensemble']['accuracy']:.4f}" in printed.stdout
+    expected = report["expected_leaderboard"]
+    assert expected["oof_accuracy"] == pytest.approx(report["ensemble"]["accuracy"])
+    assert expected["accuracy"] == pytest.approx(expected["oof_accuracy"] + expected["fold_averaging_gain"])
+    assert expected["ci_low"] < expected["accuracy"] < expected["ci_high"]
+    assert f"Expected leaderboard accuracy of submissions/ensemble.csv: {expected['accuracy']:.4f}" in printed.stdout
 
 
 def changed_stages(root: Path, env: dict) -> set[str]:
@@ -124,12 +129,21 @@ def test_second_repro_has_nothing_to_do(project):
     assert stages_run(output) == set() and "up to date" in output
 
 
-def test_same_seed_gives_the_same_folds_and_submission(project, tmp_path):
+def test_same_seed_gives_the_same_folds_and_fold_predictions_in_a_fresh_process(project, tmp_path):
+    """Folds and training are the pipeline's only random steps (tuning: tests/test_tune.py); every stage
+    after them is a function of their outputs, so equal bytes here mean an equal submission."""
     root, env, _ = project
-    other = make_project(tmp_path / "again", E2E_PARAMS, env)
-    repro(other, env)
-    for path in ("folds/folds.csv", "submissions/ensemble.csv"):
-        assert (root / path).read_bytes() == (other / path).read_bytes(), path
+    again = tmp_path / "again"
+    shutil.copytree(root, again, symlinks=True)
+    run = "models/resnet10t/fold0"
+    for stage in ("folds", "train@resnet10t-0"):
+        done = subprocess.run([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", stage], cwd=again, env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0 and f"Running stage '{stage}'" in done.stdout, done.stderr
+    for path in ("folds/folds.csv", f"{run}/oof_tta.csv", f"{run}/oof_plain.csv", f"{run}/test_tta.csv"):
+        assert (root / path).read_bytes() == (again / path).read_bytes(), path
+    learned = ["epoch", "train_loss", "val_loss", "val_acc", "lr"]  # the history's other columns are timings
+    pd.testing.assert_frame_equal(pd.read_csv(root / run / "history.csv")[learned], pd.read_csv(again / run / "history.csv")[learned])
 
 
 def test_changing_one_backbone_reruns_only_that_backbone_and_what_follows(project):

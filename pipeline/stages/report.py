@@ -4,6 +4,8 @@ Prints (and writes to report/report.md) a table, best first: OOF accuracy with a
 interval, per-fold mean ± std, TTA gain, per-class recall, training time, parameter count and
 inference time per image; then the ensemble with its weights, and for each backbone trained under
 `train.time_budget_minutes` its budget beside the minutes it took and the epochs each fold trained.
+The expected leaderboard accuracy is the ensemble's OOF accuracy plus the gain of averaging the fold
+models, estimated on the test images (pipeline/expectation.py), with a prediction interval.
 Writes metrics/report.json for `dvc metrics show/diff` and `dvc exp show`, per-fold training curves
 (report/curves/) and a grid of the most confidently wrong OOF images (report/confident_errors.png),
 and warns when OOF may not predict the leaderboard. With several backbones, how often each pair
@@ -29,11 +31,13 @@ from pipeline.config import Config, FoldsConfig, TrainConfig, load_config
 from pipeline.data import Prepared, fold_columns, load_prepared
 from pipeline.deployment import DeploymentRow, markdown
 from pipeline.engine import predict_proba
+from pipeline.blend import blend
+from pipeline.expectation import Expectation, expect, leaderboard_count
 from pipeline.files import atomic_dir, atomic_path, read_json, write_csv, write_json
 from pipeline.groups import shared_name_prefixes
 from pipeline.metrics import score
 from pipeline.models import create_model, load_weights, pick_device
-from pipeline.predictions import fold_dir, read_oof_table, read_target_values
+from pipeline.predictions import fold_dir, read_oof_table, read_target_values, read_test_table
 
 CONFIDENCE = 0.95  # width of the bootstrap interval
 BOOTSTRAP_SAMPLES = 1000
@@ -232,6 +236,27 @@ def deployment_section(deployment: dict) -> str:
     return "## Deployment (ONNX export, export/)\n\n" + markdown(rows, deployment["caption"])
 
 
+def fold_test_probs(config: Config, data: Prepared, models_dir: Path, weights: dict[str, float]) -> list[np.ndarray]:
+    """Per fold, the test probabilities of that fold's models blended with the ensemble's weights."""
+    names = list(config.backbones)
+    return [blend([read_test_table(fold_dir(models_dir, name, fold) / "test_tta.csv", data.classes, data.test_ids) for name in names],
+                  np.array([weights[name] for name in names]))
+            for fold in config.folds.ids]
+
+
+def expectation_lines(expected: Expectation, test_count: int) -> list[str]:
+    share = f"{leaderboard_count(test_count)} of the {test_count} test images"
+    if expected.temperature is None:
+        gain = ("The gain of averaging the fold models could not be estimated (no temperature makes the fold models' "
+                "test probabilities reproduce their OOF accuracy), so it is taken as 0.")
+    else:
+        gain = (f"That is the OOF accuracy {expected.oof_accuracy:.4f}, which scores one fold model per image, plus {expected.gain:+.4f} "
+                f"(± {expected.gain_se:.4f}) for averaging the fold models, as the submission does: estimated on the test images, "
+                f"where a fold model's class differs from their average's on {expected.disagreement:.1%}.")
+    return [f"Expected leaderboard accuracy of submissions/ensemble.csv: {expected.accuracy:.4f} "
+            f"(95% interval {expected.interval[0]:.4f}–{expected.interval[1]:.4f} for a leaderboard scored on {share}).", gain]
+
+
 def build_report(config: Config, data: Prepared, oof_dir: Path, models_dir: Path, ensemble_dir: Path, fold_of: np.ndarray,
                  group_of: np.ndarray, deployment: dict, out_dir: Path) -> tuple[str, dict]:
     rows = sorted((backbone_row(name, config, data, oof_dir, models_dir) for name in config.backbones), key=lambda r: -r.accuracy)
@@ -243,6 +268,7 @@ def build_report(config: Config, data: Prepared, oof_dir: Path, models_dir: Path
     ensemble.ms_per_image = sum(r.ms_per_image for r in used)
     ensemble.params_millions = sum(r.params_millions for r in used)
     gain = ensemble.accuracy - rows[0].accuracy
+    expected = expect(fold_test_probs(config, data, models_dir, weights["weights"]), ensemble.accuracy, len(labels), CONFIDENCE)
     warnings = oof_warnings(fold_of, data.train_labels, data.classes, score(probs, labels, folds, data.classes)["per_fold"],
                             group_of, data.train_files, config.folds)
 
@@ -251,8 +277,7 @@ def build_report(config: Config, data: Prepared, oof_dir: Path, models_dir: Path
         "## OOF leaderboard (best first)", "", format_table(rows + [ensemble], data.classes), "",
         f"Ensemble weights: {weight_text}. {weights['verdict']}.",
         f"Ensemble gain over the best single backbone ({rows[0].name}): {gain:+.4f}.", *budget_lines(rows), "",
-        f"Expected leaderboard accuracy of submissions/ensemble.csv: {ensemble.accuracy:.4f} "
-        f"(95% bootstrap interval {ensemble.interval[0]:.4f}–{ensemble.interval[1]:.4f}, from {len(labels)} OOF images).",
+        *expectation_lines(expected, len(data.test_ids)),
         *([""] + [f"WARNING: {w}" for w in warnings] if warnings else ["", "No warnings: folds agree, every class is in every fold, repeated images share folds."]),
     ])
     target_metrics = None
@@ -266,7 +291,7 @@ def build_report(config: Config, data: Prepared, oof_dir: Path, models_dir: Path
     text += "\n\n" + deployment_section(deployment)
     metrics = {r.name: r.as_metrics() for r in rows}
     metrics["ensemble"] = {**ensemble.as_metrics(), "weights": weights["weights"], "gain_over_best_single": gain}
-    metrics["expected_leaderboard"] = {"accuracy": ensemble.accuracy, "ci_low": ensemble.interval[0], "ci_high": ensemble.interval[1]}
+    metrics["expected_leaderboard"] = expected.as_metrics()
     metrics["warnings"] = len(warnings)
     if target_metrics is not None:
         metrics["targets"] = target_metrics
