@@ -72,6 +72,7 @@ ROWS: dict[str, tuple[str, dict]] = {
     "lr_x2": ("learning rate ×2", {"lr_factor": 2}),
     "augment_half": ("augmentation strength 0.5 (each transform's p halved)", {"augment_strength": 0.5}),
     "seed_1": ("another seed: the same recipe, other initial weights and batches", {"seed": 1}),
+    "augment_per_image": ("augmentations per image with albumentations in the loader, not batched in torch", {"augment_on": "loader"}),
 }
 BACKBONE_ROWS = ("base", "resnet18", "convnext_atto", "efficientnet_b0", "repvgg_a0", "face_resnet10", "face_resnet10_s2",
                  "face_vgg", "face_xception")

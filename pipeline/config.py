@@ -33,6 +33,14 @@ TTA_KEYS = ("hflip", "shift", "scale")
 PRECISIONS = ("fp32", "bf16", "fp16")
 # `precision` and `channels_last` may be left to measurement on the machine at hand (pipeline/speed.py).
 AUTO = "auto"
+AUGMENT_ON = ("loader", "batch")
+# What `augment_on: batch` applies (pipeline/batch_augment.py): each transform and the arguments it honours.
+BATCH_AUGMENTS = {
+    "HorizontalFlip": ("p",),
+    "Affine": ("scale", "translate_percent", "rotate", "p"),
+    "RandomBrightnessContrast": ("brightness_limit", "contrast_limit", "p"),
+    "CoarseDropout": ("num_holes_range", "hole_height_range", "hole_width_range", "fill", "p"),
+}
 PRUNERS = ("auto", "median", "successive_halving", "hyperband", "wilcoxon", "none")
 LAYOUTS = ("auto", "class_folders", "label_table", "pixel_table")
 # How the regression targets (valence, arousal) are scored in training: mean squared error, 1 - concordance
@@ -187,6 +195,7 @@ class TrainConfig:
     eval_every: int
     augment_strength: float
     augment: tuple[dict, ...]  # albumentations transforms: [{Name: {kwargs}}, ...]
+    augment_on: str  # loader: per image, in the loader | batch: the same list batched in torch on the model's device
     tta: tuple[dict, ...]  # views: {hflip: bool, shift: [dx, dy], scale: s}; {} = the image as it is
     workers: int
     eval_batch_size: int
@@ -218,6 +227,7 @@ class TrainConfig:
             ("checkpoint", lambda v: v in ("best", "last"), "best or last"),
             ("eval_every", _between(1, 100_000), "at least 1"),
             ("augment_strength", _between(0, 100), "0 or more"),
+            ("augment_on", lambda v: v in AUGMENT_ON, f"one of {list(AUGMENT_ON)}"),
             ("tta", lambda v: len(v) >= 1, "a list of at least one view ({} is the image as it is)"),
             ("workers", _between(0, 256), "0 or more"),
             ("eval_batch_size", _between(1, 1 << 16), "at least 1"),
@@ -229,8 +239,23 @@ class TrainConfig:
         for entry in self.augment:
             if not isinstance(entry, dict) or len(entry) != 1 or not isinstance(next(iter(entry.values())), (dict, type(None))):
                 raise ConfigError(f"{where}.augment: entry {entry!r} must be a one-key mapping like {{HorizontalFlip: {{p: 0.5}}}}")
+            if self.augment_on == "batch":
+                _check_batch_augment(entry, f"{where}.augment")
         for view in self.tta:
             _check_tta_view(view, f"{where}.tta")
+
+
+def _check_batch_augment(entry: dict, where: str) -> None:
+    (name, kwargs), = entry.items()
+    if name not in BATCH_AUGMENTS:
+        raise ConfigError(f"{where}: {name} has no batched version (augment_on: batch runs {list(BATCH_AUGMENTS)}); "
+                          "if it is an albumentations transform, augment_on: loader runs it per image")
+    unknown = sorted(set(kwargs or {}) - set(BATCH_AUGMENTS[name]))
+    if unknown:
+        raise ConfigError(f"{where}: augment_on: batch takes only {list(BATCH_AUGMENTS[name])} of {name}, not {unknown}; "
+                          f"albumentations' other arguments of {name} run with augment_on: loader")
+    if not _is_number((kwargs or {}).get("fill", 0)):
+        raise ConfigError(f"{where}: {name} fill must be one number under augment_on: batch")
 
 
 def _check_tta_view(view: Any, where: str) -> None:

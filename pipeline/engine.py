@@ -24,6 +24,7 @@ from tqdm import tqdm
 from pipeline import checkpoint as checkpoints
 from pipeline.affect import mean_ccc, mix_targets, split_outputs, target_loss
 from pipeline.augment import Normalizer, apply_view, make_train_loader
+from pipeline.batch_augment import BatchAugment
 from pipeline.config import PipelineError, TrainConfig
 from pipeline.data import Prepared
 from pipeline.metrics import log_loss_and_accuracy
@@ -84,7 +85,7 @@ class BatchMixup(Mixup):
 
 
 class TrainStep:
-    """One optimisation step on a uint8 batch: normalise, mix, forward, backward, update.
+    """One optimisation step on a uint8 batch: normalise (augmenting first under augment_on: batch), mix, forward, backward, update.
 
     The loss is cross-entropy on the class outputs plus, when the model has target outputs
     (`num_targets`, see pipeline/affect.py), `target_loss_weight` times the target loss on the values
@@ -93,7 +94,7 @@ class TrainStep:
     """
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, normalize: Normalizer, num_classes: int, steps_per_epoch: int,
-                 num_targets: int = 0):
+                 num_targets: int = 0, seed: int | None = None):
         self.model, self.config, self.normalize = model, config, normalize
         self.num_classes, self.num_targets = num_classes, num_targets
         self.device = normalize.device
@@ -109,6 +110,7 @@ class TrainStep:
             self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay else None
+        self.augment = BatchAugment(config.augment, config.augment_strength, config.seed if seed is None else seed, self.device) if config.augment_on == "batch" else None
         self.updates = 0
 
     def _cosine_schedule(self, epochs: int):
@@ -118,13 +120,18 @@ class TrainStep:
             warmup_lr=config.lr * 0.01, min_lr=config.lr * 0.01, step_on_epochs=False, updates_per_epoch=self.steps_per_epoch)
         return scheduler
 
+    def set_epoch(self, epoch: int) -> None:
+        """Before each epoch: batched augmentations draw from (seed, epoch), as the loader's batches do."""
+        if self.augment is not None:
+            self.augment.set_epoch(epoch)
+
     def set_epochs(self, epochs: int) -> None:
         """Fit the cosine schedule to `epochs` in all, from the current update on."""
         self.scheduler = self._cosine_schedule(epochs)
         self.scheduler.step_update(self.updates)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.normalize(images)
+        x = self.normalize(images, self.augment)
         y = labels.to(self.device, non_blocking=True)
         if self.mixup is not None:
             x, y = self.mixup(x, y)
@@ -234,9 +241,10 @@ def fit(
     least one epoch). Called once, before that epoch is scored or saved.
     """
     check_enough_images(len(train_images), config, label or "the training set")
-    loader = make_train_loader(train_images, train_labels, config, seed=config.seed if seed is None else seed, targets=train_targets)
+    seed = config.seed if seed is None else seed
+    loader = make_train_loader(train_images, train_labels, config, seed=seed, targets=train_targets)
     num_targets = 0 if train_targets is None else train_targets.shape[1]
-    step = TrainStep(model, config, normalize, num_classes, steps_per_epoch=len(loader), num_targets=num_targets)
+    step = TrainStep(model, config, normalize, num_classes, steps_per_epoch=len(loader), num_targets=num_targets, seed=seed)
     quiet = not sys.stderr.isatty()  # bars on a terminal; per-epoch log lines always
     best_acc, best_epoch, best_state = -1.0, 0, None
     history: list[EpochRecord] = []
@@ -254,6 +262,7 @@ def fit(
     while epoch < config.epochs:  # not a range: `replan` may change the total after the first epoch
         epoch += 1
         loader.batch_sampler.set_epoch(epoch)
+        step.set_epoch(epoch)
         model.train()
         started = time.perf_counter()
         total_loss = torch.zeros((), device=normalize.device)

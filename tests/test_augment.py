@@ -17,7 +17,7 @@ def test_unknown_transform_and_bad_arguments_are_named():
 def test_loader_yields_augmented_uint8_batches_reproducibly():
     images = np.random.default_rng(0).integers(0, 255, (43, 16, 16), dtype=np.uint8)
     labels = np.arange(43) % 4
-    config = train_config(batch_size=8, workers=0, augment=({"HorizontalFlip": {"p": 1.0}},))
+    config = train_config(batch_size=8, workers=0, augment_on="loader", augment=({"HorizontalFlip": {"p": 1.0}},))
     batches = list(make_train_loader(images, labels, config, seed=3))
     x, y = batches[0]
     assert len(batches) == 5 and x.dtype == torch.uint8 and x.shape == (8, 16, 16)  # the partial sixth batch is dropped
@@ -30,7 +30,7 @@ def test_loader_yields_augmented_uint8_batches_reproducibly():
 
 def test_loader_with_worker_processes_matches_shapes():
     images = np.zeros((20, 8, 8), np.uint8)
-    config = train_config(batch_size=4, workers=1, augment=({"Affine": {"rotate": [-10, 10]}},))
+    config = train_config(batch_size=4, workers=1, augment_on="loader", augment=({"Affine": {"rotate": [-10, 10]}},))
     x, y = next(iter(make_train_loader(images, np.zeros(20, np.int64), config, seed=0)))
     assert x.shape == (4, 8, 8) and y.shape == (4,)
 

@@ -118,7 +118,7 @@ def test_unknown_model_and_augment_fail_for_any_backbone_before_training():
     params["backbones"] = {"resnet10t": {}, "second": {"model": "resnet_nope"}}
     with pytest.raises(ConfigError, match="backbones.second.model: unknown timm model 'resnet_nope'"):
         check_backbones(config_from_dict(params))
-    params["backbones"] = {"resnet10t": {}, "second": {"model": "resnet18", "augment": [{"HorizontalFlip": {"prob": 0.5}}]}}
+    params["backbones"] = {"resnet10t": {}, "second": {"model": "resnet18", "augment_on": "loader", "augment": [{"HorizontalFlip": {"prob": 0.5}}]}}
     with pytest.raises(ConfigError, match="backbone second .*HorizontalFlip"):
         check_backbones(config_from_dict(params))
 

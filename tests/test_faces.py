@@ -151,7 +151,9 @@ def test_ctrl_c_ends_a_live_session_and_keeps_what_was_recorded(e2e_project, tmp
                                cwd=root, env=PIPELINE_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                preexec_fn=ctrl_c_reaches_child)
     partial = tmp_path / ".live.partial.mp4"
-    while not partial.exists() and process.poll() is None:  # the writer opens at the first frame
+    # The writer opens at the first frame, but its data reaches the file in buffered blocks: wait for one,
+    # so at least a frame is recorded before Ctrl-C, however slowly a loaded machine runs the child.
+    while not (partial.exists() and partial.stat().st_size > 1024) and process.poll() is None:
         time.sleep(0.02)
     process.send_signal(signal.SIGINT)
     try:

@@ -22,7 +22,7 @@ from pipeline.config import ConfigError
 from pipeline.kaggle_api import Kaggle, KaggleError, competition_slug
 from tests.conftest import PROJECT, project_params, tiny_params
 from tests.kaggle_standin import Competition, StandIn
-from tests.test_e2e import make_project, repro, stages_run
+from tests.conftest import make_project, repro, stages_run
 
 SLUG = "tiny-faces"
 KAGGLE_CLI = str(Path(sys.executable).parent / "kaggle")
