@@ -45,19 +45,16 @@ class BatchAugment:
     def _uniform(self, n: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
         return torch.rand(n, generator=self.generator, device=self.device) * (high - low) + low
 
-    def _between(self, n: int, bounds: tuple[float, float]) -> torch.Tensor:
-        return self._uniform(n, *bounds)
-
     def _HorizontalFlip(self, x: torch.Tensor, transform: A.HorizontalFlip) -> torch.Tensor:
         return x.flip(-1)
 
     def _Affine(self, x: torch.Tensor, transform: A.Affine) -> torch.Tensor:
         """Scale and rotate about the centre, then shift by a share of the side; zeros outside the image."""
         n, height, width = len(x), x.shape[-2], x.shape[-1]
-        scale_x, scale_y = self._between(n, transform.scale["x"]), self._between(n, transform.scale["y"])
-        angle = self._between(n, transform.rotate) * (math.pi / 180)
+        scale_x, scale_y = self._uniform(n, *transform.scale["x"]), self._uniform(n, *transform.scale["y"])
+        angle = self._uniform(n, *transform.rotate) * (math.pi / 180)
         shift = transform.translate_percent or {"x": (0.0, 0.0), "y": (0.0, 0.0)}
-        shift_x, shift_y = self._between(n, shift["x"]) * 2, self._between(n, shift["y"]) * 2  # in grid units (−1..1)
+        shift_x, shift_y = self._uniform(n, *shift["x"]) * 2, self._uniform(n, *shift["y"]) * 2  # in grid units (−1..1)
         cos, sin = torch.cos(angle), torch.sin(angle)
         # The forward map in pixels is rotation·scale; grid_sample wants the inverse, in grid units.
         forward = torch.stack([torch.stack([cos * scale_x, -sin * scale_y], -1), torch.stack([sin * scale_x, cos * scale_y], -1)], -2)
@@ -69,8 +66,8 @@ class BatchAugment:
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     def _RandomBrightnessContrast(self, x: torch.Tensor, transform: A.RandomBrightnessContrast) -> torch.Tensor:
-        contrast = 1 + self._between(len(x), transform.contrast_limit).view(-1, 1, 1, 1)
-        brightness = self._between(len(x), transform.brightness_limit).view(-1, 1, 1, 1) * 255  # brightness_by_max
+        contrast = 1 + self._uniform(len(x), *transform.contrast_limit).view(-1, 1, 1, 1)
+        brightness = self._uniform(len(x), *transform.brightness_limit).view(-1, 1, 1, 1) * 255  # brightness_by_max
         return (x * contrast + brightness).clamp(0, 255)
 
     def _CoarseDropout(self, x: torch.Tensor, transform: A.CoarseDropout) -> torch.Tensor:
