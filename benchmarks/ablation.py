@@ -10,12 +10,13 @@ backbones of different cost are compared fairly.
 
 Every row trains once on the other folds and is scored on fold `--fold` (the same images for every
 row), with three test-time settings: none, flip, and ten-crop (five shifted crops and their
-mirrors). The rows vary one thing at a time against `base` (params.yaml's `train` with the model
-and epochs given here); the ensemble row blends the backbone rows with greedy weights cross-fitted
-on two halves of the fold; the average row is the plain mean of the base model and its variants
-(another seed, no label smoothing, EMA), a measure of what averaging the fold models adds to test
-predictions and OOF cannot see. Finished rows are kept in `--work`, so an interrupted run resumes,
-and the table is rewritten after every row to `--out` (.csv and .md).
+mirrors); a row trained on random crops also with crop_ten (ten windows of its crop size). The rows
+vary one thing at a time against `base` (params.yaml's `train` with the model and epochs given
+here); the ensemble row blends the backbone rows (or `--blend` rows) with greedy weights
+cross-fitted on two halves of the fold; the average row is the plain mean of the base model and its
+variants (another seed, no label smoothing, EMA), a measure of what averaging the fold models adds
+to test predictions and OOF cannot see. Finished rows are kept in `--work`, so an interrupted run
+resumes, and the table is rewritten after every row to `--out` (.csv and .md).
 """
 
 from __future__ import annotations
@@ -45,6 +46,15 @@ from pipeline.models import pick_device  # noqa: E402
 TEN_CROP = tuple({"scale": 1.09, "shift": [dx, dy], "hflip": flip}
                  for dx, dy in [(0, 0), (-2, -2), (-2, 2), (2, -2), (2, 2)] for flip in (False, True))
 TTA_SETTINGS = {"flip": ({}, {"hflip": True}), "ten_crop": TEN_CROP}  # "none" comes with the fold's run
+CROP = 40  # the random-crop rows' window, as in Khaireddin & Chen 2021 (48 px faces, 40 px crops)
+
+
+def crop_views(size: int) -> tuple[dict, ...]:
+    """Ten windows of `size` px: the centre and the four corners of a 48 px face, and their mirrors."""
+    reach = (48 - size) // 2
+    return tuple({"crop": size, "shift": [dx, dy], "hflip": flip}
+                 for dx, dy in [(0, 0), (-reach, -reach), (-reach, reach), (reach, -reach), (reach, reach)] for flip in (False, True))
+
 
 # name -> (what it tests, overrides of the base config); epochs_factor and lr_factor multiply --epochs and the lr
 ROWS: dict[str, tuple[str, dict]] = {
@@ -72,6 +82,8 @@ ROWS: dict[str, tuple[str, dict]] = {
     "lr_x2": ("learning rate ×2", {"lr_factor": 2}),
     "augment_half": ("augmentation strength 0.5 (each transform's p halved)", {"augment_strength": 0.5}),
     "seed_1": ("another seed: the same recipe, other initial weights and batches", {"seed": 1}),
+    # trained on random 40 px windows, scored on the whole 48 px face (none, flip, ten_crop) and on ten windows (crop_ten)
+    "random_crop_40": ("random 40 px crops in training (then whole faces, or ten 40 px windows at test)", {"augment_first": ({"RandomCrop": {"height": CROP, "width": CROP}},)}),
     "augment_per_image": ("augmentations per image with albumentations in the loader, not batched in torch", {"augment_on": "loader"}),
 }
 BACKBONE_ROWS = ("base", "resnet18", "convnext_atto", "efficientnet_b0", "repvgg_a0", "face_resnet10", "face_resnet10_s2",
@@ -89,6 +101,7 @@ def row_config(base: TrainConfig, overrides: dict, epochs: int, minutes: float |
     overrides = dict(overrides)
     epochs_factor = overrides.pop("epochs_factor", 1)
     lr = overrides.pop("lr", base.lr) * overrides.pop("lr_factor", 1)
+    overrides["augment"] = overrides.pop("augment_first", ()) + base.augment
     budget = None if minutes is None else minutes * folds
     return dataclasses.replace(base, epochs=epochs * epochs_factor, lr=lr, checkpoint="last", time_budget_minutes=budget, **overrides)
 
@@ -108,7 +121,9 @@ def run_row(name: str, config: TrainConfig, data: Prepared, fold_of: np.ndarray,
               "train_min": run.seconds / 60, "config": dataclasses.asdict(config)}
     result["acc_none"] = float((run.oof_plain.argmax(1) == labels).mean())  # fit_fold scored the plain view already
     save_array(run.oof_plain, work / f"{name}.none.npy")
-    for setting, views in TTA_SETTINGS.items():
+    crops = [entry["RandomCrop"]["height"] for entry in config.augment if "RandomCrop" in entry]
+    settings = {**TTA_SETTINGS, **({"crop_ten": crop_views(crops[0])} if crops else {})}
+    for setting, views in settings.items():
         started = time.perf_counter()
         probs = predict_proba(run.fit.model, data.train_images[run.valid_index], normalize, trained, views=views)
         result[f"acc_{setting}"] = float((probs.argmax(1) == labels).mean())
@@ -131,15 +146,19 @@ def finished_rows(work: Path) -> dict[str, dict]:
     return {name: {**read_json(work / f"{name}.json"), "what": ROWS[name][0]} for name in ROWS if (work / f"{name}.json").exists()}
 
 
-def ensemble_row(results: dict[str, dict], labels: np.ndarray, work: Path, seed: int, max_steps: int) -> dict | None:
-    """Greedy blend of the backbone rows (flip TTA), weights cross-fitted on two random halves."""
-    members = [name for name in BACKBONE_ROWS if name in results]
+def ensemble_row(results: dict[str, dict], labels: np.ndarray, work: Path, seed: int, max_steps: int,
+                 blend: tuple[str, ...] = BACKBONE_ROWS) -> dict | None:
+    """Greedy blend of the `blend` rows (flip TTA, crop views for crop rows), weights cross-fitted on two random halves."""
+    members = [name for name in blend if name in results]
     if len(members) < 2:
         return None
     halves = np.random.default_rng(seed).integers(0, 2, len(labels))
-    blended = cross_fitted_blend(flip_probs(members, work), labels, halves, max_steps)
-    best = max(members, key=lambda name: results[name]["acc_flip"])
-    return combined_row("ensemble", f"greedy blend of {', '.join(members)} (best single: {best})", members, results, blended, labels)
+    probs = flip_probs(members, work)
+    blended = cross_fitted_blend(probs, labels, halves, max_steps)
+    accuracy = {name: float((p.argmax(1) == labels).mean()) for name, p in zip(members, probs)}
+    best = max(members, key=accuracy.get)
+    return combined_row("ensemble", f"greedy blend of {', '.join(members)} (best single: {best}, {accuracy[best]:.4f})",
+                        members, results, blended, labels)
 
 
 def average_row(results: dict[str, dict], labels: np.ndarray, work: Path) -> dict | None:
@@ -153,7 +172,9 @@ def average_row(results: dict[str, dict], labels: np.ndarray, work: Path) -> dic
 
 
 def flip_probs(members: list[str], work: Path) -> list[np.ndarray]:
-    return [np.load(work / f"{name}.flip.npy") for name in members]
+    """Each row's flip TTA probabilities, or its crop views' for a row trained on crops (whole faces are not what it learned)."""
+    return [np.load(work / f"{name}.crop_ten.npy") if (work / f"{name}.crop_ten.npy").exists() else np.load(work / f"{name}.flip.npy")
+            for name in members]
 
 
 def combined_row(row: str, what: str, members: list[str], results: dict[str, dict], probs: np.ndarray, labels: np.ndarray) -> dict:
@@ -164,8 +185,8 @@ def combined_row(row: str, what: str, members: list[str], results: dict[str, dic
 
 
 def write_table(rows: list[dict], out: Path) -> None:
-    columns = ["row", "what", "model", "input", "epochs", "acc_none", "acc_flip", "acc_ten_crop",
-               "train_img_s", "train_min", "ms_per_img_flip", "ms_per_img_ten_crop"]
+    columns = ["row", "what", "model", "input", "epochs", "acc_none", "acc_flip", "acc_ten_crop", "acc_crop_ten",
+               "train_img_s", "train_min", "ms_per_img_flip", "ms_per_img_ten_crop", "ms_per_img_crop_ten"]
     table = pd.DataFrame(rows).reindex(columns=columns)
     write_csv(table, out.with_suffix(".csv"))
     with atomic_path(out.with_suffix(".md")) as tmp:
@@ -195,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="resnet10t", help="backbone of the base row")
     parser.add_argument("--minutes", type=float, help="equal wall-clock: every row's training minutes (default: --epochs)")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    parser.add_argument("--blend", nargs="+", choices=list(ROWS), default=list(BACKBONE_ROWS),
+                        help="rows the ensemble row blends (default: the backbone rows)")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--work", type=Path, default=Path("benchmarks/results/ablation_work"),
                         help="finished rows and their OOF probabilities (not for git)")
@@ -212,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         log.info("%s: none %.4f  flip %.4f  ten-crop %.4f  (%.1f min)", name, result["acc_none"],
                  result["acc_flip"], result["acc_ten_crop"], result["train_min"])
         results = finished_rows(args.work)  # the table holds rows from earlier invocations too
-        combined = [ensemble_row(results, labels, args.work, base.seed, config.ensemble.max_steps),
+        combined = [ensemble_row(results, labels, args.work, base.seed, config.ensemble.max_steps, tuple(args.blend)),
                     average_row(results, labels, args.work)]
         write_table(list(results.values()) + [row for row in combined if row], args.out)
     print(args.out.with_suffix(".md").read_text())

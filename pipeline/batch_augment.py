@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.augment import batch_seed
+from pipeline.config import SIZE_CHANGING
 
 
 class BatchAugment:
@@ -30,7 +31,8 @@ class BatchAugment:
         for entry in spec:
             (name, kwargs), = entry.items()
             transform = getattr(A, name)(**(kwargs or {}))  # albumentations' defaults and argument checks
-            self.steps.append((getattr(self, f"_{name}"), transform, min(1.0, transform.p * strength)))
+            p = 1.0 if name in SIZE_CHANGING else min(1.0, transform.p * strength)
+            self.steps.append((getattr(self, f"_{name}"), transform, p))
         self.set_epoch(1)
 
     def set_epoch(self, epoch: int) -> None:
@@ -38,6 +40,9 @@ class BatchAugment:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         for apply, transform, p in self.steps:
+            if type(transform).__name__ in SIZE_CHANGING:  # every image, or the batch would not stack
+                x = apply(x, transform)
+                continue
             chosen = self._uniform(len(x)) < p
             x = torch.where(chosen.view(-1, 1, 1, 1), apply(x, transform), x)
         return x
@@ -47,6 +52,20 @@ class BatchAugment:
 
     def _HorizontalFlip(self, x: torch.Tensor, transform: A.HorizontalFlip) -> torch.Tensor:
         return x.flip(-1)
+
+    def _RandomCrop(self, x: torch.Tensor, transform: A.RandomCrop) -> torch.Tensor:
+        """A height × width window of each image, placed uniformly at random inside it."""
+        n, height, width = len(x), x.shape[-2], x.shape[-1]
+        if transform.height > height or transform.width > width:
+            raise ValueError(f"RandomCrop {transform.height}×{transform.width} is larger than the {height}×{width} images; "
+                             "crop at most data.image_size")
+        top = torch.floor(self._uniform(n) * (height - transform.height + 1)).long().clamp(max=height - transform.height)
+        left = torch.floor(self._uniform(n) * (width - transform.width + 1)).long().clamp(max=width - transform.width)
+        rows = (top.view(-1, 1) + torch.arange(transform.height, device=x.device)).view(n, 1, -1, 1)
+        cols = (left.view(-1, 1) + torch.arange(transform.width, device=x.device)).view(n, 1, 1, -1)
+        images = torch.arange(n, device=x.device).view(-1, 1, 1, 1)
+        channels = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+        return x[images, channels, rows, cols]
 
     def _Affine(self, x: torch.Tensor, transform: A.Affine) -> torch.Tensor:
         """Scale and rotate about the centre, then shift by a share of the side; zeros outside the image."""

@@ -32,6 +32,7 @@ class Member:
     folds: tuple[int, ...]
     input_size: int | None  # None: the model reads image_size pixels
     tta: tuple[dict, ...]
+    plain_view: dict = field(default_factory=dict)  # what the fast graph scores: {} or a crop model's centre window
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from pipeline.files import read_json
 PARAMS_FILE = "params.yaml"
 # Backbone run names become DVC stage names, folder names and command-line words.
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-TTA_KEYS = ("hflip", "shift", "scale")
+TTA_KEYS = ("hflip", "shift", "scale", "crop")
 PRECISIONS = ("fp32", "bf16", "fp16")
 # `precision` and `channels_last` may be left to measurement on the machine at hand (pipeline/speed.py).
 AUTO = "auto"
@@ -40,7 +40,11 @@ BATCH_AUGMENTS = {
     "Affine": ("scale", "translate_percent", "rotate", "p"),
     "RandomBrightnessContrast": ("brightness_limit", "contrast_limit", "p"),
     "CoarseDropout": ("num_holes_range", "hole_height_range", "hole_width_range", "fill", "p"),
+    "RandomCrop": ("height", "width", "p"),
 }
+# Transforms that change the image size: they apply to every image (p 1, whatever augment_strength), or a
+# batch would hold images of two sizes.
+SIZE_CHANGING = ("RandomCrop",)
 PRUNERS = ("auto", "median", "successive_halving", "hyperband", "wilcoxon", "none")
 LAYOUTS = ("auto", "class_folders", "label_table", "pixel_table")
 # How the regression targets (valence, arousal) are scored in training: mean squared error, 1 - concordance
@@ -196,7 +200,7 @@ class TrainConfig:
     augment_strength: float
     augment: tuple[dict, ...]  # albumentations transforms: [{Name: {kwargs}}, ...]
     augment_on: str  # loader: per image, in the loader | batch: the same list batched in torch on the model's device
-    tta: tuple[dict, ...]  # views: {hflip: bool, shift: [dx, dy], scale: s}; {} = the image as it is
+    tta: tuple[dict, ...]  # views: {hflip: bool, shift: [dx, dy], scale: s} or {crop: px, shift, hflip}; {} = the image as it is
     workers: int
     eval_batch_size: int
     seed: int
@@ -241,6 +245,13 @@ class TrainConfig:
                 raise ConfigError(f"{where}.augment: entry {entry!r} must be a one-key mapping like {{HorizontalFlip: {{p: 0.5}}}}")
             if self.augment_on == "batch":
                 _check_batch_augment(entry, f"{where}.augment")
+            (name, kwargs), = entry.items()
+            if name in SIZE_CHANGING and (kwargs or {}).get("p", 1) != 1:
+                raise ConfigError(f"{where}.augment: {name} changes the image size, so it applies to every image; "
+                                  f"remove its p (it is {kwargs['p']})")
+            if name == "RandomCrop" and (kwargs or {}).get("height") != (kwargs or {}).get("width"):
+                raise ConfigError(f"{where}.augment: RandomCrop {kwargs} must be square (height = width): "
+                                  "the model is scored on square windows of that side")
         for view in self.tta:
             _check_tta_view(view, f"{where}.tta")
 
@@ -273,6 +284,15 @@ def _check_tta_view(view: Any, where: str) -> None:
     for key, ok, requirement in checks:
         if not ok:
             raise ConfigError(f"{where}: view {view!r}: {key} must be {requirement}")
+    if "crop" in view:
+        crop_checks = [
+            ("crop", isinstance(view["crop"], int) and not isinstance(view["crop"], bool) and view["crop"] >= 8, "a window side in pixels, at least 8"),
+            ("shift", all(float(s).is_integer() for s in shift), "whole pixels with crop"),
+            ("scale", "scale" not in view, "left out with crop (a window is taken, not zoomed)"),
+        ]
+        for key, ok, requirement in crop_checks:
+            if not ok:
+                raise ConfigError(f"{where}: view {view!r}: {key} must be {requirement}")
 
 
 def _is_number(value: Any) -> bool:
@@ -412,11 +432,22 @@ def config_from_dict(raw: dict[str, Any], where: str = PARAMS_FILE) -> Config:
     backbones = _check_backbones_section(raw["backbones"], where)
     config = Config(backbones=backbones, **built)
     for name in backbones:
-        config.backbone(name)  # fail now, not mid-pipeline, on a bad override
+        _check_crops_fit(config.backbone(name), config.data.image_size, f"{where}: backbones.{name}")  # fail now, not mid-pipeline
     outside = sorted(set(config.tune.folds) - set(config.folds.ids))
     if outside:
         raise ConfigError(f"tune.folds {list(config.tune.folds)} names fold(s) {outside} that folds.ids {list(config.folds.ids)} does not have")
     return config
+
+
+def _check_crops_fit(train: TrainConfig, image_size: int, where: str) -> None:
+    """Training crops and test-time crop views must fit inside the images as prepared."""
+    for entry in train.augment:
+        (name, kwargs), = entry.items()
+        if name == "RandomCrop" and max((kwargs or {}).get("height", 0), (kwargs or {}).get("width", 0)) > image_size:
+            raise ConfigError(f"{where}: augment RandomCrop {kwargs} is larger than data.image_size {image_size}; crop at most that")
+    for view in train.tta:
+        if view.get("crop", 0) > image_size:
+            raise ConfigError(f"{where}: tta view {view} crops more than data.image_size {image_size}")
 
 
 def _check_backbones_section(backbones: Any, where: str) -> dict[str, dict[str, Any]]:

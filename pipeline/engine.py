@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from pipeline import checkpoint as checkpoints
 from pipeline.affect import mean_ccc, mix_targets, split_outputs, target_loss
-from pipeline.augment import Normalizer, apply_view, make_train_loader
+from pipeline.augment import Normalizer, apply_view, make_train_loader, plain_view
 from pipeline.batch_augment import BatchAugment
 from pipeline.config import PipelineError, TrainConfig
 from pipeline.data import Prepared
@@ -279,7 +279,7 @@ def fit(
         evaluated = epoch % config.eval_every == 0 or epoch == config.epochs
         val_loss, val_acc, val_ccc = math.nan, math.nan, math.nan
         if evaluated:
-            probs, values = predict(step.eval_model, val_images, normalize, config, views=({},), num_classes=num_classes)
+            probs, values = predict(step.eval_model, val_images, normalize, config, views=(plain_view(config.augment),), num_classes=num_classes)
             val_loss, val_acc = log_loss_and_accuracy(probs, val_labels)
             if num_targets and val_targets is not None:
                 val_ccc = mean_ccc(values, val_targets)
@@ -406,9 +406,9 @@ def plan_epochs(data: Prepared, train_index: np.ndarray, valid_index: np.ndarray
     del batches, loader
 
     eval_images = data.train_images[valid_index[:PROBE_EVAL_BATCHES * config.eval_batch_size]]
-    predict(step.eval_model, eval_images[:config.eval_batch_size], normalize, config, ({},), num_classes)  # untimed
+    predict(step.eval_model, eval_images[:config.eval_batch_size], normalize, config, (plain_view(config.augment),), num_classes)  # untimed
     timing = time.perf_counter()
-    predict(step.eval_model, eval_images, normalize, config, ({},), num_classes)
+    predict(step.eval_model, eval_images, normalize, config, (plain_view(config.augment),), num_classes)
     image_seconds = (time.perf_counter() - timing) / len(eval_images)
 
     n_val, views = len(valid_index), len(config.tta)
@@ -506,7 +506,7 @@ def fit_fold(
                  train_targets=None if targets is None else targets[train_index],
                  val_targets=None if targets is None else targets[valid_index], replan=replan)
     valid_images = data.train_images[valid_index]
-    oof_plain, oof_plain_values = predict(result.model, valid_images, normalize, config, ({},), num_classes)
+    oof_plain, oof_plain_values = predict(result.model, valid_images, normalize, config, (plain_view(config.augment),), num_classes)
     oof_tta, oof_tta_values = predict(result.model, valid_images, normalize, config, config.tta, num_classes)
     test_tta, test_tta_values = predict(result.model, data.test_images, normalize, config, config.tta, num_classes) if predict_test else (None, None)
     seconds = time.perf_counter() - started + result.resumed_seconds  # the whole run's time, across interruptions

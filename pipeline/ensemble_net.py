@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 
 from pipeline.affect import split_outputs
-from pipeline.augment import apply_view
+from pipeline.augment import apply_view, plain_view
 from pipeline.bundle import METADATA_KEY, PROBABILITIES, TARGETS, BundleInfo, Member
 from pipeline.config import PipelineError
 from pipeline.data import Prepared
@@ -56,11 +56,13 @@ def load_member(models_dir: Path, name: str, weight: float, folds: tuple[int, ..
     models = [load_weights(timm.create_model(config["model"], pretrained=False, in_chans=data.channels, num_classes=outputs), p).eval()
               for p in paths]
     tta = tuple(config["tta"]) or ({},)
-    return Member(name, config["model"], weight, folds, config["input_size"], tta), models
+    return Member(name, config["model"], weight, folds, config["input_size"], tta, plain_view(config["augment"])), models
 
 
 def needs_affine_grid(member: Member) -> bool:
-    return any(view and (tuple(view.get("shift", (0, 0))) != (0, 0) or float(view.get("scale", 1.0)) != 1.0) for view in member.tta)
+    """Shifted or zoomed views resample the image; crop views only slice it, which any opset writes."""
+    return any(view and "crop" not in view and (tuple(view.get("shift", (0, 0))) != (0, 0) or float(view.get("scale", 1.0)) != 1.0)
+               for view in member.tta)
 
 
 class EnsembleNet(torch.nn.Module):
@@ -86,15 +88,18 @@ class EnsembleNet(torch.nn.Module):
         """Class probabilities, then target values, averaged over the member's views and fold models."""
         if member.input_size and member.input_size != self.info.image_size:
             x = F.interpolate(x, size=(member.input_size, member.input_size), mode="bilinear", align_corners=False)
-        views = ({},) if self.info.fast else member.tta
-        batch = torch.cat([apply_view(x, view) for view in views]) if len(views) > 1 else apply_view(x, views[0])
+        views = (member.plain_view,) if self.info.fast else member.tta
+        # Views of one size go through a model as one batch; crop views are smaller than the rest.
+        sizes = list(dict.fromkeys(view.get("crop") for view in views))
+        batches = [torch.cat([apply_view(x, view) for view in views if view.get("crop") == size]) for size in sizes]
         total = None
         for model in models:
-            logits, values = split_outputs(model(batch).float(), len(self.info.classes))
-            outputs = torch.cat([torch.softmax(logits, dim=1), values], dim=1) if self.info.targets else torch.softmax(logits, dim=1)
-            outputs = outputs.reshape(len(views), -1, outputs.shape[-1]).mean(dim=0)
-            total = outputs if total is None else total + outputs
-        return total / len(models)
+            for batch in batches:
+                logits, values = split_outputs(model(batch).float(), len(self.info.classes))
+                outputs = torch.cat([torch.softmax(logits, dim=1), values], dim=1) if self.info.targets else torch.softmax(logits, dim=1)
+                outputs = outputs.reshape(-1, x.shape[0], outputs.shape[-1]).sum(dim=0)
+                total = outputs if total is None else total + outputs
+        return total / (len(models) * len(views))
 
 
 def bundle_opset(info: BundleInfo) -> int:

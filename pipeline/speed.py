@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.augment import Normalizer
+from pipeline.augment import Normalizer, plain_view
 from pipeline.config import AUTO, TrainConfig
 from pipeline.files import read_json, write_json
 from pipeline.machine import cpu_description
@@ -156,7 +156,8 @@ def _cache_key(config: TrainConfig, in_chans: int, num_outputs: int, image_size:
     return json.dumps({
         "cpu": cpu_description(), "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "model": config.model, "in_chans": in_chans, "outputs": num_outputs, "image_size": config.input_size or image_size,
+        "model": config.model, "in_chans": in_chans, "outputs": num_outputs,
+        "image_size": config.input_size or plain_view(config.augment).get("crop") or image_size,  # the size it trains on
         "batch_size": config.batch_size, "precision": config.precision, "channels_last": config.channels_last,
     }, sort_keys=True)
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from tests.conftest import train_config
-from pipeline.augment import Normalizer, apply_view, build_augment, make_train_loader
+from pipeline.augment import Normalizer, apply_view, build_augment, make_train_loader, plain_view
 from pipeline.config import ConfigError
 
 
@@ -51,3 +51,24 @@ def test_tta_views():
     assert torch.allclose(shifted[..., 1:], x[..., :-1], atol=1e-4)
     zoomed = apply_view(x, {"scale": 1.2})
     assert zoomed.shape == x.shape and not torch.allclose(zoomed, x)
+
+
+def test_crop_views_take_a_window_about_the_centre_moved_by_whole_pixels():
+    x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8)
+    assert torch.equal(apply_view(x, {"crop": 6}), x[..., 1:7, 1:7])
+    assert torch.equal(apply_view(x, {"crop": 6, "shift": [1, -1], "hflip": True}), x[..., 0:6, 2:8].flip(3))
+    with pytest.raises(ValueError, match=r"window leaves the 8×8 image; keep \|shift\| ≤ 1"):
+        apply_view(x, {"crop": 6, "shift": [2, 0]})
+
+
+def test_the_loader_crops_every_image_whatever_the_strength():
+    images = np.random.default_rng(0).integers(0, 255, (16, 12, 12), dtype=np.uint8)
+    config = train_config(batch_size=8, workers=0, augment_on="loader", augment_strength=0.5,
+                          augment=({"RandomCrop": {"height": 10, "width": 10}}, {"HorizontalFlip": {"p": 0.5}}))
+    x, _ = next(iter(make_train_loader(images, np.zeros(16, np.int64), config, seed=0)))
+    assert x.shape == (8, 10, 10)
+
+
+def test_a_model_trained_on_crops_is_scored_without_tta_on_the_centre_window():
+    assert plain_view(({"HorizontalFlip": {"p": 0.5}},)) == {}
+    assert plain_view(({"RandomCrop": {"height": 40, "width": 40}}, {"HorizontalFlip": {"p": 0.5}})) == {"crop": 40}

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from pipeline.batch_augment import BatchAugment
-from pipeline.config import ConfigError
-from tests.conftest import train_config
+from pipeline.config import ConfigError, config_from_dict
+from tests.conftest import project_params, train_config
 
 CPU = torch.device("cpu")
 
@@ -74,3 +74,35 @@ def test_a_transform_the_batch_cannot_run_is_refused_at_load_time(entry, match):
     with pytest.raises(ConfigError, match=match):
         train_config(augment_on="batch", augment=(entry,)).validate("train")
     train_config(augment_on="loader", augment=(entry,)).validate("train")  # per image, albumentations runs it
+
+
+def test_a_random_crop_takes_a_window_of_every_image_placed_anywhere_inside_it():
+    x = images(400, 12)
+    crop = augment({"RandomCrop": {"height": 8, "width": 6}}, strength=0.5)  # the batch path itself takes any window  # strength does not make some images skip it
+    windows = crop(x)
+    assert windows.shape == (400, 1, 8, 6)
+    places = set()
+    for image, window in zip(x, windows):
+        found = [(top, left) for top in range(5) for left in range(7) if torch.equal(image[:, top:top + 8, left:left + 6], window)]
+        assert found, "a crop is an exact window of its image"
+        places.add(found[0])
+    assert len(places) == 5 * 7  # every placement drawn
+
+
+def test_a_crop_is_refused_at_load_time_unless_it_applies_to_every_image_and_fits(tmp_path):
+    crop_on = lambda **p: ({"RandomCrop": {"height": 40, "width": 40, **p}},)  # noqa: E731
+    for augment_on in ("batch", "loader"):
+        with pytest.raises(ConfigError, match=r"RandomCrop changes the image size.*remove its p \(it is 0.5\)"):
+            train_config(augment_on=augment_on, augment=crop_on(p=0.5)).validate("train")
+    with pytest.raises(ConfigError, match=r"must be square"):
+        train_config(augment=({"RandomCrop": {"height": 40, "width": 36}},)).validate("train")
+    params = project_params()
+    params["train"]["augment"] = [{"RandomCrop": {"height": 56, "width": 56}}]
+    with pytest.raises(ConfigError, match=r"backbones.resnet10t: augment RandomCrop .* larger than data.image_size 48"):
+        config_from_dict(params)
+    params["train"]["augment"] = [{"RandomCrop": {"height": 40, "width": 40}}]
+    params["train"]["tta"] = [{"crop": 40, "scale": 1.1}]
+    with pytest.raises(ConfigError, match=r"scale must be left out with crop"):
+        config_from_dict(params)
+    params["train"]["tta"] = [{}, {"crop": 40, "shift": [4, -4], "hflip": True}]
+    assert config_from_dict(params).backbone("resnet10t").tta[1]["crop"] == 40

@@ -180,3 +180,18 @@ def test_budgeted_run_is_the_unbudgeted_run_of_its_planned_epochs(prepared, tmp_
     summary = read_json(tmp_path / "out" / "run.json")
     assert (summary["budget_seconds"], summary["planned_epochs"], summary["seconds_per_epoch_measured"]) == (
         budgeted.plan.budget_seconds, 1, budgeted.plan.seconds_per_epoch)
+
+
+@pytest.mark.parametrize("augment_on", ["batch", "loader"])
+def test_a_model_trained_on_random_crops_predicts_whole_images_and_crop_views(augment_on):
+    rng = np.random.default_rng(0)
+    images, labels = bars_dataset(160, rng)
+    config = dataclasses.replace(CONFIG, augment_on=augment_on, augment=({"RandomCrop": {"height": 12, "width": 12}},))
+    normalize = Normalizer(0.2, 0.3, None, torch.device("cpu"), False)
+    seed_everything(0)
+    model = create_model(config, in_chans=1, num_classes=2)
+    result = fit(model, images[:120], labels[:120], images[120:], labels[120:], config, normalize, 2)
+    assert result.best_val_acc >= 0.8  # scored on the whole 16 px images
+    views = tuple({"crop": 12, "shift": [dx, dy]} for dx in (-2, 2) for dy in (-2, 2))
+    probs = predict_proba(result.model, images[120:], normalize, config, views=views)
+    assert log_loss_and_accuracy(probs, labels[120:])[1] >= 0.8

@@ -40,3 +40,20 @@ def test_cross_fitted_blend_never_uses_a_folds_own_rows():
     crossed = cross_fitted_blend([a, b], labels, folds, max_steps=10)
     held_out_weights = greedy_weights([a[folds != 0], b[folds != 0]], labels[folds != 0], 10)
     assert np.allclose(crossed[folds == 0], blend([a[folds == 0], b[folds == 0]], held_out_weights))
+
+
+def test_an_under_confident_member_that_disagrees_usefully_is_blended_in():
+    """Label smoothing leaves members under-confident; raw log-loss would keep the confident one alone
+    (it did on FER-2013), though their blend is far more accurate than either."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 3000)
+
+    def member(confidence: float) -> np.ndarray:
+        logits = (1.5 * np.eye(3)[labels] + rng.normal(0, 1, (len(labels), 3))) * confidence
+        return np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+
+    confident, timid = member(1.0), member(0.25)
+    accuracy = lambda p: (p.argmax(1) == labels).mean()  # noqa: E731
+    weights = greedy_weights([confident, timid], labels, max_steps=30)
+    assert (weights > 0).all()
+    assert accuracy(blend([confident, timid], weights)) > max(accuracy(confident), accuracy(timid)) + 0.05

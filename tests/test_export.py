@@ -103,6 +103,31 @@ def test_shifted_views_need_the_opset_that_writes_affine_grids(tmp_path):
     assert Classifier(tmp_path / "tiny.onnx").probabilities(np.zeros((3, 8, 8), np.uint8)).shape == (3, 2)
 
 
+def test_crop_views_export_at_any_opset_and_onnxruntime_computes_what_pytorch_does(tmp_path):
+    views = ({}, {"crop": 6, "shift": [-1, 1], "hflip": True}, {"crop": 6, "shift": [1, -1]})
+    info = BundleInfo(["a", "b"], 8, 1, 0.5, 0.25, (Member("tiny", "tiny", 1.0, (0,), None, views),))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(2, 2))
+    net = EnsembleNet(info, [[model.eval()]])
+    export_onnx(net, tmp_path / "tiny.onnx", opset=13)
+    faces = np.random.default_rng(0).integers(0, 255, (5, 8, 8, 1), np.uint8)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(faces))
+    expected = expected[0] if isinstance(expected, tuple) else expected
+    assert np.allclose(Classifier(tmp_path / "tiny.onnx").probabilities(faces), expected.numpy(), atol=1e-5)
+
+
+def test_the_fast_graph_scores_a_crop_trained_member_on_its_centre_window():
+    member = Member("tiny", "tiny", 1.0, (0,), None, ({"crop": 6, "shift": [1, 1]},), plain_view={"crop": 6})
+    info = BundleInfo(["a", "b"], 8, 1, 0.5, 0.25, (member,), fast=True)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 2))  # reads 6×6 windows only
+    faces = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (5, 8, 8, 1), np.uint8))
+    with torch.no_grad():
+        centre = (faces.permute(0, 3, 1, 2).float() - 0.5 * 255) / (0.25 * 255)
+        expected = torch.softmax(model(centre[..., 1:7, 1:7]), dim=1)
+        assert torch.allclose(EnsembleNet(info, [[model]])(faces), expected, atol=1e-6)
+
+
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("opset", 10, "between 11 and 20"),
     ("latency_threads", [], "thread counts"),

@@ -52,6 +52,15 @@ def test_auto_is_measured_on_real_training_steps_then_read_from_the_cache(tmp_pa
     assert len(measured) == 4 and len(read_json(cache)["entries"]) == 2
 
 
+def test_a_model_trained_on_crops_is_measured_for_itself_not_read_from_its_whole_image_twin(tmp_path, monkeypatch):
+    measured = fake_measure(monkeypatch, SPEEDS)
+    cache = tmp_path / "speed.json"
+    speed.resolve_speed_settings(AUTO, **SHAPE, cache_path=cache)
+    cropped = dataclasses.replace(AUTO, augment=({"RandomCrop": {"height": 12, "width": 12}},))
+    speed.resolve_speed_settings(cropped, **SHAPE, cache_path=cache)
+    assert len(measured) == 8 and len(read_json(cache)["entries"]) == 2
+
+
 def test_only_the_auto_field_varies(tmp_path, monkeypatch):
     measured = fake_measure(monkeypatch, SPEEDS)
     chosen = speed.resolve_speed_settings(dataclasses.replace(AUTO, precision="fp32"), **SHAPE, cache_path=tmp_path / "s.json")
