@@ -35,7 +35,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.augment import Normalizer  # noqa: E402
+from pipeline.augment import Normalizer, plain_view  # noqa: E402
 from pipeline.config import TrainConfig, load_config  # noqa: E402
 from pipeline.data import Prepared, load_folds, load_prepared  # noqa: E402
 from pipeline.engine import fit_fold, predict_proba  # noqa: E402
@@ -121,8 +121,8 @@ def run_row(name: str, config: TrainConfig, data: Prepared, fold_of: np.ndarray,
               "train_min": run.seconds / 60, "config": dataclasses.asdict(config)}
     result["acc_none"] = float((run.oof_plain.argmax(1) == labels).mean())  # fit_fold scored the plain view already
     save_array(run.oof_plain, work / f"{name}.none.npy")
-    crops = [entry["RandomCrop"]["height"] for entry in config.augment if "RandomCrop" in entry]
-    settings = {**TTA_SETTINGS, **({"crop_ten": crop_views(crops[0])} if crops else {})}
+    crop = plain_view(config.augment).get("crop")
+    settings = {**TTA_SETTINGS, **({"crop_ten": crop_views(crop)} if crop else {})}
     for setting, views in settings.items():
         started = time.perf_counter()
         probs = predict_proba(run.fit.model, data.train_images[run.valid_index], normalize, trained, views=views)

@@ -7,7 +7,8 @@ Writes the preset into params.yaml (`python -m pipeline preset`), runs `dvc exp 
 ../shared/data/fer2013.zip (or --source) in this workspace, so the submissions are left in
 submissions/, and prints: the wall time of every stage, each backbone's training images/s (median
 over its epochs and folds) against the same model and optimizer on in-memory tensors, and the OOF
-accuracy of every backbone and of the ensemble. The figures are also written to --out (.md, .json).
+accuracy of every backbone, of the ensemble and of the blend of every subset of the backbones (a
+time-budget curve from one run). The figures are also written to --out (.md, .json).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pipeline.data import Prepared, load_prepared  # noqa: E402
 from pipeline.files import atomic_path, read_json, write_json  # noqa: E402
 from pipeline.models import pick_device  # noqa: E402
 from pipeline.commands.preset import apply_preset  # noqa: E402
+from member_subsets import subset_rows, subsets_markdown  # noqa: E402
 from throughput import in_memory_rate  # noqa: E402
 
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
@@ -101,6 +103,9 @@ def summary_markdown(figures: dict) -> str:
     lines += ["", f"Expected leaderboard accuracy of the ensemble's submission: {expected['accuracy']:.4f} "
                   f"(95% interval {expected['ci_low']:.4f}–{expected['ci_high']:.4f}): OOF {expected['oof_accuracy']:.4f} "
                   f"{expected['fold_averaging_gain']:+.4f} for averaging the fold models."]
+    if len(figures["subsets"]) > 1:
+        lines += ["", "Every subset of the members blended (cross-fitted OOF; benchmarks/member_subsets.py):", "",
+                  subsets_markdown(figures["subsets"]).rstrip()]
     return "\n".join(lines) + "\n"
 
 
@@ -127,7 +132,7 @@ def main() -> None:
                         **training_time(name, config)}
     models["ensemble"] = {"oof_acc": read_json(ROOT / "metrics" / "ensemble.json")["accuracy"]}
     figures = {"preset": args.preset.stem, "overrides": args.sets, "device": str(pick_device()), "wall_minutes": total / 60,
-               "stage_minutes": stage_minutes, "models": models,
+               "stage_minutes": stage_minutes, "models": models, "subsets": subset_rows(ROOT, config, data),
                "expected_leaderboard": read_json(ROOT / "metrics" / "report.json")["expected_leaderboard"]}
     out = args.out or ROOT / "benchmarks" / "results" / args.preset.stem
     write_json(figures, out.with_suffix(".json"))

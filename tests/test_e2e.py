@@ -95,6 +95,21 @@ def test_report_dvc_metrics_and_plots_agree(project):
     assert f"Expected leaderboard accuracy of submissions/ensemble.csv: {expected['accuracy']:.4f}" in printed.stdout
 
 
+def test_member_subsets_blend_as_the_ensemble_stage_does(project, tmp_path):
+    """benchmarks/member_subsets.py: each member alone scores its own OOF accuracy, all of them the ensemble's blend."""
+    root, env, _ = project
+    done = subprocess.run([sys.executable, str(PROJECT / "benchmarks" / "member_subsets.py"), "--workspace", str(root),
+                           "--out", str(tmp_path / "subsets")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = {tuple(row["members"]): row for row in json.loads((tmp_path / "subsets.json").read_text())["subsets"]}
+    names = tuple(E2E_PARAMS["backbones"])
+    assert set(rows) == {(names[0],), (names[1],), names}
+    for name in names:
+        assert rows[(name,)]["oof_acc"] == pytest.approx(json.loads((root / "metrics" / f"{name}.json").read_text())["accuracy"])
+    assert rows[names]["oof_acc"] == pytest.approx(json.loads((root / "metrics" / "ensemble.json").read_text())["blend_accuracy"])
+    assert rows[names]["train_minutes"] == pytest.approx(rows[(names[0],)]["train_minutes"] + rows[(names[1],)]["train_minutes"])
+    assert " + ".join(names) in done.stdout
+
 def changed_stages(root: Path, env: dict) -> set[str]:
     return set(dvc_json(root, env, "status"))
 

@@ -1,7 +1,8 @@
 """Stage `ensemble`: blend weights over the backbones, fitted on OOF probabilities only.
 
 Greedy forward selection with replacement (Caruana et al., 2004) adds, one at a time, the backbone
-whose inclusion lowers the OOF log-loss most, and stops when none does. The ensemble's reported OOF
+whose inclusion lowers the OOF log-loss (under each blend's best temperature) most, for
+`ensemble.max_steps` steps, and keeps the best blend seen. The ensemble's reported OOF
 accuracy is cross-fitted: each fold is blended with weights fitted on the other folds, so the figure
 is not flattered by having chosen the weights on the rows it scores. If the blend does not beat the
 best single backbone on that honest figure, the stage says so and submits that backbone alone.
