@@ -49,9 +49,9 @@ TTA_SETTINGS = {"flip": ({}, {"hflip": True}), "ten_crop": TEN_CROP}  # "none" c
 CROP = 40  # the random-crop rows' window, as in Khaireddin & Chen 2021 (48 px faces, 40 px crops)
 
 
-def crop_views(size: int) -> tuple[dict, ...]:
-    """Ten windows of `size` px: the centre and the four corners of a 48 px face, and their mirrors."""
-    reach = (48 - size) // 2
+def crop_views(size: int, image_size: int) -> tuple[dict, ...]:
+    """Ten windows of `size` px: the centre and the four corners of the face, and their mirrors."""
+    reach = (image_size - size) // 2
     return tuple({"crop": size, "shift": [dx, dy], "hflip": flip}
                  for dx, dy in [(0, 0), (-reach, -reach), (-reach, reach), (reach, -reach), (reach, reach)] for flip in (False, True))
 
@@ -122,7 +122,7 @@ def run_row(name: str, config: TrainConfig, data: Prepared, fold_of: np.ndarray,
     result["acc_none"] = float((run.oof_plain.argmax(1) == labels).mean())  # fit_fold scored the plain view already
     save_array(run.oof_plain, work / f"{name}.none.npy")
     crop = plain_view(config.augment).get("crop")
-    settings = {**TTA_SETTINGS, **({"crop_ten": crop_views(crop)} if crop else {})}
+    settings = {**TTA_SETTINGS, **({"crop_ten": crop_views(crop, data.train_images.shape[1])} if crop else {})}
     for setting, views in settings.items():
         started = time.perf_counter()
         probs = predict_proba(run.fit.model, data.train_images[run.valid_index], normalize, trained, views=views)
@@ -153,7 +153,7 @@ def ensemble_row(results: dict[str, dict], labels: np.ndarray, work: Path, seed:
     if len(members) < 2:
         return None
     halves = np.random.default_rng(seed).integers(0, 2, len(labels))
-    probs = flip_probs(members, work)
+    probs = scored_probs(members, work)
     blended = cross_fitted_blend(probs, labels, halves, max_steps)
     accuracy = {name: float((p.argmax(1) == labels).mean()) for name, p in zip(members, probs)}
     best = max(members, key=accuracy.get)
@@ -168,10 +168,10 @@ def average_row(results: dict[str, dict], labels: np.ndarray, work: Path) -> dic
         return None
     mean_single = np.mean([results[name]["acc_flip"] for name in members])
     return combined_row("average", f"plain average of {', '.join(members)} (mean single: {mean_single:.4f})",
-                        members, results, np.mean(flip_probs(members, work), axis=0), labels)
+                        members, results, np.mean(scored_probs(members, work), axis=0), labels)
 
 
-def flip_probs(members: list[str], work: Path) -> list[np.ndarray]:
+def scored_probs(members: list[str], work: Path) -> list[np.ndarray]:
     """Each row's flip TTA probabilities, or its crop views' for a row trained on crops (whole faces are not what it learned)."""
     return [np.load(work / f"{name}.crop_ten.npy") if (work / f"{name}.crop_ten.npy").exists() else np.load(work / f"{name}.flip.npy")
             for name in members]

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.augment import Normalizer, make_train_loader, plain_view  # noqa: E402
+from pipeline.augment import Normalizer, make_train_loader, training_side  # noqa: E402
 from pipeline.config import AUTO, load_config  # noqa: E402
 from pipeline.data import Prepared, load_prepared  # noqa: E402
 from pipeline.engine import TrainStep  # noqa: E402
@@ -54,7 +54,7 @@ def pipeline_rate(data: Prepared, config, device, steps: int, warmup: int) -> fl
 def in_memory_rate(data: Prepared, config, device, steps: int, warmup: int) -> float:
     """Images/s of the same model and optimizer on a random batch already on the device."""
     model = model_on(config, data.channels, len(data.classes), device).train()
-    size = config.input_size or plain_view(config.augment).get("crop") or data.train_images.shape[1]  # what the model trains on
+    size = training_side(config, data.train_images.shape[1])
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     x = torch.randn(config.batch_size, data.channels, size, size, device=device).contiguous(memory_format=memory_format)
     y = torch.randint(0, len(data.classes), (config.batch_size,), device=device)

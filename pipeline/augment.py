@@ -187,6 +187,11 @@ def plain_view(augment: tuple[dict, ...]) -> dict:
     return {"crop": sides[-1]} if sides else {}
 
 
+def training_side(config: TrainConfig, image_size: int) -> int:
+    """The side of the images the model trains on: input_size, else the RandomCrop window, else the prepared size."""
+    return config.input_size or plain_view(config.augment).get("crop") or image_size
+
+
 def _crop_view(x: torch.Tensor, view: dict) -> torch.Tensor:
     size = int(view["crop"])
     dx, dy = (int(d) for d in view.get("shift", (0, 0)))

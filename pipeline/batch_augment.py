@@ -31,7 +31,7 @@ class BatchAugment:
         for entry in spec:
             (name, kwargs), = entry.items()
             transform = getattr(A, name)(**(kwargs or {}))  # albumentations' defaults and argument checks
-            p = 1.0 if name in SIZE_CHANGING else min(1.0, transform.p * strength)
+            p = None if name in SIZE_CHANGING else min(1.0, transform.p * strength)  # None: every image, or the batch would not stack
             self.steps.append((getattr(self, f"_{name}"), transform, p))
         self.set_epoch(1)
 
@@ -40,7 +40,7 @@ class BatchAugment:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         for apply, transform, p in self.steps:
-            if type(transform).__name__ in SIZE_CHANGING:  # every image, or the batch would not stack
+            if p is None:
                 x = apply(x, transform)
                 continue
             chosen = self._uniform(len(x)) < p
@@ -54,11 +54,8 @@ class BatchAugment:
         return x.flip(-1)
 
     def _RandomCrop(self, x: torch.Tensor, transform: A.RandomCrop) -> torch.Tensor:
-        """A height × width window of each image, placed uniformly at random inside it."""
+        """A height × width window of each image, placed uniformly at random inside it (config.py checked it fits)."""
         n, height, width = len(x), x.shape[-2], x.shape[-1]
-        if transform.height > height or transform.width > width:
-            raise ValueError(f"RandomCrop {transform.height}×{transform.width} is larger than the {height}×{width} images; "
-                             "crop at most data.image_size")
         top = torch.floor(self._uniform(n) * (height - transform.height + 1)).long().clamp(max=height - transform.height)
         left = torch.floor(self._uniform(n) * (width - transform.width + 1)).long().clamp(max=width - transform.width)
         rows = (top.view(-1, 1) + torch.arange(transform.height, device=x.device)).view(n, 1, -1, 1)

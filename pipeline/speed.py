@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.augment import Normalizer, plain_view
+from pipeline.augment import Normalizer, training_side
 from pipeline.config import AUTO, TrainConfig
 from pipeline.files import read_json, write_json
 from pipeline.machine import cpu_description
@@ -157,7 +157,7 @@ def _cache_key(config: TrainConfig, in_chans: int, num_outputs: int, image_size:
         "cpu": cpu_description(), "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "model": config.model, "in_chans": in_chans, "outputs": num_outputs,
-        "image_size": config.input_size or plain_view(config.augment).get("crop") or image_size,  # the size it trains on
+        "image_size": training_side(config, image_size),
         "batch_size": config.batch_size, "precision": config.precision, "channels_last": config.channels_last,
     }, sort_keys=True)
 
