@@ -30,7 +30,7 @@ from pipeline.config import TrainConfig
 from pipeline.files import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
-FORMAT = 1  # bump when the saved state's layout changes; older files are then not resumed
+FORMAT = 2  # bump when the saved state's layout changes; older files are then not resumed
 
 
 @dataclass(frozen=True)

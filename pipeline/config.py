@@ -191,6 +191,7 @@ class TrainConfig:
     mixup_alpha: float
     cutmix_alpha: float
     ema_decay: float | None  # None: no weight EMA
+    average_last_fraction: float  # 0: keep the last epoch's weights; f: the mean of those after each of the last f of the epochs
     input_size: int | None  # None: the prepared image size; else resized per batch
     precision: str  # fp32 | bf16 | fp16 | auto (the faster of fp32 and bf16, measured: pipeline/speed.py)
     channels_last: bool | str  # true | false | auto (measured)
@@ -225,6 +226,7 @@ class TrainConfig:
             ("mixup_alpha", _between(0, 100), "0 (off) or more"),
             ("cutmix_alpha", _between(0, 100), "0 (off) or more"),
             ("ema_decay", _optional(_between(0, 1, low_open=True, high_open=True)), "null (off) or in (0, 1), e.g. 0.999"),
+            ("average_last_fraction", _between(0, 1), "0 (off) or the fraction of the epochs at the end whose weights are averaged, e.g. 0.25"),
             ("input_size", _optional(_between(8, 4096)), "null or between 8 and 4096 pixels"),
             ("precision", lambda v: v in (*PRECISIONS, AUTO), f"one of {[*PRECISIONS, AUTO]}"),
             ("channels_last", lambda v: v in (True, False, AUTO), f"true, false or {AUTO}"),
@@ -240,6 +242,9 @@ class TrainConfig:
             ("target_loss", lambda v: v in TARGET_LOSSES, f"one of {list(TARGET_LOSSES)}"),
             ("time_budget_minutes", _optional(_between(0, math.inf, low_open=True, high_open=True)), "null (no budget) or minutes above 0"),
         ], where)
+        if self.average_last_fraction > 0 and self.checkpoint != "last":
+            raise ConfigError(f"{where}.average_last_fraction={self.average_last_fraction} keeps the mean of the last epochs' "
+                              f"weights, so no epoch is picked: set {where}.checkpoint to last (it is {self.checkpoint})")
         for entry in self.augment:
             if not isinstance(entry, dict) or len(entry) != 1 or not isinstance(next(iter(entry.values())), (dict, type(None))):
                 raise ConfigError(f"{where}.augment: entry {entry!r} must be a one-key mapping like {{HorizontalFlip: {{p: 0.5}}}}")

@@ -209,6 +209,44 @@ def _cpu(state: dict) -> dict:
     return {key: value.detach().cpu() for key, value in state.items()}
 
 
+class WeightAverage:
+    """The equal-weight mean of the weights (batch-norm statistics too, as timm's avg_checkpoints does)
+    after each of the last `fraction` of a run's epochs: at least one epoch when on, none at 0."""
+
+    def __init__(self, fraction: float):
+        self.fraction = fraction
+        self.count = 0
+        self.total: dict[str, torch.Tensor] = {}
+
+    def covers(self, epoch: int, total_epochs: int) -> bool:
+        """Whether `epoch` of `total_epochs` is among the averaged ones (the total is known after a re-plan)."""
+        return self.fraction > 0 and epoch > total_epochs - max(1, round(self.fraction * total_epochs))
+
+    def add(self, state: dict[str, torch.Tensor]) -> None:
+        for key, value in state.items():
+            if value.is_floating_point():
+                value = value.detach().float()
+                self.total[key] = self.total[key] + value if key in self.total else value.clone()
+            else:
+                self.total[key] = value.detach().clone()  # counters such as num_batches_tracked: the latest
+        self.count += 1
+
+    def applied_to(self, model: torch.nn.Module) -> torch.nn.Module:
+        """A copy of `model` holding the mean of the weights added so far."""
+        averaged = copy.deepcopy(model)
+        dtypes = {key: value.dtype for key, value in model.state_dict().items()}
+        averaged.load_state_dict({key: (value / self.count).to(dtypes[key]) if value.is_floating_point() else value
+                                  for key, value in self.total.items()})
+        return averaged
+
+    def state_dict(self) -> dict:
+        return {"count": self.count, "total": _cpu(self.total)}
+
+    def load_state_dict(self, state: dict, device: torch.device) -> None:
+        self.count = state["count"]
+        self.total = {key: value.to(device) for key, value in state["total"].items()}
+
+
 def fit(
     model: torch.nn.Module,
     train_images: np.ndarray,
@@ -234,6 +272,8 @@ def fit(
     `on_epoch` sees every scored epoch's record and may raise to stop early (tuning prunes this way).
     Epochs between scorings (`config.eval_every`) record NaN validation figures.
     `seed` (default `config.seed`) fixes the batch order and augmentations.
+    `config.average_last_fraction` > 0: the last epoch is scored and kept with the mean of the weights
+    after each epoch of that last fraction of the run (:class:`WeightAverage`).
     `checkpoint`: where the state after each epoch is kept, and a run with the same key resumed
     from; the resumed run ends exactly as an uninterrupted one would. None: no checkpoints.
     `replan`: given the first epoch's training seconds, the epochs the run trains in all; the schedule is
@@ -248,10 +288,12 @@ def fit(
     quiet = not sys.stderr.isatty()  # bars on a terminal; per-epoch log lines always
     best_acc, best_epoch, best_state = -1.0, 0, None
     history: list[EpochRecord] = []
+    average = WeightAverage(config.average_last_fraction)
     done = 0
     saved = checkpoints.load(checkpoint, label) if checkpoint is not None else None
     if saved is not None:
         step.load_state_dict(saved["step"])
+        average.load_state_dict(saved["average"], normalize.device)
         best_acc, best_epoch, best_state = saved["best_acc"], saved["best_epoch"], saved["best_state"]
         history = [EpochRecord(**record) for record in saved["history"]]
         checkpoints.set_rng_states(saved["rng"], normalize.device)
@@ -276,10 +318,13 @@ def fit(
             bar.total = config.epochs
         if not math.isfinite(train_loss):
             raise NonFiniteLoss(f"{label}: training loss became {train_loss} at epoch {epoch}; lower lr (now {config.lr}) or use fp32")
+        if average.covers(epoch, config.epochs):
+            average.add(step.eval_model.state_dict())
+        scored = average.applied_to(step.eval_model) if epoch == config.epochs and average.count else step.eval_model
         evaluated = epoch % config.eval_every == 0 or epoch == config.epochs
         val_loss, val_acc, val_ccc = math.nan, math.nan, math.nan
         if evaluated:
-            probs, values = predict(step.eval_model, val_images, normalize, config, views=(plain_view(config.augment),), num_classes=num_classes)
+            probs, values = predict(scored, val_images, normalize, config, views=(plain_view(config.augment),), num_classes=num_classes)
             val_loss, val_acc = log_loss_and_accuracy(probs, val_labels)
             if num_targets and val_targets is not None:
                 val_ccc = mean_ccc(values, val_targets)
@@ -297,10 +342,10 @@ def fit(
             bar.set_postfix(val_acc=f"{val_acc:.4f}", refresh=False)
             if config.checkpoint == "last" or val_acc > best_acc:
                 best_acc, best_epoch = val_acc, epoch
-                best_state = copy.deepcopy(step.eval_model.state_dict())
+                best_state = copy.deepcopy(scored.state_dict())
         if checkpoint is not None:
             checkpoints.save(checkpoint, {
-                "epoch": epoch, "step": step.state_dict(), "best_acc": best_acc, "best_epoch": best_epoch,
+                "epoch": epoch, "step": step.state_dict(), "average": average.state_dict(), "best_acc": best_acc, "best_epoch": best_epoch,
                 "best_state": None if best_state is None else _cpu(best_state),
                 "history": [asdict(record) for record in history], "rng": checkpoints.rng_states(normalize.device)})
         bar.update(1)

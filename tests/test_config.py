@@ -56,6 +56,8 @@ def test_backbone_overrides_win_over_defaults_and_model_defaults_to_key():
     (lambda p: p["tune"]["space"].update(lr={"low": 0.1, "high": 0.01}), r"tune.space.lr="),
     (lambda p: p["tune"].update(grace_seconds=1), r"tune.grace_seconds=1.0 is out of range"),
     (lambda p: p["synthetic"].update(label_noise=2), r"synthetic.label_noise=2.0"),
+    (lambda p: p["train"].update(average_last_fraction=0.5, checkpoint="best"), r"train.average_last_fraction=0.5 keeps the mean .* set train.checkpoint to last"),
+    (lambda p: p["train"].update(average_last_fraction=1.5), r"train.average_last_fraction=1.5 is out of range"),
     (lambda p: p["train"].update(time_budget_minutes=0), r"train.time_budget_minutes=0.0 is out of range: it must be null \(no budget\) or minutes above 0"),
     (lambda p: p["backbones"].update(bad={"time_budget_minutes": -5}), r"backbones.bad.time_budget_minutes=-5.0 is out of range"),
     (lambda p: p["tune"]["space"].update(time_budget_minutes={"low": 1, "high": 9}), r"tune.space.time_budget_minutes is not a `train` setting"),

@@ -1,3 +1,4 @@
+import copy
 import dataclasses
 import logging
 
@@ -46,6 +47,34 @@ def test_fit_learns_keeps_best_epoch_and_reports_every_epoch():
     probs = predict_proba(result.model, images[120:], normalize, CONFIG, views=({}, {"hflip": True}))
     assert probs.shape == (40, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
     assert log_loss_and_accuracy(probs, labels[120:])[1] >= 0.8
+
+
+def test_weight_average_keeps_the_mean_of_the_last_epochs_weights_and_scores_it(tmp_path, monkeypatch):
+    images, labels = bars_dataset(96, np.random.default_rng(5))
+    normalize = Normalizer(0.2, 0.3, None, torch.device("cpu"), False)
+    config = dataclasses.replace(CONFIG, epochs=4, checkpoint="last", average_last_fraction=0.5)  # epochs 3 and 4
+    weights_after = []  # the trained weights at the end of each epoch, as the checkpoint holds them
+    save = checkpoints.save
+    monkeypatch.setattr(checkpoints, "save", lambda where, state: (weights_after.append(copy.deepcopy(state["step"]["model"])), save(where, state)))
+    seed_everything(0)
+    result = fit(create_model(config, 1, 2), images[:64], labels[:64], images[64:], labels[64:], config, normalize, 2,
+                 checkpoint=checkpoints.Checkpoint(tmp_path / "run.pt", "key"))
+    assert len(weights_after) == 4
+    kept = result.model.state_dict()
+    for name, value in kept.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (weights_after[2][name] + weights_after[3][name]) / 2)
+        else:
+            assert torch.equal(value, weights_after[3][name])  # counters: the last epoch's
+    assert not torch.equal(kept["fc.weight"], weights_after[3]["fc.weight"])
+    # The figure reported for the last epoch, and kept, is the averaged model's.
+    probs = predict_proba(result.model, images[64:], normalize, config, views=({},))
+    assert result.best_val_acc == result.history[-1].val_acc == log_loss_and_accuracy(probs, labels[64:])[1]
+
+
+@pytest.mark.parametrize("fraction, total, averaged", [(0.0, 9, []), (0.25, 9, [8, 9]), (0.01, 9, [9]), (1.0, 3, [1, 2, 3])])
+def test_weight_average_covers_the_last_fraction_of_the_epochs_and_at_least_one(fraction, total, averaged):
+    assert [epoch for epoch in range(1, total + 1) if engine.WeightAverage(fraction).covers(epoch, total)] == averaged
 
 
 def test_eval_every_scores_only_every_nth_and_the_last_epoch():
