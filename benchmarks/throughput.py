@@ -41,13 +41,13 @@ def pipeline_rate(data: Prepared, config, device, steps: int, warmup: int) -> fl
     while done < warmup + steps:
         for images, labels in loader:
             if done == warmup:
-                _sync(device)
+                wait_for_device(device)
                 started = time.perf_counter()
             step(images, labels)
             done += 1
             if done == warmup + steps:
                 break
-    _sync(device)
+    wait_for_device(device)
     return steps * config.batch_size / (time.perf_counter() - started)
 
 
@@ -62,18 +62,18 @@ def in_memory_rate(data: Prepared, config, device, steps: int, warmup: int) -> f
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     for i in range(warmup + steps):
         if i == warmup:
-            _sync(device)
+            wait_for_device(device)
             started = time.perf_counter()
         with autocast(device, config.precision):
             loss = loss_fn(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    _sync(device)
+    wait_for_device(device)
     return steps * config.batch_size / (time.perf_counter() - started)
 
 
-def _sync(device: torch.device) -> None:
+def wait_for_device(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
 
