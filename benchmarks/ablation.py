@@ -40,7 +40,7 @@ from pipeline.config import TrainConfig, load_config  # noqa: E402
 from pipeline.data import Prepared, load_folds, load_prepared  # noqa: E402
 from pipeline.engine import fit_fold, predict_proba  # noqa: E402
 from pipeline.blend import cross_fitted_blend  # noqa: E402
-from pipeline.files import atomic_path, read_json, save_array, write_csv, write_json  # noqa: E402
+from pipeline.files import read_json, save_array, write_csv, write_json, write_text  # noqa: E402
 from pipeline.models import pick_device  # noqa: E402
 
 TEN_CROP = tuple({"scale": 1.09, "shift": [dx, dy], "hflip": flip}
@@ -190,8 +190,7 @@ def write_table(rows: list[dict], out: Path) -> None:
                "train_img_s", "train_min", "ms_per_img_flip", "ms_per_img_ten_crop", "ms_per_img_crop_ten"]
     table = pd.DataFrame(rows).reindex(columns=columns)
     write_csv(table, out.with_suffix(".csv"))
-    with atomic_path(out.with_suffix(".md")) as tmp:
-        tmp.write_text(markdown(table))
+    write_text(markdown(table), out.with_suffix(".md"))
 
 
 def markdown(table: pd.DataFrame) -> str:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from pipeline.config import Config, load_config, tuned_config  # noqa: E402
 from pipeline.data import Prepared, load_prepared  # noqa: E402
-from pipeline.files import atomic_path, read_json, write_json  # noqa: E402
+from pipeline.files import read_json, write_json, write_text  # noqa: E402
 from pipeline.models import pick_device  # noqa: E402
 from pipeline.commands.preset import apply_preset  # noqa: E402
 from member_subsets import subset_rows, subsets_markdown  # noqa: E402
@@ -136,8 +136,7 @@ def main() -> None:
                "expected_leaderboard": read_json(ROOT / "metrics" / "report.json")["expected_leaderboard"]}
     out = args.out or ROOT / "benchmarks" / "results" / args.preset.stem
     write_json(figures, out.with_suffix(".json"))
-    with atomic_path(out.with_suffix(".md")) as tmp:
-        tmp.write_text(summary_markdown(figures))
+    write_text(summary_markdown(figures), out.with_suffix(".md"))
     print(summary_markdown(figures))
     print(json.dumps({"submissions": sorted(str(p.relative_to(ROOT)) for p in (ROOT / "submissions").glob("*.csv"))}))
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline.blend import cross_fitted_blend  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.data import Prepared, load_prepared  # noqa: E402
-from pipeline.files import atomic_path, read_json, write_json  # noqa: E402
+from pipeline.files import read_json, write_json, write_text  # noqa: E402
 from pipeline.predictions import read_oof_table  # noqa: E402
 
 
@@ -67,8 +67,7 @@ def main() -> None:
     print(table)
     if args.out:
         write_json({"subsets": rows}, args.out.with_suffix(".json"))
-        with atomic_path(args.out.with_suffix(".md")) as tmp:
-            tmp.write_text(table)
+        write_text(table, args.out.with_suffix(".md"))
 
 
 if __name__ == "__main__":

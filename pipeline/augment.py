@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import SIZE_CHANGING, ConfigError, TrainConfig
+from pipeline.config import SIZE_CHANGING, ConfigError, TrainConfig, resamples
 
 
 def build_augment(spec: tuple[dict, ...], seed: int, strength: float = 1.0) -> A.Compose:
@@ -171,13 +171,25 @@ def apply_view(x: torch.Tensor, view: dict) -> torch.Tensor:
     dx, dy = view.get("shift", (0, 0))
     scale = float(view.get("scale", 1.0))
     flip = bool(view.get("hflip", False))
-    if dx == 0 and dy == 0 and scale == 1.0:
+    if not resamples(view):
+        x = _shift_whole_pixels(x, int(dx), int(dy))
         return torch.flip(x, dims=[3]) if flip else x
     height, width = x.shape[-2:]
     theta = torch.tensor([[(-1.0 if flip else 1.0) / scale, 0.0, -2.0 * dx / width], [0.0, 1.0 / scale, -2.0 * dy / height]], device=x.device)
     # x.shape, not len(x) or a list: an exported graph then keeps its batch size dynamic.
     grid = F.affine_grid(theta.expand(x.shape[0], 2, 3).to(x.dtype), x.shape, align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _shift_whole_pixels(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """`x` moved right by dx and down by dy, the edge pixels repeated into the gap: what the bilinear
+    resampling below gives at whole pixels, by padding and slicing, which ONNX writes at any opset."""
+    if dx == 0 and dy == 0:
+        return x
+    height, width = x.shape[-2:]
+    padded = F.pad(x, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)), mode="replicate")
+    top, left = max(-dy, 0), max(-dx, 0)
+    return padded[..., top:top + height, left:left + width]
 
 
 def plain_view(augment: tuple[dict, ...]) -> dict:

@@ -30,6 +30,7 @@ PARAMS_FILE = "params.yaml"
 # Backbone run names become DVC stage names, folder names and command-line words.
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 TTA_KEYS = ("hflip", "shift", "scale", "crop")
+RESAMPLING_OPSET = 20  # the first opset in which the TorchScript exporter writes affine_grid and grid_sample
 PRECISIONS = ("fp32", "bf16", "fp16")
 # `precision` and `channels_last` may be left to measurement on the machine at hand (pipeline/speed.py).
 AUTO = "auto"
@@ -300,6 +301,16 @@ def _check_tta_view(view: Any, where: str) -> None:
                 raise ConfigError(f"{where}: view {view!r}: {key} must be {requirement}")
 
 
+def resamples(view: dict) -> bool:
+    """A whole-image view that zooms or moves by a fraction of a pixel, so is resampled (affine_grid and
+    grid_sample, which ONNX writes from RESAMPLING_OPSET on); flips, crops and whole-pixel shifts only
+    slice and pad the image, which any opset writes."""
+    if not view or "crop" in view:
+        return False
+    dx, dy = view.get("shift", (0, 0))
+    return float(view.get("scale", 1.0)) != 1.0 or not (float(dx).is_integer() and float(dy).is_integer())
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -438,6 +449,7 @@ def config_from_dict(raw: dict[str, Any], where: str = PARAMS_FILE) -> Config:
     config = Config(backbones=backbones, **built)
     for name in backbones:
         _check_crops_fit(config.backbone(name), config.data.image_size, f"{where}: backbones.{name}")  # fail now, not mid-pipeline
+        _check_views_export(config.backbone(name), config.export.opset, f"{where}: backbones.{name}")  # not after hours of training
     outside = sorted(set(config.tune.folds) - set(config.folds.ids))
     if outside:
         raise ConfigError(f"tune.folds {list(config.tune.folds)} names fold(s) {outside} that folds.ids {list(config.folds.ids)} does not have")
@@ -453,6 +465,14 @@ def _check_crops_fit(train: TrainConfig, image_size: int, where: str) -> None:
     for view in train.tta:
         if view.get("crop", 0) > image_size:
             raise ConfigError(f"{where}: tta view {view} crops more than data.image_size {image_size}")
+
+
+def _check_views_export(train: TrainConfig, opset: int, where: str) -> None:
+    resampled = [view for view in train.tta if resamples(view)]
+    if resampled and opset < RESAMPLING_OPSET:
+        raise ConfigError(f"{where}: tta view(s) {resampled} zoom or shift by a fraction of a pixel, which the export stage's ONNX "
+                          f"writes only from opset {RESAMPLING_OPSET} on (export.opset is {opset}); set export.opset: {RESAMPLING_OPSET}, "
+                          "or keep to flips, crops and shifts by whole pixels")
 
 
 def _check_backbones_section(backbones: Any, where: str) -> dict[str, dict[str, Any]]:

@@ -22,18 +22,15 @@ from safetensors import safe_open
 from pipeline.affect import split_outputs
 from pipeline.augment import apply_view, plain_view
 from pipeline.bundle import METADATA_KEY, PROBABILITIES, TARGETS, BundleInfo, Member
-from pipeline.config import PipelineError
+from pipeline.config import RESAMPLING_OPSET, PipelineError, resamples
 from pipeline.data import Prepared
 from pipeline.files import atomic_path
 from pipeline.models import load_weights
 from pipeline.predictions import fold_dir
 
-# 17: the TorchScript exporter's newest well-trodden opset, with grid_sample (shift/zoom views) and
+# 17: the TorchScript exporter's newest well-trodden opset, with grid_sample (zoomed views) and
 # everything onnxruntime's CPU provider runs; exports for older runtimes are the export stage's job.
 ONNX_OPSET = 17
-# Shifted or zoomed test-time views use affine_grid and grid_sample, which the TorchScript exporter
-# writes only from opset 20 on.
-AFFINE_VIEW_OPSET = 20
 
 
 def weight_metadata(path: Path) -> tuple[dict, list[str]]:
@@ -60,9 +57,7 @@ def load_member(models_dir: Path, name: str, weight: float, folds: tuple[int, ..
 
 
 def needs_affine_grid(member: Member) -> bool:
-    """Shifted or zoomed views resample the image; crop views only slice it, which any opset writes."""
-    return any(view and "crop" not in view and (tuple(view.get("shift", (0, 0))) != (0, 0) or float(view.get("scale", 1.0)) != 1.0)
-               for view in member.tta)
+    return any(resamples(view) for view in member.tta)
 
 
 class EnsembleNet(torch.nn.Module):
@@ -103,8 +98,8 @@ class EnsembleNet(torch.nn.Module):
 
 
 def bundle_opset(info: BundleInfo) -> int:
-    """The bundle's opset: ONNX_OPSET, or the one its shifted or zoomed views need."""
-    return AFFINE_VIEW_OPSET if any(needs_affine_grid(m) for m in info.members) else ONNX_OPSET
+    """The bundle's opset: ONNX_OPSET, or the one its zoomed or sub-pixel shifted views need."""
+    return RESAMPLING_OPSET if any(needs_affine_grid(m) for m in info.members) else ONNX_OPSET
 
 
 def export_onnx(net: EnsembleNet, path: str | Path, opset: int, input_dtype: torch.dtype = torch.uint8, batch: int = 2) -> None:
@@ -114,10 +109,11 @@ def export_onnx(net: EnsembleNet, path: str | Path, opset: int, input_dtype: tor
     older runtimes such as TensorRT on Jetson-class devices parse.
     """
     info = net.info
-    shifted = [m.name for m in info.members if needs_affine_grid(m)]
-    if shifted and opset < AFFINE_VIEW_OPSET:
-        raise PipelineError(f"backbone(s) {shifted} have shifted or zoomed test-time views (train.tta), which ONNX writes only from opset "
-                            f"{AFFINE_VIEW_OPSET} on (affine_grid, grid_sample); set export.opset: {AFFINE_VIEW_OPSET} or keep only flips in their tta")
+    resampled = [m.name for m in info.members if needs_affine_grid(m)]
+    if resampled and opset < RESAMPLING_OPSET:
+        raise PipelineError(f"backbone(s) {resampled} have zoomed or sub-pixel shifted test-time views (train.tta), which ONNX writes only "
+                            f"from opset {RESAMPLING_OPSET} on (affine_grid, grid_sample); set export.opset: {RESAMPLING_OPSET}, "
+                            "or keep to flips and shifts by whole pixels in their tta")
     example = torch.zeros(batch, info.image_size, info.image_size, info.channels, dtype=input_dtype)
     buffer = io.BytesIO()
     outputs = [PROBABILITIES, TARGETS] if info.targets else [PROBABILITIES]

@@ -53,6 +53,19 @@ def test_tta_views():
     assert zoomed.shape == x.shape and not torch.allclose(zoomed, x)
 
 
+@pytest.mark.parametrize("dx, dy", [(2, -1), (-3, 3), (0, 2), (1, 0)])
+def test_whole_pixel_shifts_move_the_image_and_repeat_its_edge_as_resampling_does(dx, dy):
+    x = torch.randn(2, 3, 7, 9)
+    rows = (torch.arange(7) - dy).clamp(0, 6)
+    cols = (torch.arange(9) - dx).clamp(0, 8)
+    moved = x[..., rows, :][..., cols]
+    assert torch.equal(apply_view(x, {"shift": [dx, dy]}), moved)
+    assert torch.equal(apply_view(x, {"shift": [dx, dy], "hflip": True}), moved.flip(3))
+    # The same view as a sub-pixel shift a hair away goes through bilinear resampling, and lands on the same pixels.
+    nearly = apply_view(x, {"shift": [dx + 1e-6, dy], "hflip": True})
+    assert torch.allclose(nearly, moved.flip(3), atol=1e-4)
+
+
 def test_crop_views_take_a_window_about_the_centre_moved_by_whole_pixels():
     x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8)
     assert torch.equal(apply_view(x, {"crop": 6}), x[..., 1:7, 1:7])

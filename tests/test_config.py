@@ -61,12 +61,25 @@ def test_backbone_overrides_win_over_defaults_and_model_defaults_to_key():
     (lambda p: p["train"].update(time_budget_minutes=0), r"train.time_budget_minutes=0.0 is out of range: it must be null \(no budget\) or minutes above 0"),
     (lambda p: p["backbones"].update(bad={"time_budget_minutes": -5}), r"backbones.bad.time_budget_minutes=-5.0 is out of range"),
     (lambda p: p["tune"]["space"].update(time_budget_minutes={"low": 1, "high": 9}), r"tune.space.time_budget_minutes is not a `train` setting"),
+    (lambda p: p["backbones"].update(zoom={"tta": [{}, {"scale": 1.1}]}),
+     r"backbones.zoom: tta view\(s\) \[\{'scale': 1.1\}\] zoom or shift by a fraction of a pixel, .* \(export.opset is 13\); set export.opset: 20"),
+    (lambda p: p["train"].update(tta=[{"shift": [0.5, 0]}]), r"backbones.\w+: tta view\(s\) \[\{'shift': \[0.5, 0\]\}\] zoom or shift"),
 ])
 def test_bad_values_are_refused_with_the_key_named(mutate, fragment):
     params = project_params()
     mutate(params)
     with pytest.raises(ConfigError, match=fragment):
         config_from_dict(params)
+
+
+def test_whole_pixel_shifts_export_at_the_default_opset_and_zooms_at_opset_20():
+    params = project_params()
+    assert params["export"]["opset"] < 20
+    params["train"]["tta"] = [{}, {"shift": [-3, 3], "hflip": True}, {"crop": 40, "shift": [2, 2]}]
+    config_from_dict(params)
+    params["train"]["tta"] = [{}, {"scale": 1.1}]
+    params["export"]["opset"] = 20
+    config_from_dict(params)
 
 
 def test_precision_and_channels_last_may_be_left_to_measurement():

@@ -110,6 +110,28 @@ def test_member_subsets_blend_as_the_ensemble_stage_does(project, tmp_path):
     assert rows[names]["train_minutes"] == pytest.approx(rows[(names[0],)]["train_minutes"] + rows[(names[1],)]["train_minutes"])
     assert " + ".join(names) in done.stdout
 
+def test_tta_views_rescore_a_run_as_its_oof_and_ensemble_stages_did(project, tmp_path):
+    """benchmarks/tta_views.py: the views a backbone trained with repeat its OOF accuracy and the ensemble's
+    blend, the plain view its accuracy without TTA; a view the pipeline would refuse is refused by name."""
+    root, env, _ = project
+    name = list(E2E_PARAMS["backbones"])[0]
+    views = tmp_path / "views.yaml"
+    views.write_text("plain: [{}]\nshifted: [{}, {hflip: true}, {shift: [1, -1]}, {shift: [-1, 1], hflip: true}]\n")
+    command = [sys.executable, str(PROJECT / "benchmarks" / "tta_views.py"), "--workspace", str(root), "--backbone", name, "--views", str(views)]
+    done = subprocess.run([*command, "--out", str(tmp_path / "views")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = {row["views"]: row for row in json.loads((tmp_path / "views.json").read_text())["views"]}
+    metrics = json.loads((root / "metrics" / f"{name}.json").read_text())
+    assert rows["params.yaml"]["oof_acc"] == pytest.approx(metrics["accuracy"])
+    assert rows["plain"]["oof_acc"] == pytest.approx(metrics["accuracy_no_tta"])
+    assert rows["params.yaml"]["blend_oof_acc"] == pytest.approx(json.loads((root / "metrics" / "ensemble.json").read_text())["blend_accuracy"])
+    assert [rows[key]["count"] for key in ("params.yaml", "plain", "shifted")] == [len(E2E_PARAMS["train"]["tta"]), 1, 4]
+    assert "| shifted | 4 |" in done.stdout
+    views.write_text("turned: [{}, {rotate: 10}]\n")
+    refused = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert refused.returncode != 0 and "views.yaml: turned.tta: view {'rotate': 10} has unknown key(s) ['rotate']" in refused.stderr
+
+
 def changed_stages(root: Path, env: dict) -> set[str]:
     return set(dvc_json(root, env, "status"))
 

@@ -15,6 +15,7 @@ from pipeline.classifier import Classifier
 from pipeline.config import ConfigError, PipelineError, config_from_dict
 from pipeline.data import load_folds, load_prepared
 from pipeline.ensemble_net import EnsembleNet, bundle_opset, export_onnx, load_member
+from pipeline.quantize import quantize_int8
 from tests.conftest import E2E_PARAMS, run_pipeline, tiny_params
 
 INT8_ACCURACY_BOUND = 0.03  # int8 may cost at most 3 points of OOF accuracy on the synthetic competition
@@ -93,8 +94,8 @@ def test_int8_calibration_never_sees_the_held_out_fold(e2e_project):
     assert len(rows) == 64 and not (fold_of[rows] == 0).any()
 
 
-def test_shifted_views_need_the_opset_that_writes_affine_grids(tmp_path):
-    member = Member("tiny", "tiny", 1.0, (0,), None, ({}, {"shift": [2, 0]}))
+def test_zoomed_views_need_the_opset_that_writes_affine_grids(tmp_path):
+    member = Member("tiny", "tiny", 1.0, (0,), None, ({}, {"scale": 1.1}))
     info = BundleInfo(["a", "b"], 8, 1, 0.5, 0.25, (member,))
     net = EnsembleNet(info, [[torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))]])
     with pytest.raises(PipelineError, match="set export.opset: 20"):
@@ -103,8 +104,11 @@ def test_shifted_views_need_the_opset_that_writes_affine_grids(tmp_path):
     assert Classifier(tmp_path / "tiny.onnx").probabilities(np.zeros((3, 8, 8), np.uint8)).shape == (3, 2)
 
 
-def test_crop_views_export_at_any_opset_and_onnxruntime_computes_what_pytorch_does(tmp_path):
-    views = ({}, {"crop": 6, "shift": [-1, 1], "hflip": True}, {"crop": 6, "shift": [1, -1]})
+@pytest.mark.parametrize("views", [
+    ({}, {"crop": 6, "shift": [-1, 1], "hflip": True}, {"crop": 6, "shift": [1, -1]}),
+    ({}, {"hflip": True}, {"shift": [-2, 1], "hflip": True}, {"shift": [3, -3]}),
+])
+def test_crop_and_whole_pixel_shift_views_export_at_opset_13_and_onnxruntime_computes_what_pytorch_does(tmp_path, views):
     info = BundleInfo(["a", "b"], 8, 1, 0.5, 0.25, (Member("tiny", "tiny", 1.0, (0,), None, views),))
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(2, 2))
@@ -115,6 +119,9 @@ def test_crop_views_export_at_any_opset_and_onnxruntime_computes_what_pytorch_do
         expected = net(torch.from_numpy(faces))
     expected = expected[0] if isinstance(expected, tuple) else expected
     assert np.allclose(Classifier(tmp_path / "tiny.onnx").probabilities(faces), expected.numpy(), atol=1e-5)
+    quantize_int8(tmp_path / "tiny.onnx", tmp_path / "tiny.int8.onnx", faces)  # the int8 graph the export stage writes beside it
+    # Its outputs are int8 too (steps of about 1/255), so it is compared at that resolution.
+    assert np.allclose(Classifier(tmp_path / "tiny.int8.onnx").probabilities(faces), expected.numpy(), atol=0.01)
 
 
 def test_the_fast_graph_scores_a_crop_trained_member_on_its_centre_window():
