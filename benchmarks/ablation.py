@@ -75,6 +75,7 @@ ROWS: dict[str, tuple[str, dict]] = {
     "mixup_cutmix": ("mixup 0.2 + cutmix 1.0", {"mixup_alpha": 0.2, "cutmix_alpha": 1.0}),
     "ema": ("EMA of weights, decay 0.998", {"ema_decay": 0.998}),
     "average_last_quarter": ("mean of the weights after each of the last quarter of the epochs", {"average_last_fraction": 0.25}),
+    "low_res_half": ("progressive resizing: the first half of the epochs on faces scaled ×0.75 (36 px for 48)", {"low_res_fraction": 0.5, "low_res_scale": 0.75}),
     # against epochs_x2: what a longer schedule wants
     "epochs_x2_lr_x2": ("epochs ×2, learning rate ×2", {"epochs_factor": 2, "lr_factor": 2}),
     "epochs_x2_dropout": ("epochs ×2, dropout 0.3 + drop-path 0.1", {"epochs_factor": 2, "drop_rate": 0.3, "drop_path_rate": 0.1}),

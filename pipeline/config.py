@@ -46,6 +46,7 @@ BATCH_AUGMENTS = {
 # Transforms that change the image size: they apply to every image (p 1, whatever augment_strength), or a
 # batch would hold images of two sizes.
 SIZE_CHANGING = ("RandomCrop",)
+MIN_LOW_RES_SIDE = 8  # px: progressive resizing's smaller images, as input_size's least (nets with four 2× pools need some side left)
 PRUNERS = ("auto", "median", "successive_halving", "hyperband", "wilcoxon", "none")
 LAYOUTS = ("auto", "class_folders", "label_table", "pixel_table")
 # How the regression targets (valence, arousal) are scored in training: mean squared error, 1 - concordance
@@ -193,6 +194,10 @@ class TrainConfig:
     cutmix_alpha: float
     ema_decay: float | None  # None: no weight EMA
     average_last_fraction: float  # 0: keep the last epoch's weights; f: the mean of those after each of the last f of the epochs
+    # Progressive resizing: the first `low_res_fraction` of the epochs train on images whose side is
+    # `low_res_scale` times the full one (cheaper steps, so more epochs fit a budget); the rest, and every scoring, at full size.
+    low_res_fraction: float
+    low_res_scale: float
     input_size: int | None  # None: the prepared image size; else resized per batch
     precision: str  # fp32 | bf16 | fp16 | auto (the faster of fp32 and bf16, measured: pipeline/speed.py)
     channels_last: bool | str  # true | false | auto (measured)
@@ -228,6 +233,8 @@ class TrainConfig:
             ("cutmix_alpha", _between(0, 100), "0 (off) or more"),
             ("ema_decay", _optional(_between(0, 1, low_open=True, high_open=True)), "null (off) or in (0, 1), e.g. 0.999"),
             ("average_last_fraction", _between(0, 1), "0 (off) or the fraction of the epochs at the end whose weights are averaged, e.g. 0.25"),
+            ("low_res_fraction", _between(0, 1, high_open=True), "0 (off) or the fraction of the epochs at the start trained on smaller images, e.g. 0.5"),
+            ("low_res_scale", _between(0, 1, low_open=True, high_open=True), "the smaller images' side over the full side, in (0, 1), e.g. 0.75"),
             ("input_size", _optional(_between(8, 4096)), "null or between 8 and 4096 pixels"),
             ("precision", lambda v: v in (*PRECISIONS, AUTO), f"one of {[*PRECISIONS, AUTO]}"),
             ("channels_last", lambda v: v in (True, False, AUTO), f"true, false or {AUTO}"),
@@ -243,6 +250,10 @@ class TrainConfig:
             ("target_loss", lambda v: v in TARGET_LOSSES, f"one of {list(TARGET_LOSSES)}"),
             ("time_budget_minutes", _optional(_between(0, math.inf, low_open=True, high_open=True)), "null (no budget) or minutes above 0"),
         ], where)
+        if self.low_res_fraction > 0 and self.average_last_fraction + self.low_res_fraction > 1:
+            raise ConfigError(f"{where}.low_res_fraction={self.low_res_fraction} and average_last_fraction={self.average_last_fraction} "
+                              "overlap: the averaged weights (batch-norm statistics included) would mix epochs on smaller images "
+                              "with full-size ones; keep their sum at most 1")
         if self.average_last_fraction > 0 and self.checkpoint != "last":
             raise ConfigError(f"{where}.average_last_fraction={self.average_last_fraction} keeps the mean of the last epochs' "
                               f"weights, so no epoch is picked: set {where}.checkpoint to last (it is {self.checkpoint})")
@@ -465,6 +476,12 @@ def _check_crops_fit(train: TrainConfig, image_size: int, where: str) -> None:
     for view in train.tta:
         if view.get("crop", 0) > image_size:
             raise ConfigError(f"{where}: tta view {view} crops more than data.image_size {image_size}")
+    crops = [(kwargs or {}).get("height") for entry in train.augment for name, kwargs in entry.items() if name == "RandomCrop"]
+    side = train.input_size or (crops[0] if crops else image_size)  # as augment.training_side, which imports this module
+    if train.low_res_fraction > 0 and round(side * train.low_res_scale) < MIN_LOW_RES_SIDE:
+        raise ConfigError(f"{where}: low_res_scale {train.low_res_scale} shrinks the {side} px training images to "
+                          f"{round(side * train.low_res_scale)} px; keep them at least {MIN_LOW_RES_SIDE} px "
+                          f"(low_res_scale ≥ {MIN_LOW_RES_SIDE / side:.2f})")
 
 
 def _check_views_export(train: TrainConfig, opset: int, where: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
@@ -112,6 +113,8 @@ class TrainStep:
         self.ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay else None
         self.augment = BatchAugment(config.augment, config.augment_strength, config.seed if seed is None else seed, self.device) if config.augment_on == "batch" else None
         self.updates = 0
+        self.epochs = config.epochs
+        self.image_scale = 1.0  # below 1 in the epochs that train on smaller images (progressive resizing)
 
     def _cosine_schedule(self, epochs: int):
         config = self.config
@@ -121,17 +124,29 @@ class TrainStep:
         return scheduler
 
     def set_epoch(self, epoch: int) -> None:
-        """Before each epoch: batched augmentations draw from (seed, epoch), as the loader's batches do."""
+        """Before each epoch: batched augmentations draw from (seed, epoch), as the loader's batches do;
+        the first epochs of a progressive run train on smaller images."""
         if self.augment is not None:
             self.augment.set_epoch(epoch)
+        low_res = epoch <= low_res_epochs(self.config.low_res_fraction, self.epochs)
+        self.image_scale = self.config.low_res_scale if low_res else 1.0
 
     def set_epochs(self, epochs: int) -> None:
         """Fit the cosine schedule to `epochs` in all, from the current update on."""
+        self.epochs = epochs
         self.scheduler = self._cosine_schedule(epochs)
         self.scheduler.step_update(self.updates)
 
+    def _shrink(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        size = (max(1, round(height * self.image_scale)), max(1, round(width * self.image_scale)))
+        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        return x.contiguous(memory_format=torch.channels_last) if self.normalize.channels_last else x
+
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         x = self.normalize(images, self.augment)
+        if self.image_scale != 1.0:
+            x = self._shrink(x)
         y = labels.to(self.device, non_blocking=True)
         if self.mixup is not None:
             x, y = self.mixup(x, y)
@@ -185,6 +200,17 @@ class TrainStep:
 
 
 EpochCallback = Callable[[EpochRecord], None]
+
+
+def low_res_epochs(fraction: float, total: int) -> int:
+    """How many epochs at the start of a `total`-epoch run train on smaller images: `fraction` of them,
+    rounded down (so they stay clear of the weight average's last epochs when the two fractions sum to at
+    most 1), at least 1 (so the first epoch is on smaller images whenever the run has two or more: the
+    first-epoch re-plan, which changes the total, cannot change its size) and never the last (the kept
+    weights train at the size they are scored at)."""
+    if fraction == 0 or total < 2:
+        return 0
+    return min(total - 1, max(1, math.floor(fraction * total)))
 
 
 def seed_everything(seed: int) -> None:
@@ -389,11 +415,13 @@ class EpochPlan:
     """The epochs one run trains under `train.time_budget_minutes`, and the measurements they came from."""
 
     epochs: int
-    seconds_per_epoch: float  # training plus the epoch's share of the validation scoring
+    # Training (the run's mean, when its first epochs train on smaller images) plus the epoch's share of the validation scoring.
+    seconds_per_epoch: float
     predict_seconds: float  # the final OOF (plain and TTA) and test predictions
     budget_seconds: float  # this run's share of the backbone's budget
     scoring_seconds_per_epoch: float = 0.0  # the validation scoring's share of seconds_per_epoch
     probe_seconds_per_epoch: float | None = None  # what the probe measured, when the first epoch re-planned
+    low_res_time_ratio: float = 1.0  # a step on the smaller images over a full-size one, as the probe timed them (train.low_res_fraction)
 
 
 def budget_plan(budget_seconds: float, spent_seconds: float, seconds_per_epoch: float, predict_seconds: float,
@@ -409,16 +437,26 @@ def budget_plan(budget_seconds: float, spent_seconds: float, seconds_per_epoch: 
     return EpochPlan(max(1, min(max_epochs, fitting)), seconds_per_epoch, predict_seconds, budget_seconds)
 
 
+def mean_train_seconds(full_size_seconds: float, low_res_fraction: float, low_res_time_ratio: float) -> float:
+    """An epoch's training time averaged over a run whose first `low_res_fraction` of the epochs train on
+    smaller images, each step `low_res_time_ratio` times a full-size one."""
+    return full_size_seconds * (1 - low_res_fraction * (1 - low_res_time_ratio))
+
+
 def replan_after_first_epoch(plan: EpochPlan, first_epoch_train_seconds: float, spent_seconds: float, max_epochs: int,
-                             label: str = "") -> EpochPlan:
+                             label: str = "", low_res_fraction: float = 0.0) -> EpochPlan:
     """The plan again from the first real epoch, a longer and truer measurement than the probe's few steps
     (a probe right after other work timed 65 s an epoch that then took 55): the first epoch plus those
-    that fit in the budget left after `spent_seconds` (probe and first epoch) and the final predictions."""
-    seconds_per_epoch = first_epoch_train_seconds + plan.scoring_seconds_per_epoch
+    that fit in the budget left after `spent_seconds` (probe and first epoch) and the final predictions.
+    A first epoch on smaller images (`low_res_fraction`) stands for a full-size one by the probe's ratio."""
+    first_was_low_res = low_res_epochs(low_res_fraction, plan.epochs) >= 1
+    full_size_seconds = first_epoch_train_seconds / plan.low_res_time_ratio if first_was_low_res else first_epoch_train_seconds
+    seconds_per_epoch = mean_train_seconds(full_size_seconds, low_res_fraction, plan.low_res_time_ratio) + plan.scoring_seconds_per_epoch
     # The first epoch is among the epochs planned, so it is not counted as spent.
     replanned = budget_plan(plan.budget_seconds, spent_seconds - seconds_per_epoch, seconds_per_epoch, plan.predict_seconds,
                             max_epochs, label)
-    return replace(replanned, scoring_seconds_per_epoch=plan.scoring_seconds_per_epoch, probe_seconds_per_epoch=plan.seconds_per_epoch)
+    return replace(replanned, scoring_seconds_per_epoch=plan.scoring_seconds_per_epoch, probe_seconds_per_epoch=plan.seconds_per_epoch,
+                   low_res_time_ratio=plan.low_res_time_ratio)
 
 
 def plan_epochs(data: Prepared, train_index: np.ndarray, valid_index: np.ndarray, config: TrainConfig, normalize: Normalizer,
@@ -440,15 +478,12 @@ def plan_epochs(data: Prepared, train_index: np.ndarray, valid_index: np.ndarray
     loader = make_train_loader(data.train_images[probe_index], data.train_labels[probe_index], config, seed=config.seed, targets=targets)
     step = TrainStep(model, config, normalize, num_classes, steps_per_epoch=batches_per_epoch,
                      num_targets=0 if targets is None else targets.shape[1])
-    batches = iter(loader)
-    for _ in range(warmup):
-        float(step(*next(batches)))  # float(): waits for the device to finish the step
-    timing = time.perf_counter()
-    for _ in range(timed):
-        loss = step(*next(batches))
-    float(loss)
-    step_seconds = (time.perf_counter() - timing) / timed
-    del batches, loader
+    step_seconds = _time_steps(step, loader, warmup, timed)
+    low_res_time_ratio = 1.0
+    if config.low_res_fraction > 0:
+        step.image_scale = config.low_res_scale
+        low_res_time_ratio = _time_steps(step, loader, warmup, timed) / step_seconds
+    del loader
 
     eval_images = data.train_images[valid_index[:PROBE_EVAL_BATCHES * config.eval_batch_size]]
     predict(step.eval_model, eval_images[:config.eval_batch_size], normalize, config, (plain_view(config.augment),), num_classes)  # untimed
@@ -459,10 +494,23 @@ def plan_epochs(data: Prepared, train_index: np.ndarray, valid_index: np.ndarray
     n_val, views = len(valid_index), len(config.tta)
     n_test = len(data.test_images) if predict_test else 0
     scoring_seconds_per_epoch = n_val * image_seconds / config.eval_every
-    seconds_per_epoch = batches_per_epoch * step_seconds + scoring_seconds_per_epoch
+    train_seconds = mean_train_seconds(batches_per_epoch * step_seconds, config.low_res_fraction, low_res_time_ratio)
+    seconds_per_epoch = train_seconds + scoring_seconds_per_epoch
     predict_seconds = (n_val * (1 + views) + n_test * views) * image_seconds
     plan = budget_plan(budget_seconds, time.perf_counter() - started, seconds_per_epoch, predict_seconds, config.epochs, label)
-    return replace(plan, scoring_seconds_per_epoch=scoring_seconds_per_epoch)
+    return replace(plan, scoring_seconds_per_epoch=scoring_seconds_per_epoch, low_res_time_ratio=low_res_time_ratio)
+
+
+def _time_steps(step: TrainStep, loader: torch.utils.data.DataLoader, warmup: int, timed: int) -> float:
+    """Seconds a training step takes, after `warmup` untimed steps (the loader yields warmup + timed batches)."""
+    batches = iter(loader)
+    for _ in range(warmup):
+        float(step(*next(batches)))  # float(): waits for the device to finish the step
+    timing = time.perf_counter()
+    for _ in range(timed):
+        loss = step(*next(batches))
+    float(loss)
+    return (time.perf_counter() - timing) / timed
 
 
 def _run_plan(data: Prepared, fold_of: np.ndarray, train_index: np.ndarray, valid_index: np.ndarray, config: TrainConfig,
@@ -535,9 +583,15 @@ def fit_fold(
 
             def replan(first_epoch_train_seconds: float) -> int:
                 nonlocal plan
-                plan = replan_after_first_epoch(plan, first_epoch_train_seconds, time.perf_counter() - started, resolved.epochs, label)
-                log.info("%s: the first epoch trained in %.1f s (the probe said %.1f s) → %d epochs", label or "training",
-                         first_epoch_train_seconds, plan.probe_seconds_per_epoch - plan.scoring_seconds_per_epoch, plan.epochs)
+                probed = plan
+                plan = replan_after_first_epoch(probed, first_epoch_train_seconds, time.perf_counter() - started, resolved.epochs, label,
+                                                config.low_res_fraction)
+                first_low_res = low_res_epochs(config.low_res_fraction, probed.epochs) >= 1
+                probe_full_size = (probed.seconds_per_epoch - probed.scoring_seconds_per_epoch) / mean_train_seconds(
+                    1.0, config.low_res_fraction, probed.low_res_time_ratio)
+                log.info("%s: the first epoch trained in %.1f s%s (the probe said %.1f s) → %d epochs", label or "training",
+                         first_epoch_train_seconds, " on smaller images" if first_low_res else "",
+                         probe_full_size * (probed.low_res_time_ratio if first_low_res else 1.0), plan.epochs)
                 if checkpoint is not None:
                     checkpoints.save_plan(checkpoint, asdict(plan))  # before the epoch's checkpoint: a resumed run keeps it
                 return plan.epochs

@@ -1,6 +1,7 @@
 import copy
 import dataclasses
 import logging
+import math
 
 import numpy as np
 import pytest
@@ -75,6 +76,24 @@ def test_weight_average_keeps_the_mean_of_the_last_epochs_weights_and_scores_it(
 @pytest.mark.parametrize("fraction, total, averaged", [(0.0, 9, []), (0.25, 9, [8, 9]), (0.01, 9, [9]), (1.0, 3, [1, 2, 3])])
 def test_weight_average_covers_the_last_fraction_of_the_epochs_and_at_least_one(fraction, total, averaged):
     assert [epoch for epoch in range(1, total + 1) if engine.WeightAverage(fraction).covers(epoch, total)] == averaged
+
+
+@pytest.mark.parametrize("fraction, total, low", [(0.0, 9, 0), (0.5, 9, 4), (0.5, 1, 0), (0.9, 4, 3), (0.1, 4, 1), (0.1, 2, 1)])
+def test_low_res_epochs_are_the_fraction_at_the_start_rounded_down_at_least_one_and_never_the_last(fraction, total, low):
+    assert engine.low_res_epochs(fraction, total) == low
+
+
+def test_progressive_resizing_trains_the_first_epochs_on_smaller_images_and_scores_full_size():
+    images, labels = bars_dataset(64, np.random.default_rng(6))
+    normalize = Normalizer(0.2, 0.3, None, torch.device("cpu"), False)
+    config = dataclasses.replace(CONFIG, epochs=4, low_res_fraction=0.5, low_res_scale=0.5)
+    model = create_model(config, 1, 2)
+    sides = {True: [], False: []}  # training: the side of every training batch; False: of every scored one
+    model.register_forward_pre_hook(lambda module, args: sides[module.training].append(args[0].shape[-1]))
+    fit(model, images, labels, images, labels, config, normalize, 2)
+    steps = len(sides[True]) // 4
+    assert sides[True] == [8] * 2 * steps + [16] * 2 * steps  # epochs 1-2 at half the side, 3-4 whole
+    assert set(sides[False]) == {16}
 
 
 def test_eval_every_scores_only_every_nth_and_the_last_epoch():
@@ -159,6 +178,16 @@ def test_first_epoch_replans_with_its_own_time_and_the_budget_left():
     assert replan_after_first_epoch(probe, 5000.0, 120, max_epochs=200).epochs == 1  # the first epoch alone used it up
 
 
+def test_a_first_epoch_on_smaller_images_replans_as_the_full_size_epoch_it_stands_for():
+    probe = EpochPlan(29, 45.0, 12, 1980, scoring_seconds_per_epoch=5.0, low_res_time_ratio=0.5)
+    # 25 s on half-time steps is 50 s at full size; half the epochs at half the time: 37.5 s + 5 s scoring an epoch,
+    # 1 + (1980 s - 120 s spent - 12 s predicting) / 42.5 s = 1 + 43.5
+    replanned = replan_after_first_epoch(probe, 25.0, 120, max_epochs=200, low_res_fraction=0.5)
+    assert replanned == EpochPlan(44, 42.5, 12, 1980, 5.0, probe_seconds_per_epoch=45.0, low_res_time_ratio=0.5)
+    # planned at 1 epoch, the first trained at full size: 50 s stands for itself
+    assert replan_after_first_epoch(dataclasses.replace(probe, epochs=1), 50.0, 120, max_epochs=200, low_res_fraction=0.5).epochs == 44
+
+
 # Every global generator in play (init, dropout, drop-path, mixup), so a probe that moved one would show.
 BUDGETED = train_config(model="resnet10t", epochs=3, batch_size=16, warmup_epochs=0, workers=0, eval_batch_size=64,
                         drop_rate=0.2, drop_path_rate=0.1, mixup_alpha=0.2)
@@ -175,10 +204,27 @@ def test_plan_epochs_measures_the_run_and_clips_to_one_and_to_train_epochs(prepa
     assert scant.epochs == 1 and "scant: the time budget" in caplog.text
 
 
-def test_a_probe_that_misjudged_is_corrected_by_the_first_epoch_and_the_run_is_the_unbudgeted_one(prepared, tmp_path, monkeypatch):
+def test_plan_epochs_times_steps_on_the_smaller_images_of_a_progressive_run(prepared, monkeypatch):
+    data = load_prepared(prepared)
+    train_index, valid_index = fold_split(np.arange(len(data.train_ids)) % 3, 0)
+    normalize = Normalizer(data.pixel_mean, data.pixel_std, None, pick_device(), False)
+    shrunk = []  # the side of every batch the probe shrank
+    shrink = TrainStep._shrink
+    monkeypatch.setattr(TrainStep, "_shrink", lambda self, x: shrunk.append(x.shape[-1]) or shrink(self, x))
+    progressive = plan_epochs(data, train_index, valid_index, dataclasses.replace(BUDGETED, low_res_fraction=0.5), normalize, 1e9)
+    assert shrunk  # the second round of the probe's steps trained on smaller images
+    assert math.isfinite(progressive.low_res_time_ratio) and progressive.low_res_time_ratio > 0
+    shrunk.clear()
+    assert plan_epochs(data, train_index, valid_index, BUDGETED, normalize, 1e9).low_res_time_ratio == 1.0 and not shrunk
+
+
+@pytest.mark.parametrize("low_res_fraction", [0.0, 0.5])
+def test_a_probe_that_misjudged_is_corrected_by_the_first_epoch_and_the_run_is_the_unbudgeted_one(prepared, tmp_path, monkeypatch,
+                                                                                                  low_res_fraction):
     data = load_prepared(prepared)
     fold_of = np.arange(len(data.train_ids)) % 3
-    config = dataclasses.replace(BUDGETED, epochs=4, warmup_epochs=1, time_budget_minutes=1e6)  # ample: 4 fit
+    config = dataclasses.replace(BUDGETED, epochs=4, warmup_epochs=1, time_budget_minutes=1e6,  # ample: 4 fit
+                                 low_res_fraction=low_res_fraction)  # 0.5: epoch 1 of the 2 probed, then 1-2 of 4, on smaller images
     monkeypatch.setattr(engine, "plan_epochs", lambda *args, **kwargs: EpochPlan(2, 1e4, 0.0, 1e6 * 60 / 3))  # a probe far too slow
     checkpoint = fold_checkpoint(tmp_path, "resnet10t", data, fold_of, 0, config)
     budgeted = fit_fold(data, fold_of, 0, config, checkpoint=checkpoint)

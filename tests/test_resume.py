@@ -57,14 +57,15 @@ sys.exit(main(sys.argv[1:]))
 
 def train_params(**train: object) -> dict:
     """Every source of randomness on: dropout and drop-path (torch RNG), mixup/cutmix (numpy's), EMA;
-    and the weight average of the last 3 of 4 epochs, so the kill falls inside it.
+    the weight average of the last 3 of 4 epochs, so the kill falls inside it, and smaller images in the first.
 
     The last epoch is kept, so the compared weights are trained after the resume; the best-epoch
     bookkeeping is checked in process (test_fit_resumes_the_best_epoch_bookkeeping).
     """
     params = tiny_params()
     params["train"].update({"epochs": EPOCHS, "batch_size": 32, "workers": 1, "drop_rate": 0.2, "drop_path_rate": 0.1,
-                            "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "ema_decay": 0.9, "average_last_fraction": 0.75, "checkpoint": "last", **train})
+                            "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "ema_decay": 0.9, "average_last_fraction": 0.75,
+                            "low_res_fraction": 0.25, "low_res_scale": 0.5, "checkpoint": "last", **train})
     params["backbones"] = {"resnet10t": {}}
     return params
 

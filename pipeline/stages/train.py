@@ -57,6 +57,7 @@ def write_fold_outputs(run: FoldRun, data: Prepared, fold: int, backbone: str, o
         "planned_epochs": config.epochs if run.plan is None else run.plan.epochs,
         "seconds_per_epoch_measured": None if run.plan is None else run.plan.seconds_per_epoch,
         "seconds_per_epoch_probe": None if run.plan is None else run.plan.probe_seconds_per_epoch,  # before the first epoch re-planned
+        "low_res_time_ratio": None if run.plan is None else run.plan.low_res_time_ratio,  # a step on smaller images over a full-size one
         "data_fingerprint": data.fingerprint,
         "config": dataclasses.asdict(config),
         "targets": data.target_names,  # the model has len(classes) + len(targets) outputs, in that order
