@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.augment import Normalizer, make_train_loader, training_side  # noqa: E402
-from pipeline.config import AUTO, load_config  # noqa: E402
+from pipeline.augment import Normalizer, make_train_loader  # noqa: E402
+from pipeline.config import AUTO, load_config, training_side  # noqa: E402
 from pipeline.data import Prepared, load_prepared  # noqa: E402
 from pipeline.engine import TrainStep  # noqa: E402
 from pipeline.models import autocast, model_on, pick_device  # noqa: E402

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import SIZE_CHANGING, ConfigError, TrainConfig, resamples
+from pipeline.config import SIZE_CHANGING, ConfigError, TrainConfig, random_crop_side, resamples
 
 
 def build_augment(spec: tuple[dict, ...], seed: int, strength: float = 1.0) -> A.Compose:
@@ -195,13 +195,8 @@ def _shift_whole_pixels(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
 def plain_view(augment: tuple[dict, ...]) -> dict:
     """The one view a model is scored on without test-time augmentation: the whole image, or, for a model
     trained on RandomCrop windows, the centre window (on whole faces such a model scored 0.48 against 0.62)."""
-    sides = [entry["RandomCrop"]["height"] for entry in augment if "RandomCrop" in entry]
-    return {"crop": sides[-1]} if sides else {}
-
-
-def training_side(config: TrainConfig, image_size: int) -> int:
-    """The side of the images the model trains on: input_size, else the RandomCrop window, else the prepared size."""
-    return config.input_size or plain_view(config.augment).get("crop") or image_size
+    side = random_crop_side(augment)
+    return {"crop": side} if side else {}
 
 
 def _crop_view(x: torch.Tensor, view: dict) -> torch.Tensor:

@@ -467,6 +467,17 @@ def config_from_dict(raw: dict[str, Any], where: str = PARAMS_FILE) -> Config:
     return config
 
 
+def random_crop_side(augment: tuple[dict, ...]) -> int | None:
+    """The side of the RandomCrop windows in an augment list; None without one."""
+    sides = [entry["RandomCrop"]["height"] for entry in augment if "RandomCrop" in entry]
+    return sides[-1] if sides else None
+
+
+def training_side(config: TrainConfig, image_size: int) -> int:
+    """The side of the images the model trains on: input_size, else the RandomCrop window, else the prepared size."""
+    return config.input_size or random_crop_side(config.augment) or image_size
+
+
 def _check_crops_fit(train: TrainConfig, image_size: int, where: str) -> None:
     """Training crops and test-time crop views must fit inside the images as prepared."""
     for entry in train.augment:
@@ -476,8 +487,7 @@ def _check_crops_fit(train: TrainConfig, image_size: int, where: str) -> None:
     for view in train.tta:
         if view.get("crop", 0) > image_size:
             raise ConfigError(f"{where}: tta view {view} crops more than data.image_size {image_size}")
-    crops = [(kwargs or {}).get("height") for entry in train.augment for name, kwargs in entry.items() if name == "RandomCrop"]
-    side = train.input_size or (crops[0] if crops else image_size)  # as augment.training_side, which imports this module
+    side = training_side(train, image_size)
     if train.low_res_fraction > 0 and round(side * train.low_res_scale) < MIN_LOW_RES_SIDE:
         raise ConfigError(f"{where}: low_res_scale {train.low_res_scale} shrinks the {side} px training images to "
                           f"{round(side * train.low_res_scale)} px; keep them at least {MIN_LOW_RES_SIDE} px "

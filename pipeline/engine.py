@@ -423,6 +423,10 @@ class EpochPlan:
     probe_seconds_per_epoch: float | None = None  # what the probe measured, when the first epoch re-planned
     low_res_time_ratio: float = 1.0  # a step on the smaller images over a full-size one, as the probe timed them (train.low_res_fraction)
 
+    def first_epoch_time_factor(self, low_res_fraction: float) -> float:
+        """The first epoch's training time over a full-size epoch's: the probe's ratio when it trains on smaller images."""
+        return self.low_res_time_ratio if low_res_epochs(low_res_fraction, self.epochs) >= 1 else 1.0
+
 
 def budget_plan(budget_seconds: float, spent_seconds: float, seconds_per_epoch: float, predict_seconds: float,
                 max_epochs: int, label: str = "") -> EpochPlan:
@@ -449,8 +453,7 @@ def replan_after_first_epoch(plan: EpochPlan, first_epoch_train_seconds: float, 
     (a probe right after other work timed 65 s an epoch that then took 55): the first epoch plus those
     that fit in the budget left after `spent_seconds` (probe and first epoch) and the final predictions.
     A first epoch on smaller images (`low_res_fraction`) stands for a full-size one by the probe's ratio."""
-    first_was_low_res = low_res_epochs(low_res_fraction, plan.epochs) >= 1
-    full_size_seconds = first_epoch_train_seconds / plan.low_res_time_ratio if first_was_low_res else first_epoch_train_seconds
+    full_size_seconds = first_epoch_train_seconds / plan.first_epoch_time_factor(low_res_fraction)
     seconds_per_epoch = mean_train_seconds(full_size_seconds, low_res_fraction, plan.low_res_time_ratio) + plan.scoring_seconds_per_epoch
     # The first epoch is among the epochs planned, so it is not counted as spent.
     replanned = budget_plan(plan.budget_seconds, spent_seconds - seconds_per_epoch, seconds_per_epoch, plan.predict_seconds,
@@ -586,12 +589,12 @@ def fit_fold(
                 probed = plan
                 plan = replan_after_first_epoch(probed, first_epoch_train_seconds, time.perf_counter() - started, resolved.epochs, label,
                                                 config.low_res_fraction)
-                first_low_res = low_res_epochs(config.low_res_fraction, probed.epochs) >= 1
+                first_factor = probed.first_epoch_time_factor(config.low_res_fraction)
                 probe_full_size = (probed.seconds_per_epoch - probed.scoring_seconds_per_epoch) / mean_train_seconds(
                     1.0, config.low_res_fraction, probed.low_res_time_ratio)
                 log.info("%s: the first epoch trained in %.1f s%s (the probe said %.1f s) → %d epochs", label or "training",
-                         first_epoch_train_seconds, " on smaller images" if first_low_res else "",
-                         probe_full_size * (probed.low_res_time_ratio if first_low_res else 1.0), plan.epochs)
+                         first_epoch_train_seconds, " on smaller images" if low_res_epochs(config.low_res_fraction, probed.epochs) else "",
+                         probe_full_size * first_factor, plan.epochs)
                 if checkpoint is not None:
                     checkpoints.save_plan(checkpoint, asdict(plan))  # before the epoch's checkpoint: a resumed run keeps it
                 return plan.epochs

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline.augment import Normalizer, training_side
-from pipeline.config import AUTO, TrainConfig
+from pipeline.augment import Normalizer
+from pipeline.config import AUTO, TrainConfig, training_side
 from pipeline.files import read_json, write_json
 from pipeline.machine import cpu_description
 from pipeline.models import model_on
