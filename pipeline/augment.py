@@ -121,7 +121,9 @@ def make_train_loader(images: np.ndarray, labels: np.ndarray, config: TrainConfi
     """
     per_image = config.augment if config.augment_on == "loader" else ()  # batched ones run in the training step
     dataset = AugmentedImages(images, labels, build_augment(per_image, seed, config.augment_strength), targets)
-    workers = config.workers
+    # Under augment_on: batch the loader only slices uint8 arrays; a loader process would add
+    # hand-offs and wake-ups on cores the training step uses, for no work of its own.
+    workers = config.workers if per_image else 0
     # One OpenCV thread, whoever augments. Without loader processes the augmentations run between the
     # model's steps, where a pool of OpenCV threads only fights torch's (face_vgg on 2 cores, three runs:
     # 0.80–0.94 of the in-memory speed with OpenCV's pool, 0.93–0.96 without). With loader processes,

@@ -35,6 +35,13 @@ def test_loader_with_worker_processes_matches_shapes():
     assert x.shape == (4, 8, 8) and y.shape == (4,)
 
 
+@pytest.mark.parametrize("augment_on, processes", [("loader", 2), ("batch", 0)])
+def test_loader_processes_only_where_augmentations_run_per_image(augment_on, processes):
+    config = train_config(batch_size=4, workers=2, augment_on=augment_on, augment=({"HorizontalFlip": {"p": 0.5}},))
+    loader = make_train_loader(np.zeros((20, 8, 8), np.uint8), np.zeros(20, np.int64), config, seed=0)
+    assert loader.num_workers == processes
+
+
 def test_normalizer_makes_nchw_float_and_resizes():
     normalize = Normalizer(0.5, 0.25, input_size=32, device=torch.device("cpu"), channels_last=False)
     x = normalize(torch.full((2, 16, 16), 255, dtype=torch.uint8))

@@ -220,8 +220,8 @@ def test_fit_resumes_the_best_epoch_bookkeeping(tmp_path):
 
 def augmented_epochs(workers: int, epochs: list[int], seed: int = 5) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
     images = np.random.default_rng(0).integers(0, 255, (70, 24, 24), dtype=np.uint8)
-    config = config_from_dict(train_params(batch_size=16, workers=workers)).backbone("resnet10t")
-    assert config.augment, "params.yaml's augmentations are what this test exercises"
+    config = config_from_dict(train_params(batch_size=16, workers=workers, augment_on="loader")).backbone("resnet10t")
+    assert config.augment, "params.yaml's augmentations, run per image in the loader's processes, are what this test exercises"
     loader = make_train_loader(images, np.arange(70), config, seed=seed)
     drawn = []
     for epoch in epochs:  # one loader for all epochs: worker processes persist across them
