@@ -32,7 +32,7 @@ from pipeline.speed import CHANNELS_LAST_CANDIDATES, PRECISION_CANDIDATES  # noq
 
 
 def pipeline_rate(data: Prepared, config, device, steps: int, warmup: int) -> float:
-    """Images/s of TrainStep fed by the training loader (augmentations in loader processes)."""
+    """Images/s of TrainStep fed by the training loader and its augmentations (batched, or per image in loader processes)."""
     model = model_on(config, data.channels, len(data.classes), device).train()
     loader = make_train_loader(np.asarray(data.train_images), data.train_labels, config, seed=0)
     step = TrainStep(model, config, Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last),

@@ -1,8 +1,9 @@
 """The training data path and test-time views.
 
-Training batches are augmented per image with albumentations on uint8 arrays in loader processes,
-so the model never waits on decoding; conversion to float, normalisation and resizing happen once
-per batch, on the model's device. Batch order and augmentations are a function of (seed, epoch,
+Training batches are uint8 arrays, decoded once. Under `augment_on: batch` (the default) they are
+sliced in the training process and augmented there, batched in torch (pipeline/batch_augment.py);
+under `augment_on: loader`, per image with albumentations in `workers` loader processes. Conversion
+to float, normalisation and resizing happen once per batch, on the model's device. Batch order and augmentations are a function of (seed, epoch,
 batch number) alone, so a resumed run repeats an uninterrupted one. TTA views are batched tensor
 transforms.
 """

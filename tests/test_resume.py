@@ -63,7 +63,7 @@ def train_params(**train: object) -> dict:
     bookkeeping is checked in process (test_fit_resumes_the_best_epoch_bookkeeping).
     """
     params = tiny_params()
-    params["train"].update({"epochs": EPOCHS, "batch_size": 32, "workers": 1, "drop_rate": 0.2, "drop_path_rate": 0.1,
+    params["train"].update({"epochs": EPOCHS, "batch_size": 32, "drop_rate": 0.2, "drop_path_rate": 0.1,
                             "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "ema_decay": 0.9, "average_last_fraction": 0.75,
                             "low_res_fraction": 0.25, "low_res_scale": 0.5, "checkpoint": "last", **train})
     params["backbones"] = {"resnet10t": {}}
@@ -88,7 +88,7 @@ def train(workspace: Path, prepared: Path, out: str, checkpoints_dir: str, param
     command = [sys.executable, *entry, "train", "--backbone", "resnet10t", "--fold", "0", "--data", str(prepared),
                "--folds", "folds.csv", "--out", out, "--checkpoints", checkpoints_dir, "--params", params]
     log = workspace / f"{out}.log"
-    # Output to a file, not a pipe: a killed run's loader process may outlive it for a moment.
+    # Output to a file, not a pipe: a killed run's loader processes (augment_on: loader) may outlive it for a moment.
     with open(log, "w") as handle:
         done = subprocess.run(command, cwd=workspace, env=dict(os.environ, PYTHONPATH=str(PROJECT)),
                               stdout=handle, stderr=subprocess.STDOUT, timeout=300)
