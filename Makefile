@@ -1,10 +1,10 @@
 # `make run`: set up .venv and reproduce the pipeline on the embedded synthetic competition.
-# `make test`: the test suite (what CI runs).
+# `make test`: the test suite (what CI runs); `make test-fast`: the tests not marked slow; `make lint`: ruff.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 FER2013 ?= ../shared/data/fer2013.zip
 
-.PHONY: setup run test fer2013 fer2013-cpu fer2013-gpu benchmark
+.PHONY: setup run test test-fast lint fer2013 fer2013-cpu fer2013-gpu benchmark
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,7 +19,14 @@ run: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m dvc repro
 
 test: setup
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q tests
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q --durations=15 tests
+
+test-fast: setup
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q -m "not slow" --durations=15 tests
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 fer2013: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m dvc exp run -S data.source=$(FER2013) $(ARGS)

@@ -17,10 +17,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.batch_augment import BatchAugment  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.models import pick_device  # noqa: E402
 from throughput import wait_for_device  # noqa: E402
+
+from pipeline.config import load_config  # noqa: E402
+from pipeline.training.batch_augment import BatchAugment  # noqa: E402
+from pipeline.training.models import pick_device  # noqa: E402
 
 WARMUP_CALLS = 5
 
@@ -47,12 +48,23 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(args.params)
     device = pick_device()
-    print(f"device {device}, torch threads {torch.get_num_threads()}, {args.image_size} px, {args.calls} calls after {WARMUP_CALLS}")
+    print(
+        f"device {device}, torch threads {torch.get_num_threads()}, {args.image_size} px, {args.calls} calls after "
+        f"{WARMUP_CALLS}"
+    )
     for name in args.backbone or list(config.backbones):
         train = config.backbone(name)
-        batch = torch.randint(0, 256, (train.batch_size, args.channels, args.image_size, args.image_size), device=device).float()
-        parts = [f"{next(iter(entry))} {milliseconds_per_batch((entry,), batch, args.calls):.2f}" for entry in train.augment]
-        print(f"{name} (batch {train.batch_size}): all {milliseconds_per_batch(train.augment, batch, args.calls):.2f} ms; " + ", ".join(parts), flush=True)
+        batch = torch.randint(
+            0, 256, (train.batch_size, args.channels, args.image_size, args.image_size), device=device
+        ).float()
+        parts = [
+            f"{next(iter(entry))} {milliseconds_per_batch((entry,), batch, args.calls):.2f}" for entry in train.augment
+        ]
+        print(
+            f"{name} (batch {train.batch_size}): all {milliseconds_per_batch(train.augment, batch, args.calls):.2f} "
+            "ms; " + ", ".join(parts),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

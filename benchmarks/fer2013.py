@@ -28,13 +28,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from member_subsets import subset_rows, subsets_markdown  # noqa: E402
+from throughput import in_memory_rate  # noqa: E402
+
+from pipeline.commands.preset import apply_preset  # noqa: E402
 from pipeline.config import Config, load_config, tuned_config  # noqa: E402
 from pipeline.data import Prepared, load_prepared  # noqa: E402
 from pipeline.files import read_json, write_json, write_text  # noqa: E402
-from pipeline.models import pick_device  # noqa: E402
-from pipeline.commands.preset import apply_preset  # noqa: E402
-from member_subsets import subset_rows, subsets_markdown  # noqa: E402
-from throughput import in_memory_rate  # noqa: E402
+from pipeline.training.models import pick_device  # noqa: E402
 
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 
@@ -45,7 +46,9 @@ def run_experiment(name: str, sets: list[str]) -> tuple[dict[str, float], float]
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     current, since = None, started
-    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as dvc:
+    with subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    ) as dvc:
         for line in dvc.stdout:
             print(line, end="", flush=True)
             match = STAGE_LINE.search(line)
@@ -72,7 +75,9 @@ def training_speed(backbone: str, data: Prepared, config: Config, steps: int) ->
     measured = float(pd.concat(histories)["train_images_per_s"].median())
     tuned = ROOT / "tuning" / f"{backbone}.json"
     trained = tuned_config(config.backbone(backbone), tuned if tuned.exists() else None)
-    resolved = read_json(ROOT / "models" / backbone / f"fold{config.folds.ids[0]}" / "run.json")["config"]  # `auto` as measured
+    resolved = read_json(ROOT / "models" / backbone / f"fold{config.folds.ids[0]}" / "run.json")[
+        "config"
+    ]  # `auto` as measured
     trained = dataclasses.replace(trained, precision=resolved["precision"], channels_last=resolved["channels_last"])
     return measured, in_memory_rate(data, trained, pick_device(), steps=steps, warmup=5)
 
@@ -81,31 +86,60 @@ def training_time(backbone: str, config: Config) -> dict:
     """Minutes the backbone's fold runs took, their budget (None without one) and the epochs each trained."""
     runs = [read_json(ROOT / "models" / backbone / f"fold{fold}" / "run.json") for fold in config.folds.ids]
     budgets = [run.get("budget_seconds") for run in runs]
-    return {"train_minutes": sum(run["seconds"] for run in runs) / 60,
-            "budget_minutes": None if None in budgets else sum(budgets) / 60,
-            "epochs": [run.get("planned_epochs") for run in runs],
-            "precision": runs[0]["config"]["precision"], "channels_last": runs[0]["config"]["channels_last"]}
+    return {
+        "train_minutes": sum(run["seconds"] for run in runs) / 60,
+        "budget_minutes": None if None in budgets else sum(budgets) / 60,
+        "epochs": [run.get("planned_epochs") for run in runs],
+        "precision": runs[0]["config"]["precision"],
+        "channels_last": runs[0]["config"]["channels_last"],
+    }
 
 
 def summary_markdown(figures: dict) -> str:
-    lines = [f"# FER-2013, preset {figures['preset']}", "", f"Device: {figures['device']}. Wall time of `dvc exp run`: "
-             f"{figures['wall_minutes']:.1f} min.", "", "| stage | minutes |", "|---|---|"]
+    lines = [
+        f"# FER-2013, preset {figures['preset']}",
+        "",
+        f"Device: {figures['device']}. Wall time of `dvc exp run`: {figures['wall_minutes']:.1f} min.",
+        "",
+        "| stage | minutes |",
+        "|---|---|",
+    ]
     lines += [f"| {stage} | {minutes:.1f} |" for stage, minutes in figures["stage_minutes"].items()]
-    lines += ["", "| model | OOF acc | train img/s | in-memory img/s | ratio | train min | budget min | epochs per fold | precision, channels-last |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| model | OOF acc | train img/s | in-memory img/s | ratio | train min | budget min | epochs per fold | "
+        "precision, channels-last |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, row in figures["models"].items():
-        speed = (f"{row['train_img_s']:.0f} | {row['in_memory_img_s']:.0f} | {row['train_img_s'] / row['in_memory_img_s']:.2f}"
-                 if "train_img_s" in row else "– | – | –")
-        time_cells = (f"{row['train_minutes']:.1f} | " + ("–" if row["budget_minutes"] is None else f"{row['budget_minutes']:.1f}") +
-                      f" | {', '.join(map(str, row['epochs']))} | {row['precision']}, {row['channels_last']}" if "train_minutes" in row else "– | – | – | –")
+        speed = (
+            f"{row['train_img_s']:.0f} | {row['in_memory_img_s']:.0f} | "
+            f"{row['train_img_s'] / row['in_memory_img_s']:.2f}"
+            if "train_img_s" in row
+            else "– | – | –"
+        )
+        time_cells = (
+            f"{row['train_minutes']:.1f} | "
+            + ("–" if row["budget_minutes"] is None else f"{row['budget_minutes']:.1f}")
+            + f" | {', '.join(map(str, row['epochs']))} | {row['precision']}, {row['channels_last']}"
+            if "train_minutes" in row
+            else "– | – | – | –"
+        )
         lines.append(f"| {name} | {row['oof_acc']:.4f} | {speed} | {time_cells} |")
     expected = figures["expected_leaderboard"]
-    lines += ["", f"Expected leaderboard accuracy of the ensemble's submission: {expected['accuracy']:.4f} "
-                  f"(95% interval {expected['ci_low']:.4f}–{expected['ci_high']:.4f}): OOF {expected['oof_accuracy']:.4f} "
-                  f"{expected['fold_averaging_gain']:+.4f} for averaging the fold models."]
+    lines += [
+        "",
+        f"Expected leaderboard accuracy of the ensemble's submission: {expected['accuracy']:.4f} "
+        f"(95% interval {expected['ci_low']:.4f}–{expected['ci_high']:.4f}): OOF {expected['oof_accuracy']:.4f} "
+        f"{expected['fold_averaging_gain']:+.4f} for averaging the fold models.",
+    ]
     if len(figures["subsets"]) > 1:
-        lines += ["", "Every subset of the members blended (cross-fitted OOF; benchmarks/member_subsets.py):", "",
-                  subsets_markdown(figures["subsets"]).rstrip()]
+        lines += [
+            "",
+            "Every subset of the members blended (cross-fitted OOF; benchmarks/member_subsets.py):",
+            "",
+            subsets_markdown(figures["subsets"]).rstrip(),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -113,14 +147,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", type=Path, required=True)
     parser.add_argument("--source", default=str(ROOT.parent / "shared" / "data" / "fer2013.zip"))
-    parser.add_argument("-S", "--set", dest="sets", action="append", default=[], help="extra params override, as dvc exp run -S")
+    parser.add_argument(
+        "-S", "--set", dest="sets", action="append", default=[], help="extra params override, as dvc exp run -S"
+    )
     parser.add_argument("--speed-steps", type=int, default=30, help="steps of the in-memory speed reference")
     parser.add_argument("--out", type=Path, help="figures file stem (default benchmarks/results/<preset name>)")
     args = parser.parse_args()
     if not Path(args.source).exists() and not args.source.startswith("data/"):  # data/...: made by a stage
         sys.exit(f"{args.source} not found; pass --source path/to/fer2013.zip")
     apply_preset(args.preset, ROOT / "params.yaml")
-    seconds, total = run_experiment(f"{args.preset.stem}-{time.strftime('%m%d-%H%M')}", [f"data.source={args.source}", *args.sets])
+    seconds, total = run_experiment(
+        f"{args.preset.stem}-{time.strftime('%m%d-%H%M')}", [f"data.source={args.source}", *args.sets]
+    )
     stage_minutes: dict[str, float] = {}
     for stage, value in seconds.items():
         stage_minutes[stage_group(stage)] = stage_minutes.get(stage_group(stage), 0.0) + value / 60
@@ -128,12 +166,23 @@ def main() -> None:
     config, data = load_config(ROOT / "params.yaml"), load_prepared(ROOT / "data" / "prepared")
     for name in config.backbones:
         measured, ideal = training_speed(name, data, config, args.speed_steps)
-        models[name] = {"oof_acc": read_json(ROOT / "metrics" / f"{name}.json")["accuracy"], "train_img_s": measured, "in_memory_img_s": ideal,
-                        **training_time(name, config)}
+        models[name] = {
+            "oof_acc": read_json(ROOT / "metrics" / f"{name}.json")["accuracy"],
+            "train_img_s": measured,
+            "in_memory_img_s": ideal,
+            **training_time(name, config),
+        }
     models["ensemble"] = {"oof_acc": read_json(ROOT / "metrics" / "ensemble.json")["accuracy"]}
-    figures = {"preset": args.preset.stem, "overrides": args.sets, "device": str(pick_device()), "wall_minutes": total / 60,
-               "stage_minutes": stage_minutes, "models": models, "subsets": subset_rows(ROOT, config, data),
-               "expected_leaderboard": read_json(ROOT / "metrics" / "report.json")["expected_leaderboard"]}
+    figures = {
+        "preset": args.preset.stem,
+        "overrides": args.sets,
+        "device": str(pick_device()),
+        "wall_minutes": total / 60,
+        "stage_minutes": stage_minutes,
+        "models": models,
+        "subsets": subset_rows(ROOT, config, data),
+        "expected_leaderboard": read_json(ROOT / "metrics" / "report.json")["expected_leaderboard"],
+    }
     out = args.out or ROOT / "benchmarks" / "results" / args.preset.stem
     write_json(figures, out.with_suffix(".json"))
     write_text(summary_markdown(figures), out.with_suffix(".md"))

@@ -19,15 +19,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.blend import cross_fitted_blend  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.data import Prepared, load_prepared  # noqa: E402
+from pipeline.evaluation.blend import cross_fitted_blend  # noqa: E402
+from pipeline.evaluation.predictions import read_oof_table  # noqa: E402
 from pipeline.files import read_json, write_json, write_text  # noqa: E402
-from pipeline.predictions import read_oof_table  # noqa: E402
 
 
 def training_minutes(workspace: Path, backbone: str, fold_ids: tuple[int, ...]) -> float:
-    return sum(read_json(workspace / "models" / backbone / f"fold{fold}" / "run.json")["seconds"] for fold in fold_ids) / 60
+    return (
+        sum(read_json(workspace / "models" / backbone / f"fold{fold}" / "run.json")["seconds"] for fold in fold_ids)
+        / 60
+    )
 
 
 def subset_rows(workspace: Path, config: Config, data: Prepared) -> list[dict]:
@@ -40,25 +43,37 @@ def subset_rows(workspace: Path, config: Config, data: Prepared) -> list[dict]:
     rows = []
     for size in range(1, len(names) + 1):
         for members in itertools.combinations(names, size):
-            blended = cross_fitted_blend([tables[name][0] for name in members], labels, folds, config.ensemble.max_steps)
+            blended = cross_fitted_blend(
+                [tables[name][0] for name in members], labels, folds, config.ensemble.max_steps
+            )
             best = max(members, key=accuracy.get)
-            rows.append({"members": list(members), "train_minutes": sum(minutes[name] for name in members),
-                         "oof_acc": float((blended.argmax(1) == labels).mean()), "best_member": best,
-                         "best_member_acc": accuracy[best]})
+            rows.append(
+                {
+                    "members": list(members),
+                    "train_minutes": sum(minutes[name] for name in members),
+                    "oof_acc": float((blended.argmax(1) == labels).mean()),
+                    "best_member": best,
+                    "best_member_acc": accuracy[best],
+                }
+            )
     return rows
 
 
 def subsets_markdown(rows: list[dict]) -> str:
     lines = ["| members | train min | blend OOF | best member | gain |", "|---|---|---|---|---|"]
-    lines += [f"| {' + '.join(row['members'])} | {row['train_minutes']:.1f} | {row['oof_acc']:.4f} | "
-              f"{row['best_member']} {row['best_member_acc']:.4f} | {100 * (row['oof_acc'] - row['best_member_acc']):+.2f} |"
-              for row in rows]
+    lines += [
+        f"| {' + '.join(row['members'])} | {row['train_minutes']:.1f} | {row['oof_acc']:.4f} | "
+        f"{row['best_member']} {row['best_member_acc']:.4f} | {100 * (row['oof_acc'] - row['best_member_acc']):+.2f} |"
+        for row in rows
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workspace", type=Path, default=ROOT, help="project folder holding params.yaml, oof/ and models/")
+    parser.add_argument(
+        "--workspace", type=Path, default=ROOT, help="project folder holding params.yaml, oof/ and models/"
+    )
     parser.add_argument("--out", type=Path, help="also write the table to this stem (.md, .json)")
     args = parser.parse_args()
     config = load_config(args.workspace / "params.yaml")

@@ -43,12 +43,30 @@ def run_prepare(source: Path, data: dict, cores: int, work: Path) -> dict:
     out = work / "prepared"
     pin = f"os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:{cores}]))\n" if cores else ""
     # The child reports its own peak and its decoding workers': a per-run figure, not this process's running maximum.
-    code = ("import os, resource, sys\n" + pin + "from pipeline.__main__ import main\ncode = main(sys.argv[1:])\n"
-            "peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
-            "print(f'PEAK_KB {peak}', file=sys.stderr)\nsys.exit(code)\n")
+    code = (
+        "import os, resource, sys\n" + pin + "from pipeline.__main__ import main\ncode = main(sys.argv[1:])\n"
+        "peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+        "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "print(f'PEAK_KB {peak}', file=sys.stderr)\nsys.exit(code)\n"
+    )
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code, "prepare", "--source", str(source), "--out", str(out),
-                           "--params", str(work / "params.yaml")], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "prepare",
+            "--source",
+            str(source),
+            "--out",
+            str(out),
+            "--params",
+            str(work / "params.yaml"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - started
     if done.returncode:
         raise SystemExit(f"prepare failed on {source}:\n{done.stderr}")
@@ -56,8 +74,14 @@ def run_prepare(source: Path, data: dict, cores: int, work: Path) -> dict:
     meta = json.loads((out / "meta.json").read_text())
     images = meta["train_images"] + meta["test_images"]
     arrays_mb = sum((out / f).stat().st_size for f in ("train_images.npy", "test_images.npy")) / 2**20
-    return {"images": images, "seconds": round(seconds, 2), "images_per_s": round(images / seconds),
-            "peak_rss_mb": round(peak_mb), "arrays_mb": round(arrays_mb, 1), "layout": meta["layout"]}
+    return {
+        "images": images,
+        "seconds": round(seconds, 2),
+        "images_per_s": round(images / seconds),
+        "peak_rss_mb": round(peak_mb),
+        "arrays_mb": round(arrays_mb, 1),
+        "layout": meta["layout"],
+    }
 
 
 def fastest(source: Path, data: dict, cores: int, work: Path, repeats: int) -> dict:
@@ -72,7 +96,9 @@ def fer_pixel_table(prepared: Path, target: Path) -> None:
     labels = pd.read_csv(prepared / "train.csv")["label"].map({c: i for i, c in enumerate(classes)})
     pixels = [" ".join(map(str, image.ravel())) for image in np.concatenate([train, test])]
     usage = ["Training"] * len(train) + ["PublicTest"] * len(test)
-    pd.DataFrame({"emotion": list(labels) + [0] * len(test), "pixels": pixels, "Usage": usage}).to_csv(target, index=False)
+    pd.DataFrame({"emotion": list(labels) + [0] * len(test), "pixels": pixels, "Usage": usage}).to_csv(
+        target, index=False
+    )
 
 
 def large_rgb(folder: Path, count: int, seed: int = 0) -> None:
@@ -82,7 +108,9 @@ def large_rgb(folder: Path, count: int, seed: int = 0) -> None:
     test_ids = []
     for i in range(count):
         base = (np.sin(x / rng.uniform(20, 80)) + np.cos(y / rng.uniform(20, 80))) * 60 + 128
-        image = np.clip(base[..., None] + rng.normal(0, 12, (600, 800, 3)) + rng.uniform(-40, 40, 3), 0, 255).astype(np.uint8)
+        image = np.clip(base[..., None] + rng.normal(0, 12, (600, 800, 3)) + rng.uniform(-40, 40, 3), 0, 255).astype(
+            np.uint8
+        )
         if i % 10 == 0:
             path, _ = folder / "test" / f"{i}.jpg", test_ids.append(str(i))
         else:
@@ -95,7 +123,9 @@ def large_rgb(folder: Path, count: int, seed: int = 0) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--large", type=int, default=0, help="also time this many RGB 800×600 JPEGs resized to 224")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per row; the fastest is kept (other load only slows a run)")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="runs per row; the fastest is kept (other load only slows a run)"
+    )
     args = parser.parse_args()
     cores = available_cores()
     rows = []
@@ -113,17 +143,28 @@ def main() -> None:
             time_case("FER-2013 .zip, class folders, 48 px gray", FER2013, {})
             (tmp / "pixels").mkdir()
             fer_pixel_table(tmp / "run0" / "prepared", tmp / "pixels" / "fer2013.csv")
-            time_case("FER-2013 fer2013.csv, pixel table", tmp / "pixels", {"class_names": {i: f"c{i}" for i in range(7)}})
+            time_case(
+                "FER-2013 fer2013.csv, pixel table", tmp / "pixels", {"class_names": {i: f"c{i}" for i in range(7)}}
+            )
         else:
             print(f"skipping FER-2013: {FER2013} not found")
         if args.large:
             large_rgb(tmp / "large", args.large)
             time_case(f"{args.large} RGB 800×600 JPEGs → 224 px", tmp / "large", {"image_size": 224, "channels": 3})
     header = "| case | layout | cores | images | seconds | images/s | peak RSS MB | arrays MB |"
-    lines = [f"`python benchmarks/prepare.py{f' --large {args.large}' if args.large else ''}` (fastest of {args.repeats}) on "
-             f"{platform.processor() or platform.machine()}, {cores} cores:", "", header, "|" + "---|" * 8]
-    lines += [f"| {r['case']} | {r['layout']} | {r['cores']} | {r['images']} | {r['seconds']} | {r['images_per_s']} | "
-              f"{r['peak_rss_mb']} | {r['arrays_mb']} |" for r in rows]
+    lines = [
+        f"`python benchmarks/prepare.py{f' --large {args.large}' if args.large else ''}` (fastest of {args.repeats}) "
+        "on "
+        f"{platform.processor() or platform.machine()}, {cores} cores:",
+        "",
+        header,
+        "|" + "---|" * 8,
+    ]
+    lines += [
+        f"| {r['case']} | {r['layout']} | {r['cores']} | {r['images']} | {r['seconds']} | {r['images_per_s']} | "
+        f"{r['peak_rss_mb']} | {r['arrays_mb']} |"
+        for r in rows
+    ]
     report = "\n".join(lines)
     print(report)
     RESULTS.mkdir(exist_ok=True)

@@ -25,9 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.classifier import Classifier  # noqa: E402
 from pipeline.commands import video  # noqa: E402
 from pipeline.machine import available_cores  # noqa: E402
+from pipeline.runtime.classifier import Classifier  # noqa: E402
 from tests.media import face_frames, write_video  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -35,15 +35,39 @@ FPS = 25.0
 BUDGET_MS = 1000 / FPS
 
 
-def video_row(clip: Path, variant: str, detector: str, args: argparse.Namespace, out_dir: Path) -> tuple[dict, Classifier]:
+def video_row(
+    clip: Path, variant: str, detector: str, args: argparse.Namespace, out_dir: Path
+) -> tuple[dict, Classifier]:
     """One run of the command's own code on `clip`, with its defaults except what this benchmark sets."""
-    options = video.parse_args([str(clip), "--out", str(out_dir / "annotated.mp4"), "--model", str(args.model), "--variant", variant,
-                                "--detector", detector, "--threads", str(args.threads), "--detect-every", str(args.detect_every),
-                                "--detect-width", str(args.detect_width), "--fps", str(FPS)])
+    options = video.parse_args(
+        [
+            str(clip),
+            "--out",
+            str(out_dir / "annotated.mp4"),
+            "--model",
+            str(args.model),
+            "--variant",
+            variant,
+            "--detector",
+            detector,
+            "--threads",
+            str(args.threads),
+            "--detect-every",
+            str(args.detect_every),
+            "--detect-width",
+            str(args.detect_width),
+            "--fps",
+            str(FPS),
+        ]
+    )
     labeller = video.open_labeller(options)
     capture, what = video.open_source(options.source)
     stats = video.run_video(capture, what, labeller, FPS, options.out, options.out.with_suffix(".csv"), None)
-    return {"frames": stats.frames, "face_labels": stats.faces, **{k: round(v, 2) for k, v in stats.per_frame_ms().items()}}, labeller.classifier
+    return {
+        "frames": stats.frames,
+        "face_labels": stats.faces,
+        **{k: round(v, 2) for k, v in stats.per_frame_ms().items()},
+    }, labeller.classifier
 
 
 def face_latency(classifier: Classifier, face_rgb: np.ndarray, repeats: int) -> dict:
@@ -56,8 +80,11 @@ def face_latency(classifier: Classifier, face_rgb: np.ndarray, repeats: int) -> 
         classifier.probabilities(face)
         prepare_ms.append(1000 * (prepared - started))
         model_ms.append(1000 * (time.perf_counter() - prepared))
-    return {"prepare_ms": round(statistics.median(prepare_ms), 2), "model_ms": round(statistics.median(model_ms), 2),
-            "total_ms": round(statistics.median(np.add(prepare_ms, model_ms)), 2)}
+    return {
+        "prepare_ms": round(statistics.median(prepare_ms), 2),
+        "model_ms": round(statistics.median(model_ms), 2),
+        "total_ms": round(statistics.median(np.add(prepare_ms, model_ms)), 2),
+    }
 
 
 def main() -> None:
@@ -72,7 +99,10 @@ def main() -> None:
     rows, latency = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        clips = {faces: write_video(tmp / f"faces{faces}.mp4", face_frames(args.frames, faces=faces, side=220, step=2), FPS) for faces in (1, 2)}
+        clips = {
+            faces: write_video(tmp / f"faces{faces}.mp4", face_frames(args.frames, faces=faces, side=220, step=2), FPS)
+            for faces in (1, 2)
+        }
         face_rgb = np.ascontiguousarray(face_frames(1, side=220)[0][180:300, 80:200, ::-1])
         for variant in ("fast", "full"):
             for detector in ("centerface", "haar"):
@@ -82,17 +112,33 @@ def main() -> None:
                     print(json.dumps(rows[-1]), flush=True)
             latency[variant] = face_latency(classifier, face_rgb, args.repeats)
     header = ["variant", "detector", "faces", "total", *video.PARTS]
-    lines = [f"Video at 640×480, detection every {args.detect_every} frames at {args.detect_width} px wide, {args.threads} threads, "
-             f"{args.frames} frames; {platform.processor() or platform.machine()}, {available_cores()} cores. ms a frame:", "",
-             "| " + " | ".join(header) + " | within 40 ms |", "|" + "---|" * (len(header) + 1)]
-    lines += ["| " + " | ".join(str(row[h]) for h in header) + f" | {'yes' if row['total'] <= BUDGET_MS else 'no'} |" for row in rows]
-    lines += ["", "One face through the classifier (median ms): " + "; ".join(
-        f"{variant}: {v['total_ms']} (crop to model input {v['prepare_ms']}, model {v['model_ms']})" for variant, v in latency.items())]
+    lines = [
+        f"Video at 640×480, detection every {args.detect_every} frames at {args.detect_width} px wide, {args.threads} "
+        "threads, "
+        f"{args.frames} frames; {platform.processor() or platform.machine()}, {available_cores()} cores. ms a frame:",
+        "",
+        "| " + " | ".join(header) + " | within 40 ms |",
+        "|" + "---|" * (len(header) + 1),
+    ]
+    lines += [
+        "| " + " | ".join(str(row[h]) for h in header) + f" | {'yes' if row['total'] <= BUDGET_MS else 'no'} |"
+        for row in rows
+    ]
+    lines += [
+        "",
+        "One face through the classifier (median ms): "
+        + "; ".join(
+            f"{variant}: {v['total_ms']} (crop to model input {v['prepare_ms']}, model {v['model_ms']})"
+            for variant, v in latency.items()
+        ),
+    ]
     report = "\n".join(lines)
     print(report)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "video.md").write_text(report + "\n")
-    (RESULTS / "video.json").write_text(json.dumps({"rows": rows, "single_face": latency, "threads": args.threads}, indent=1) + "\n")
+    (RESULTS / "video.json").write_text(
+        json.dumps({"rows": rows, "single_face": latency, "threads": args.threads}, indent=1) + "\n"
+    )
 
 
 if __name__ == "__main__":

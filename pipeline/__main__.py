@@ -13,7 +13,10 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
-KINDS = {"stages": "pipeline stages (dvc.yaml runs them; `dvc repro` is the usual way)", "commands": "commands run by hand"}
+KINDS = {
+    "stages": "pipeline stages (dvc.yaml runs them; `dvc repro` is the usual way)",
+    "commands": "commands run by hand",
+}
 INTERRUPTED = 130  # the shell's exit status for a process ended by Ctrl-C
 
 
@@ -54,15 +57,18 @@ def main(argv: list[str]) -> int:
         print(f"{unknown}{usage()}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    from pipeline.config import PipelineError
+    from pipeline.errors import PipelineError  # here: `--help` stays fast
 
     try:
         code = importlib.import_module(module).main(argv[1:])
-    except (PipelineError, FileNotFoundError) as error:
+    except PipelineError as error:  # anything else is a bug: its traceback stays
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\n{argv[0]}: interrupted; outputs are written whole or not at all, so run it again to go on", file=sys.stderr)
+        print(
+            f"\n{argv[0]}: interrupted; outputs are written whole or not at all, so run it again to go on",
+            file=sys.stderr,
+        )
         return INTERRUPTED
     return code if isinstance(code, int) else 0  # a command may say "done, but some inputs were skipped"
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.errors import ConfigError
 from pipeline.files import read_json
 
 PARAMS_FILE = "params.yaml"
@@ -32,10 +33,10 @@ RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 TTA_KEYS = ("hflip", "shift", "scale", "crop")
 RESAMPLING_OPSET = 20  # the first opset in which the TorchScript exporter writes affine_grid and grid_sample
 PRECISIONS = ("fp32", "bf16", "fp16")
-# `precision` and `channels_last` may be left to measurement on the machine at hand (pipeline/speed.py).
+# `precision` and `channels_last` may be left to measurement on the machine at hand (pipeline/training/speed.py).
 AUTO = "auto"
 AUGMENT_ON = ("loader", "batch")
-# What `augment_on: batch` applies (pipeline/batch_augment.py): each transform and the arguments it honours.
+# What `augment_on: batch` applies (pipeline/training/batch_augment.py): each transform and the arguments it honours.
 BATCH_AUGMENTS = {
     "HorizontalFlip": ("p",),
     "Affine": ("scale", "translate_percent", "rotate", "p"),
@@ -46,20 +47,14 @@ BATCH_AUGMENTS = {
 # Transforms that change the image size: they apply to every image (p 1, whatever augment_strength), or a
 # batch would hold images of two sizes.
 SIZE_CHANGING = ("RandomCrop",)
-MIN_LOW_RES_SIDE = 8  # px: progressive resizing's smaller images, as input_size's least (nets with four 2× pools need some side left)
+MIN_LOW_RES_SIDE = (
+    8  # px: progressive resizing's smaller images, as input_size's least (nets with four 2× pools need some side left)
+)
 PRUNERS = ("auto", "median", "successive_halving", "hyperband", "wilcoxon", "none")
 LAYOUTS = ("auto", "class_folders", "label_table", "pixel_table")
 # How the regression targets (valence, arousal) are scored in training: mean squared error, 1 - concordance
 # correlation (CCC, the AffectNet measure), or their sum.
 TARGET_LOSSES = ("mse", "ccc", "mse+ccc")
-
-
-class PipelineError(ValueError):
-    """Bad input to a stage; the message names the file or value and the fix."""
-
-
-class ConfigError(PipelineError):
-    """A value in params.yaml that cannot be used; the message names the key and the fix."""
 
 
 Rule = tuple[str, Callable[[Any], bool], str]  # (key, test of its value, what the value must be)
@@ -70,6 +65,7 @@ def _between(low: float, high: float, *, low_open: bool = False, high_open: bool
         above = value > low if low_open else value >= low
         below = value < high if high_open else value <= high
         return math.isfinite(value) and above and below
+
     return inside
 
 
@@ -82,6 +78,16 @@ def _check_rules(config: Any, rules: list[Rule], where: str) -> None:
         value = getattr(config, key)
         if not test(value):
             raise ConfigError(f"{where}.{key}={value!r} is out of range: it must be {requirement}")
+
+
+# Keys of `train` (and so of each backbone) that earlier params.yaml files had, and where they went:
+# an old file then fails with the fix rather than a list of the keys known.
+MOVED_KEYS = {
+    "tta": "tta is no training setting any more: test-time views live in the top-level `tta` section "
+    "(`tta.views`, or `tta.backbones.<name>` for one backbone), which oof@ applies to the saved fold models",
+    "checkpoint": "checkpoint is now keep_epoch (last | best)",
+    "init_checkpoint": "init_checkpoint is now init_weights",
+}
 
 
 @dataclass(frozen=True)
@@ -106,27 +112,37 @@ class DataConfig:
         object.__setattr__(self, "class_names", {str(code): name for code, name in self.class_names.items()})
 
     def validate(self, where: str) -> None:
-        _check_rules(self, [
-            ("source", lambda v: bool(v.strip()), "a path to the competition .zip or folder"),
-            ("layout", lambda v: v in LAYOUTS, f"one of {list(LAYOUTS)}"),
-            ("image_size", _between(8, 1024), "between 8 and 1024 pixels"),
-            ("channels", lambda v: v in (1, 3), "1 (grayscale) or 3 (RGB)"),
-        ], where)
+        _check_rules(
+            self,
+            [
+                ("source", lambda v: bool(v.strip()), "a path to the competition .zip or folder"),
+                ("layout", lambda v: v in LAYOUTS, f"one of {list(LAYOUTS)}"),
+                ("image_size", _between(8, 1024), "between 8 and 1024 pixels"),
+                ("channels", lambda v: v in (1, 3), "1 (grayscale) or 3 (RGB)"),
+            ],
+            where,
+        )
         for key in ("train_table", "id_column", "label_column", "test_folder", "sample_submission"):
             value = getattr(self, key)
             if value is not None and not (isinstance(value, str) and value.strip()):
-                raise ConfigError(f"{where}.{key}={value!r} must be null (found automatically) or a name inside the source")
+                raise ConfigError(
+                    f"{where}.{key}={value!r} must be null (found automatically) or a name inside the source"
+                )
         for name, into in self.merge_classes.items():
             if not isinstance(name, str) or not isinstance(into, str):
                 raise ConfigError(f"{where}.merge_classes: {name!r}: {into!r} must map a class name to a class name")
         for code, name in self.class_names.items():
             if not isinstance(name, str) or not name.strip():
-                raise ConfigError(f"{where}.class_names: {code!r}: {name!r} must map a label as written to a class name")
+                raise ConfigError(
+                    f"{where}.class_names: {code!r}: {name!r} must map a label as written to a class name"
+                )
         if len(set(self.class_names.values())) < len(self.class_names):
             raise ConfigError(f"{where}.class_names gives two labels one name; use merge_classes to join classes")
         for name in self.targets:
             if not isinstance(name, str) or not name.strip():
-                raise ConfigError(f"{where}.targets: {name!r} must be a column name, e.g. [valence, arousal] ([] for none)")
+                raise ConfigError(
+                    f"{where}.targets: {name!r} must be a column name, e.g. [valence, arousal] ([] for none)"
+                )
         if len(set(self.targets)) < len(self.targets):
             raise ConfigError(f"{where}.targets={list(self.targets)} names a column twice; list each target once")
 
@@ -142,14 +158,18 @@ class SyntheticConfig:
     spread: float  # per-face feature variation; lower is an easier task
 
     def validate(self, where: str) -> None:
-        _check_rules(self, [
-            ("train_per_class", _between(1, 1e6), "at least 1"),
-            ("test_size", _between(1, 1e6), "at least 1"),
-            ("image_size", _between(16, 512), "between 16 and 512 pixels"),
-            ("label_noise", _between(0, 1), "a fraction between 0 and 1"),
-            ("duplicate_fraction", _between(0, 1, high_open=True), "a fraction in [0, 1)"),
-            ("spread", _between(0, 10), "between 0 and 10"),
-        ], where)
+        _check_rules(
+            self,
+            [
+                ("train_per_class", _between(1, 1e6), "at least 1"),
+                ("test_size", _between(1, 1e6), "at least 1"),
+                ("image_size", _between(16, 512), "between 16 and 512 pixels"),
+                ("label_noise", _between(0, 1), "a fraction between 0 and 1"),
+                ("duplicate_fraction", _between(0, 1, high_open=True), "a fraction in [0, 1)"),
+                ("spread", _between(0, 10), "between 0 and 10"),
+            ],
+            where,
+        )
 
 
 @dataclass(frozen=True)
@@ -165,12 +185,18 @@ class FoldsConfig:
             try:
                 compiled = re.compile(self.group_pattern)
             except re.error as error:
-                raise ConfigError(f"{where}.group_pattern={self.group_pattern!r} is not a regular expression ({error})") from None
+                raise ConfigError(
+                    f"{where}.group_pattern={self.group_pattern!r} is not a regular expression ({error})"
+                ) from None
             if compiled.groups < 1:
-                raise ConfigError(f"{where}.group_pattern={self.group_pattern!r} needs a group in parentheses for the key, "
-                                  "e.g. '^(S[0-9]+)_' for S010_004_00000017.png")
+                raise ConfigError(
+                    f"{where}.group_pattern={self.group_pattern!r} needs a group in parentheses for the key, "
+                    "e.g. '^(S[0-9]+)_' for S010_004_00000017.png"
+                )
         if list(self.ids) != list(range(len(self.ids))) or len(self.ids) < 2:
-            raise ConfigError(f"{where}.ids={list(self.ids)} must be 0, 1, ..., K-1 with K >= 2 (for K=5: [0, 1, 2, 3, 4])")
+            raise ConfigError(
+                f"{where}.ids={list(self.ids)} must be 0, 1, ..., K-1 with K >= 2 (for K=5: [0, 1, 2, 3, 4])"
+            )
 
     @property
     def k(self) -> int:
@@ -193,21 +219,24 @@ class TrainConfig:
     mixup_alpha: float
     cutmix_alpha: float
     ema_decay: float | None  # None: no weight EMA
-    average_last_fraction: float  # 0: keep the last epoch's weights; f: the mean of those after each of the last f of the epochs
+    average_last_fraction: (
+        float  # 0: keep the last epoch's weights; f: the mean of those after each of the last f of the epochs
+    )
     # Progressive resizing: the first `low_res_fraction` of the epochs train on images whose side is
-    # `low_res_scale` times the full one (cheaper steps, so more epochs fit a budget); the rest, and every scoring, at full size.
+    # `low_res_scale` times the full one (cheaper steps, so more epochs fit a budget); the rest, and every scoring, at
+    # full size.
     low_res_fraction: float
     low_res_scale: float
     input_size: int | None  # None: the prepared image size; else resized per batch
-    precision: str  # fp32 | bf16 | fp16 | auto (the faster of fp32 and bf16, measured: pipeline/speed.py)
+    precision: str  # fp32 | bf16 | fp16 | auto (the faster of fp32 and bf16, measured: pipeline/training/speed.py)
     channels_last: bool | str  # true | false | auto (measured)
-    init_checkpoint: str | None  # local weights file to start from (nothing is downloaded)
-    checkpoint: str  # which epoch is kept: best | last
+    init_weights: str | None  # local weights file to start from (nothing is downloaded)
+    # Which epoch's weights are kept: last, or best on the validation fold, which then scores them too (optimistic OOF).
+    keep_epoch: str
     eval_every: int
     augment_strength: float
     augment: tuple[dict, ...]  # albumentations transforms: [{Name: {kwargs}}, ...]
     augment_on: str  # loader: per image, in the loader | batch: the same list batched in torch on the model's device
-    tta: tuple[dict, ...]  # views: {hflip: bool, shift: [dx, dy], scale: s} or {crop: px, shift, hflip}; {} = the image as it is
     workers: int
     eval_batch_size: int
     seed: int
@@ -220,82 +249,139 @@ class TrainConfig:
     model: str | None = None  # timm model name; a backbone's defaults to its run name
 
     def validate(self, where: str) -> None:
-        _check_rules(self, [
-            ("epochs", _between(1, 100_000), "at least 1"),
-            ("batch_size", _between(2, 1 << 16), "at least 2"),
-            ("lr", _between(0, math.inf, low_open=True, high_open=True), "a learning rate above 0 (e.g. 0.002)"),
-            ("weight_decay", _between(0, 10), "0 or more"),
-            ("label_smoothing", _between(0, 1, high_open=True), "in [0, 1)"),
-            ("warmup_epochs", _between(0, 100_000), "0 or more"),
-            ("drop_rate", _between(0, 1, high_open=True), "a probability in [0, 1)"),
-            ("drop_path_rate", _optional(_between(0, 1, high_open=True)), "null or a probability in [0, 1)"),
-            ("mixup_alpha", _between(0, 100), "0 (off) or more"),
-            ("cutmix_alpha", _between(0, 100), "0 (off) or more"),
-            ("ema_decay", _optional(_between(0, 1, low_open=True, high_open=True)), "null (off) or in (0, 1), e.g. 0.999"),
-            ("average_last_fraction", _between(0, 1), "0 (off) or the fraction of the epochs at the end whose weights are averaged, e.g. 0.25"),
-            ("low_res_fraction", _between(0, 1, high_open=True), "0 (off) or the fraction of the epochs at the start trained on smaller images, e.g. 0.5"),
-            ("low_res_scale", _between(0, 1, low_open=True, high_open=True), "the smaller images' side over the full side, in (0, 1), e.g. 0.75"),
-            ("input_size", _optional(_between(8, 4096)), "null or between 8 and 4096 pixels"),
-            ("precision", lambda v: v in (*PRECISIONS, AUTO), f"one of {[*PRECISIONS, AUTO]}"),
-            ("channels_last", lambda v: v in (True, False, AUTO), f"true, false or {AUTO}"),
-            ("checkpoint", lambda v: v in ("best", "last"), "best or last"),
-            ("eval_every", _between(1, 100_000), "at least 1"),
-            ("augment_strength", _between(0, 100), "0 or more"),
-            ("augment_on", lambda v: v in AUGMENT_ON, f"one of {list(AUGMENT_ON)}"),
-            ("tta", lambda v: len(v) >= 1, "a list of at least one view ({} is the image as it is)"),
-            ("workers", _between(0, 256), "0 or more"),
-            ("eval_batch_size", _between(1, 1 << 16), "at least 1"),
-            ("model", lambda v: v is None or bool(v.strip()), "a timm model name"),
-            ("target_loss_weight", _between(0, 1000), "0 (targets not trained) or more, e.g. 1.0"),
-            ("target_loss", lambda v: v in TARGET_LOSSES, f"one of {list(TARGET_LOSSES)}"),
-            ("time_budget_minutes", _optional(_between(0, math.inf, low_open=True, high_open=True)), "null (no budget) or minutes above 0"),
-        ], where)
+        _check_rules(
+            self,
+            [
+                ("epochs", _between(1, 100_000), "at least 1"),
+                ("batch_size", _between(2, 1 << 16), "at least 2"),
+                ("lr", _between(0, math.inf, low_open=True, high_open=True), "a learning rate above 0 (e.g. 0.002)"),
+                ("weight_decay", _between(0, 10), "0 or more"),
+                ("label_smoothing", _between(0, 1, high_open=True), "in [0, 1)"),
+                ("warmup_epochs", _between(0, 100_000), "0 or more"),
+                ("drop_rate", _between(0, 1, high_open=True), "a probability in [0, 1)"),
+                ("drop_path_rate", _optional(_between(0, 1, high_open=True)), "null or a probability in [0, 1)"),
+                ("mixup_alpha", _between(0, 100), "0 (off) or more"),
+                ("cutmix_alpha", _between(0, 100), "0 (off) or more"),
+                (
+                    "ema_decay",
+                    _optional(_between(0, 1, low_open=True, high_open=True)),
+                    "null (off) or in (0, 1), e.g. 0.999",
+                ),
+                (
+                    "average_last_fraction",
+                    _between(0, 1),
+                    "0 (off) or the fraction of the epochs at the end whose weights are averaged, e.g. 0.25",
+                ),
+                (
+                    "low_res_fraction",
+                    _between(0, 1, high_open=True),
+                    "0 (off) or the fraction of the epochs at the start trained on smaller images, e.g. 0.5",
+                ),
+                (
+                    "low_res_scale",
+                    _between(0, 1, low_open=True, high_open=True),
+                    "the smaller images' side over the full side, in (0, 1), e.g. 0.75",
+                ),
+                ("input_size", _optional(_between(8, 4096)), "null or between 8 and 4096 pixels"),
+                ("precision", lambda v: v in (*PRECISIONS, AUTO), f"one of {[*PRECISIONS, AUTO]}"),
+                ("channels_last", lambda v: v in (True, False, AUTO), f"true, false or {AUTO}"),
+                ("keep_epoch", lambda v: v in ("best", "last"), "last or best"),
+                ("eval_every", _between(1, 100_000), "at least 1"),
+                ("augment_strength", _between(0, 100), "0 or more"),
+                ("augment_on", lambda v: v in AUGMENT_ON, f"one of {list(AUGMENT_ON)}"),
+                ("workers", _between(0, 256), "0 or more"),
+                ("eval_batch_size", _between(1, 1 << 16), "at least 1"),
+                ("model", lambda v: v is None or bool(v.strip()), "a timm model name"),
+                ("target_loss_weight", _between(0, 1000), "0 (targets not trained) or more, e.g. 1.0"),
+                ("target_loss", lambda v: v in TARGET_LOSSES, f"one of {list(TARGET_LOSSES)}"),
+                (
+                    "time_budget_minutes",
+                    _optional(_between(0, math.inf, low_open=True, high_open=True)),
+                    "null (no budget) or minutes above 0",
+                ),
+            ],
+            where,
+        )
         if self.low_res_fraction > 0 and self.average_last_fraction + self.low_res_fraction > 1:
-            raise ConfigError(f"{where}.low_res_fraction={self.low_res_fraction} and average_last_fraction={self.average_last_fraction} "
-                              "overlap: the averaged weights (batch-norm statistics included) would mix epochs on smaller images "
-                              "with full-size ones; keep their sum at most 1")
-        if self.average_last_fraction > 0 and self.checkpoint != "last":
-            raise ConfigError(f"{where}.average_last_fraction={self.average_last_fraction} keeps the mean of the last epochs' "
-                              f"weights, so no epoch is picked: set {where}.checkpoint to last (it is {self.checkpoint})")
+            raise ConfigError(
+                f"{where}.low_res_fraction={self.low_res_fraction} and "
+                f"average_last_fraction={self.average_last_fraction} "
+                "overlap: the averaged weights (batch-norm statistics included) would mix epochs on smaller images "
+                "with full-size ones; keep their sum at most 1"
+            )
+        if self.average_last_fraction > 0 and self.keep_epoch != "last":
+            raise ConfigError(
+                f"{where}.average_last_fraction={self.average_last_fraction} keeps the mean of the last epochs' "
+                f"weights, so no epoch is picked: set {where}.keep_epoch to last (it is {self.keep_epoch})"
+            )
         for entry in self.augment:
-            if not isinstance(entry, dict) or len(entry) != 1 or not isinstance(next(iter(entry.values())), (dict, type(None))):
-                raise ConfigError(f"{where}.augment: entry {entry!r} must be a one-key mapping like {{HorizontalFlip: {{p: 0.5}}}}")
+            if (
+                not isinstance(entry, dict)
+                or len(entry) != 1
+                or not isinstance(next(iter(entry.values())), (dict, type(None)))
+            ):
+                raise ConfigError(
+                    f"{where}.augment: entry {entry!r} must be a one-key mapping like {{HorizontalFlip: {{p: 0.5}}}}"
+                )
             if self.augment_on == "batch":
                 _check_batch_augment(entry, f"{where}.augment")
-            (name, kwargs), = entry.items()
+            ((name, kwargs),) = entry.items()
             if name in SIZE_CHANGING and (kwargs or {}).get("p", 1) != 1:
-                raise ConfigError(f"{where}.augment: {name} changes the image size, so it applies to every image; "
-                                  f"remove its p (it is {kwargs['p']})")
+                raise ConfigError(
+                    f"{where}.augment: {name} changes the image size, so it applies to every image; "
+                    f"remove its p (it is {kwargs['p']})"
+                )
             if name == "RandomCrop" and (kwargs or {}).get("height") != (kwargs or {}).get("width"):
-                raise ConfigError(f"{where}.augment: RandomCrop {kwargs} must be square (height = width): "
-                                  "the model is scored on square windows of that side")
-        for view in self.tta:
-            _check_tta_view(view, f"{where}.tta")
+                raise ConfigError(
+                    f"{where}.augment: RandomCrop {kwargs} must be square (height = width): "
+                    "the model is scored on square windows of that side"
+                )
 
 
 def _check_batch_augment(entry: dict, where: str) -> None:
-    (name, kwargs), = entry.items()
+    ((name, kwargs),) = entry.items()
     if name not in BATCH_AUGMENTS:
-        raise ConfigError(f"{where}: {name} has no batched version (augment_on: batch runs {list(BATCH_AUGMENTS)}); "
-                          "if it is an albumentations transform, augment_on: loader runs it per image")
+        raise ConfigError(
+            f"{where}: {name} has no batched version (augment_on: batch runs {list(BATCH_AUGMENTS)}); "
+            "if it is an albumentations transform, augment_on: loader runs it per image"
+        )
     unknown = sorted(set(kwargs or {}) - set(BATCH_AUGMENTS[name]))
     if unknown:
-        raise ConfigError(f"{where}: augment_on: batch takes only {list(BATCH_AUGMENTS[name])} of {name}, not {unknown}; "
-                          f"albumentations' other arguments of {name} run with augment_on: loader")
+        raise ConfigError(
+            f"{where}: augment_on: batch takes only {list(BATCH_AUGMENTS[name])} of {name}, not {unknown}; "
+            f"albumentations' other arguments of {name} run with augment_on: loader"
+        )
     if not _is_number((kwargs or {}).get("fill", 0)):
         raise ConfigError(f"{where}: {name} fill must be one number under augment_on: batch")
 
 
+def check_views(views: Any, where: str) -> None:
+    """A list of test-time views, each checked; `where` names it in the error."""
+    if not isinstance(views, (list, tuple)) or not views:
+        raise ConfigError(
+            f"{where}={list(views) if isinstance(views, tuple) else views!r} must be a list of at least one view ({{}} "
+            "is the image as it is)"
+        )
+    for view in views:
+        _check_tta_view(view, where)
+
+
 def _check_tta_view(view: Any, where: str) -> None:
     if not isinstance(view, dict):
-        raise ConfigError(f"{where}: view {view!r} must be a mapping such as {{hflip: true}} ({{}} is the image as it is)")
+        raise ConfigError(
+            f"{where}: view {view!r} must be a mapping such as {{hflip: true}} ({{}} is the image as it is)"
+        )
     unknown = sorted(set(view) - set(TTA_KEYS))
     if unknown:
         raise ConfigError(f"{where}: view {view!r} has unknown key(s) {unknown}; use {list(TTA_KEYS)}")
     shift = view.get("shift", (0, 0))
     checks = [
         ("hflip", isinstance(view.get("hflip", False), bool), "true or false"),
-        ("shift", isinstance(shift, (list, tuple)) and len(shift) == 2 and all(_is_number(s) for s in shift), "[dx, dy] in pixels"),
+        (
+            "shift",
+            isinstance(shift, (list, tuple)) and len(shift) == 2 and all(_is_number(s) for s in shift),
+            "[dx, dy] in pixels",
+        ),
         ("scale", _is_number(view.get("scale", 1.0)) and view.get("scale", 1.0) > 0, "a zoom factor above 0, e.g. 1.1"),
     ]
     for key, ok, requirement in checks:
@@ -303,7 +389,11 @@ def _check_tta_view(view: Any, where: str) -> None:
             raise ConfigError(f"{where}: view {view!r}: {key} must be {requirement}")
     if "crop" in view:
         crop_checks = [
-            ("crop", isinstance(view["crop"], int) and not isinstance(view["crop"], bool) and view["crop"] >= 8, "a window side in pixels, at least 8"),
+            (
+                "crop",
+                isinstance(view["crop"], int) and not isinstance(view["crop"], bool) and view["crop"] >= 8,
+                "a window side in pixels, at least 8",
+            ),
             ("shift", all(float(s).is_integer() for s in shift), "whole pixels with crop"),
             ("scale", "scale" not in view, "left out with crop (a window is taken, not zoomed)"),
         ]
@@ -327,6 +417,25 @@ def _is_number(value: Any) -> bool:
 
 
 @dataclass(frozen=True)
+class TtaConfig:
+    """Test-time views, averaged by `oof@` over each fold model's predictions (never part of training)."""
+
+    views: tuple[
+        dict, ...
+    ]  # {hflip: bool, shift: [dx, dy], scale: s} or {crop: px, shift, hflip}; {} = the image as it is
+    backbones: dict[str, tuple[dict, ...]]  # backbone run name -> its own views, instead of `views`
+
+    def validate(self, where: str) -> None:
+        for name, views in {"views": self.views, **{f"backbones.{b}": v for b, v in self.backbones.items()}}.items():
+            check_views(views, f"{where}.{name}")
+        object.__setattr__(self, "backbones", {name: tuple(views) for name, views in self.backbones.items()})
+
+    def of(self, backbone: str) -> tuple[dict, ...]:
+        """The views a backbone's fold models are scored on."""
+        return self.backbones.get(backbone, self.views)
+
+
+@dataclass(frozen=True)
 class TuneConfig:
     enabled: bool  # false: `train` uses the values in params as they are
     n_trials: int  # finished trials (complete or pruned) the study should hold per backbone
@@ -343,15 +452,19 @@ class TuneConfig:
     space: dict[str, dict]  # name: {low, high[, log]} or {choices: [...]}; names are `train` keys
 
     def validate(self, where: str) -> None:
-        _check_rules(self, [
-            ("n_trials", _between(1, 1e6), "at least 1"),
-            ("timeout", _optional(_between(0, math.inf, low_open=True, high_open=True)), "null or seconds above 0"),
-            ("epochs", _between(1, 100_000), "at least 1"),
-            ("folds", lambda v: len(v) >= 1, "a non-empty list of fold ids"),
-            ("pruner", lambda v: v in PRUNERS, f"one of {list(PRUNERS)}"),
-            ("heartbeat_seconds", _between(0, 3600, low_open=True), "seconds above 0"),
-            ("grace_seconds", lambda v: v > self.heartbeat_seconds, "more seconds than tune.heartbeat_seconds"),
-        ], where)
+        _check_rules(
+            self,
+            [
+                ("n_trials", _between(1, 1e6), "at least 1"),
+                ("timeout", _optional(_between(0, math.inf, low_open=True, high_open=True)), "null or seconds above 0"),
+                ("epochs", _between(1, 100_000), "at least 1"),
+                ("folds", lambda v: len(v) >= 1, "a non-empty list of fold ids"),
+                ("pruner", lambda v: v in PRUNERS, f"one of {list(PRUNERS)}"),
+                ("heartbeat_seconds", _between(0, 3600, low_open=True), "seconds above 0"),
+                ("grace_seconds", lambda v: v > self.heartbeat_seconds, "more seconds than tune.heartbeat_seconds"),
+            ],
+            where,
+        )
         # A trial trains tune.epochs whatever the budget, so the budget is no setting a trial could score.
         tunable = {f.name for f in fields(TrainConfig)} - {"model", "time_budget_minutes"}
         for name, spec in self.space.items():
@@ -367,8 +480,10 @@ def _check_search_range(spec: Any, where: str) -> None:
         low, high = spec["low"], spec["high"]
         if _is_number(low) and _is_number(high) and low <= high and (not spec.get("log") or low > 0):
             return
-    raise ConfigError(f"{where}={spec!r} must be {{low, high[, log: true]}} with low <= high (low > 0 for log), "
-                      f"or {{choices: [...]}} with at least one choice")
+    raise ConfigError(
+        f"{where}={spec!r} must be {{low, high[, log: true]}} with low <= high (low > 0 for log), "
+        f"or {{choices: [...]}} with at least one choice"
+    )
 
 
 @dataclass(frozen=True)
@@ -377,10 +492,14 @@ class EnsembleConfig:
     max_steps: int  # selection rounds of the greedy blend
 
     def validate(self, where: str) -> None:
-        _check_rules(self, [
-            ("method", lambda v: v == "greedy", "'greedy'"),
-            ("max_steps", _between(1, 100_000), "at least 1 (each step adds one model to the blend)"),
-        ], where)
+        _check_rules(
+            self,
+            [
+                ("method", lambda v: v == "greedy", "'greedy'"),
+                ("max_steps", _between(1, 100_000), "at least 1 (each step adds one model to the blend)"),
+            ],
+            where,
+        )
 
 
 @dataclass(frozen=True)
@@ -394,13 +513,21 @@ class ExportConfig:
     seed: int  # which train images calibrate
 
     def validate(self, where: str) -> None:
-        _check_rules(self, [
-            ("opset", _between(11, 20), "between 11 and 20 (TensorRT on Jetson-class devices parses 11–13)"),
-            ("calibration_images", _between(1, 100_000), "between 1 and 100000"),
-            ("max_difference", _between(0, 1, low_open=True), "above 0 and at most 1"),
-            ("latency_threads", lambda v: len(v) >= 1 and all(isinstance(t, int) and 1 <= t <= 256 for t in v), "a list of thread counts, e.g. [1, 2]"),
-            ("latency_runs", _between(1, 100_000), "at least 1"),
-        ], where)
+        _check_rules(
+            self,
+            [
+                ("opset", _between(11, 20), "between 11 and 20 (TensorRT on Jetson-class devices parses 11–13)"),
+                ("calibration_images", _between(1, 100_000), "between 1 and 100000"),
+                ("max_difference", _between(0, 1, low_open=True), "above 0 and at most 1"),
+                (
+                    "latency_threads",
+                    lambda v: len(v) >= 1 and all(isinstance(t, int) and 1 <= t <= 256 for t in v),
+                    "a list of thread counts, e.g. [1, 2]",
+                ),
+                ("latency_runs", _between(1, 100_000), "at least 1"),
+            ],
+            where,
+        )
 
 
 SECTIONS = {
@@ -408,6 +535,7 @@ SECTIONS = {
     "synthetic": SyntheticConfig,
     "folds": FoldsConfig,
     "train": TrainConfig,
+    "tta": TtaConfig,
     "tune": TuneConfig,
     "ensemble": EnsembleConfig,
     "export": ExportConfig,
@@ -421,6 +549,7 @@ class Config:
     folds: FoldsConfig
     train: TrainConfig  # settings shared by every backbone
     backbones: dict[str, dict[str, Any]]  # run name -> overrides of `train`
+    tta: TtaConfig
     tune: TuneConfig
     ensemble: EnsembleConfig
     export: ExportConfig
@@ -428,7 +557,9 @@ class Config:
     def backbone(self, name: str) -> TrainConfig:
         """The resolved settings of one backbone run, `train` overridden by its own entry."""
         if name not in self.backbones:
-            raise ConfigError(f"backbone {name!r} is not in params.yaml `backbones` (known: {', '.join(self.backbones)})")
+            raise ConfigError(
+                f"backbone {name!r} is not in params.yaml `backbones` (known: {', '.join(self.backbones)})"
+            )
         overrides = dict(self.backbones[name] or {})
         overrides.setdefault("model", name)
         return _build(TrainConfig, {**dataclasses.asdict(self.train), **overrides}, f"backbones.{name}")
@@ -454,16 +585,32 @@ def config_from_dict(raw: dict[str, Any], where: str = PARAMS_FILE) -> Config:
         raise ConfigError(f"{where}: unknown section(s) {unknown}{_did_you_mean(unknown, known)}; known: {known}")
     missing = [name for name in known if name not in raw]
     if missing:
-        raise ConfigError(f"{where}: section(s) {missing} missing; every setting lives in params.yaml (see the project's own for each key)")
+        moved = " (test-time views moved there from train.tta)" if "tta" in missing else ""
+        raise ConfigError(
+            f"{where}: section(s) {missing} missing{moved}; every setting lives in params.yaml (see the project's "
+            "own for each key)"
+        )
     built = {name: _build(cls, raw[name], name) for name, cls in SECTIONS.items()}
     backbones = _check_backbones_section(raw["backbones"], where)
     config = Config(backbones=backbones, **built)
+    strangers = sorted(set(config.tta.backbones) - set(backbones))
+    if strangers:
+        raise ConfigError(
+            f"{where}: tta.backbones names {strangers}, which `backbones` does not have (known: {list(backbones)})"
+        )
     for name in backbones:
-        _check_crops_fit(config.backbone(name), config.data.image_size, f"{where}: backbones.{name}")  # fail now, not mid-pipeline
-        _check_views_export(config.backbone(name), config.export.opset, f"{where}: backbones.{name}")  # not after hours of training
+        _check_crops_fit(
+            config.backbone(name), config.tta.of(name), config.data.image_size, f"{where}: backbones.{name}"
+        )  # fail now
+        _check_views_export(
+            config.tta.of(name), config.export.opset, f"{where}: tta of {name}"
+        )  # not after hours of training
     outside = sorted(set(config.tune.folds) - set(config.folds.ids))
     if outside:
-        raise ConfigError(f"tune.folds {list(config.tune.folds)} names fold(s) {outside} that folds.ids {list(config.folds.ids)} does not have")
+        raise ConfigError(
+            f"tune.folds {list(config.tune.folds)} names fold(s) {outside} that folds.ids {list(config.folds.ids)} "
+            "does not have"
+        )
     return config
 
 
@@ -478,44 +625,59 @@ def training_side(config: TrainConfig, image_size: int) -> int:
     return config.input_size or random_crop_side(config.augment) or image_size
 
 
-def _check_crops_fit(train: TrainConfig, image_size: int, where: str) -> None:
+def _check_crops_fit(train: TrainConfig, views: tuple[dict, ...], image_size: int, where: str) -> None:
     """Training crops and test-time crop views must fit inside the images as prepared."""
     for entry in train.augment:
-        (name, kwargs), = entry.items()
+        ((name, kwargs),) = entry.items()
         if name == "RandomCrop" and max((kwargs or {}).get("height", 0), (kwargs or {}).get("width", 0)) > image_size:
-            raise ConfigError(f"{where}: augment RandomCrop {kwargs} is larger than data.image_size {image_size}; crop at most that")
-    for view in train.tta:
+            raise ConfigError(
+                f"{where}: augment RandomCrop {kwargs} is larger than data.image_size {image_size}; crop at most that"
+            )
+    for view in views:
         if view.get("crop", 0) > image_size:
             raise ConfigError(f"{where}: tta view {view} crops more than data.image_size {image_size}")
     side = training_side(train, image_size)
     if train.low_res_fraction > 0 and round(side * train.low_res_scale) < MIN_LOW_RES_SIDE:
-        raise ConfigError(f"{where}: low_res_scale {train.low_res_scale} shrinks the {side} px training images to "
-                          f"{round(side * train.low_res_scale)} px; keep them at least {MIN_LOW_RES_SIDE} px "
-                          f"(low_res_scale ≥ {MIN_LOW_RES_SIDE / side:.2f})")
+        raise ConfigError(
+            f"{where}: low_res_scale {train.low_res_scale} shrinks the {side} px training images to "
+            f"{round(side * train.low_res_scale)} px; keep them at least {MIN_LOW_RES_SIDE} px "
+            f"(low_res_scale ≥ {MIN_LOW_RES_SIDE / side:.2f})"
+        )
 
 
-def _check_views_export(train: TrainConfig, opset: int, where: str) -> None:
-    resampled = [view for view in train.tta if resamples(view)]
+def _check_views_export(views: tuple[dict, ...], opset: int, where: str) -> None:
+    resampled = [view for view in views if resamples(view)]
     if resampled and opset < RESAMPLING_OPSET:
-        raise ConfigError(f"{where}: tta view(s) {resampled} zoom or shift by a fraction of a pixel, which the export stage's ONNX "
-                          f"writes only from opset {RESAMPLING_OPSET} on (export.opset is {opset}); set export.opset: {RESAMPLING_OPSET}, "
-                          "or keep to flips, crops and shifts by whole pixels")
+        raise ConfigError(
+            f"{where}: tta view(s) {resampled} zoom or shift by a fraction of a pixel, which the export stage's ONNX "
+            f"writes only from opset {RESAMPLING_OPSET} on (export.opset is {opset}); set export.opset: "
+            f"{RESAMPLING_OPSET}, "
+            "or keep to flips, crops and shifts by whole pixels"
+        )
 
 
 def _check_backbones_section(backbones: Any, where: str) -> dict[str, dict[str, Any]]:
     if not isinstance(backbones, dict) or not backbones:
-        raise ConfigError(f"{where}: `backbones` must map at least one run name to its settings, e.g. `backbones: {{resnet18: {{}}}}`")
+        raise ConfigError(
+            f"{where}: `backbones` must map at least one run name to its settings, e.g. `backbones: {{resnet18: {{}}}}`"
+        )
     for name, overrides in backbones.items():
         if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
-            raise ConfigError(f"{where}: backbone run name {name!r} may hold only letters, digits, '_', '.' and '-' "
-                              "(it names DVC stages, folders and command-line arguments); rename it and set `model:` inside it")
+            raise ConfigError(
+                f"{where}: backbone run name {name!r} may hold only letters, digits, '_', '.' and '-' "
+                "(it names DVC stages, folders and command-line arguments); rename it and set `model:` inside it"
+            )
         if overrides is not None and not isinstance(overrides, dict):
-            raise ConfigError(f"{where}: backbones.{name} must be a mapping of `train` keys ({{}} for none), got {overrides!r}")
+            raise ConfigError(
+                f"{where}: backbones.{name} must be a mapping of `train` keys ({{}} for none), got {overrides!r}"
+            )
     return {name: dict(overrides or {}) for name, overrides in backbones.items()}
 
 
 def _did_you_mean(unknown: list[str], known: list[str]) -> str:
-    guesses = [f"{name!r} → {match[0]!r}" for name in unknown if (match := difflib.get_close_matches(str(name), known, n=1))]
+    guesses = [
+        f"{name!r} → {match[0]!r}" for name in unknown if (match := difflib.get_close_matches(str(name), known, n=1))
+    ]
     return f" (did you mean {', '.join(guesses)}?)" if guesses else ""
 
 
@@ -524,11 +686,19 @@ def _build(cls: type, values: Any, where: str) -> Any:
         raise ConfigError(f"{where} must be a mapping of keys, got {values!r}")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
+    moved = [MOVED_KEYS[key] for key in unknown if cls is TrainConfig and key in MOVED_KEYS]
+    if moved:
+        raise ConfigError(f"{where}: {'; '.join(moved)}")
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}{_did_you_mean(unknown, list(known))}; known keys: {sorted(known)}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {unknown}{_did_you_mean(unknown, list(known))}; known keys: {sorted(known)}"
+        )
     required = [f.name for f in fields(cls) if f.default is dataclasses.MISSING and f.name not in values]
     if required:
-        raise ConfigError(f"{where}: key(s) {required} missing; every setting lives in params.yaml (see the project's own for each key)")
+        raise ConfigError(
+            f"{where}: key(s) {required} missing; every setting lives in params.yaml (see the project's own for each "
+            "key)"
+        )
     hints = typing.get_type_hints(cls)
     config = cls(**{key: _coerce(value, hints[key], f"{where}.{key}") for key, value in values.items()})
     config.validate(where)

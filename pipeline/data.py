@@ -9,7 +9,8 @@ Layout of the prepared folder:
   submission_labels.json  per class, the label a submission writes (the sample's form: name or code)
   sample_submission.csv  the competition's own file, the template submissions must match
   meta.json          source, sizes, pixel mean/std, a content fingerprint and the regression target names
-  train_targets.npy  float32, N×targets (NaN: missing); only when the data has targets (see pipeline/affect.py)
+  train_targets.npy  float32, N×targets (NaN: missing); only when the data has targets
+                     (read by pipeline/ingest/target_table.py)
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import PipelineError
+from pipeline.errors import MissingInputError, PipelineError
 from pipeline.files import read_json
-
 
 TARGETS_FILE = "train_targets.npy"
 
@@ -51,7 +51,7 @@ class Prepared:
 def load_prepared(folder: str | Path) -> Prepared:
     folder = Path(folder)
     if not (folder / "meta.json").exists():
-        raise FileNotFoundError(f"{folder} holds no prepared dataset (no meta.json); run `dvc repro prepare` first")
+        raise MissingInputError(f"{folder} holds no prepared dataset (no meta.json); run `dvc repro prepare` first")
     classes = read_json(folder / "classes.json")
     meta = read_json(folder / "meta.json")
     train = pd.read_csv(folder / "train.csv", dtype=str, keep_default_na=False)
@@ -87,6 +87,9 @@ def fold_columns(path: str | Path, train_ids: np.ndarray, *columns: str) -> list
         raise PipelineError(f"{path} has no {absent} column (columns: {list(folds.columns)}); re-run `dvc repro folds`")
     missing = pd.Index(train_ids).difference(folds["id"])
     if len(missing) or len(folds) != len(train_ids):
-        raise PipelineError(f"{path} does not match the prepared data ({len(missing)} ids missing, e.g. {list(missing[:3])}); re-run `dvc repro folds`")
+        raise PipelineError(
+            f"{path} does not match the prepared data ({len(missing)} ids missing, e.g. {list(missing[:3])}); re-run "
+            "`dvc repro folds`"
+        )
     in_order = folds.set_index("id").loc[train_ids]
     return [in_order[column].to_numpy(np.int64) for column in columns]

@@ -89,7 +89,7 @@ def fingerprint(*arrays: np.ndarray) -> str:
 def _row_chunks(array: np.ndarray) -> Iterator[np.ndarray]:
     rows = max(1, BYTES_PER_READ // max(1, array[:1].nbytes))
     for start in range(0, len(array), rows):
-        yield array[start:start + rows]
+        yield array[start : start + rows]
 
 
 def pixel_mean_std(images: np.ndarray) -> tuple[float, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -13,14 +14,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-import dataclasses
-
 from pipeline.config import Config, DataConfig, FoldsConfig, SyntheticConfig, TrainConfig, config_from_dict
 from pipeline.stages.prepare import prepare
 from pipeline.stages.synthesize import write_competition
 
 PROJECT = Path(__file__).resolve().parents[1]
 FER2013 = PROJECT.parent / "shared" / "data" / "fer2013.zip"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test on the e2e project is slow: the session's first such test waits minutes for its `dvc repro`."""
+    for item in items:
+        if "e2e_project" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 def project_params() -> dict:
@@ -60,9 +66,23 @@ def tiny_params(**sections: dict) -> dict:
     """The project's params.yaml shrunk to seconds of work; `sections` override whole keys."""
     params = project_params()
     # An easy task (little per-face variation, no label noise) that small nets learn in ~100 steps.
-    params["synthetic"] = {**params["synthetic"], "train_per_class": 80, "test_size": 120, "seed": 1, "spread": 0.3, "label_noise": 0.0}
-    params["train"] = {**params["train"], "epochs": 8, "batch_size": 32, "warmup_epochs": 0, "lr": 0.003, "eval_batch_size": 128,
-                       **PINNED_SPEED}
+    params["synthetic"] = {
+        **params["synthetic"],
+        "train_per_class": 80,
+        "test_size": 120,
+        "seed": 1,
+        "spread": 0.3,
+        "label_noise": 0.0,
+    }
+    params["train"] = {
+        **params["train"],
+        "epochs": 8,
+        "batch_size": 32,
+        "warmup_epochs": 0,
+        "lr": 0.003,
+        "eval_batch_size": 128,
+        **PINNED_SPEED,
+    }
     params["backbones"] = {"resnet10t": {}, "resnet18": {}}
     params["tune"] = {**params["tune"], "n_trials": 2, "epochs": 2}
     # int8 calibration and its extra graphs cost every repro'd project time; the e2e project (E2E_PARAMS) keeps them
@@ -91,8 +111,10 @@ def config() -> Config:
     return config_from_dict(tiny_params())
 
 
-
 E2E_PARAMS = tiny_params()
+# Two members of one small architecture (the second by `model:`, with its own seed): the ensemble, bundle and
+# export of two backbones at the least training the suite's shared project can do.
+E2E_PARAMS["backbones"] = {"resnet10t": {}, "resnet10t_seed1": {"model": "resnet10t", "seed": 1}}
 E2E_PARAMS["export"] = {**E2E_PARAMS["export"], "int8": True}  # tests/test_export.py checks the int8 graphs
 # A user's shell: the project importable, nothing else from this process's environment.
 PIPELINE_ENV = {"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin"}
@@ -106,7 +128,9 @@ def ctrl_c_reaches_child() -> None:
 
 def run_pipeline(*args: str, cwd) -> subprocess.CompletedProcess:
     """`python -m pipeline ARGS` in `cwd`, as a user would run it there."""
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=PIPELINE_ENV, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=cwd, env=PIPELINE_ENV, capture_output=True, text=True
+    )
 
 
 def make_project(root: Path, params: dict, env: dict) -> Path:
@@ -115,14 +139,19 @@ def make_project(root: Path, params: dict, env: dict) -> Path:
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(PROJECT / name, root / name)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"],
-                    [sys.executable, "-m", "dvc", "config", "core.analytics", "false"]):
+    for command in (
+        ["git", "init", "-q"],
+        [sys.executable, "-m", "dvc", "init", "-q"],
+        [sys.executable, "-m", "dvc", "config", "core.analytics", "false"],
+    ):
         subprocess.run(command, cwd=root, env=env, check=True, capture_output=True)
     return root
 
 
-def repro(root: Path, env: dict) -> str:
-    done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, env=env, capture_output=True, text=True)
+def repro(root: Path, env: dict, *targets: str) -> str:
+    """`dvc repro [targets]` in `root`; its output (the stages it ran)."""
+    command = [sys.executable, "-m", "dvc", "repro", *targets]
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
     assert done.returncode == 0, f"dvc repro failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     return done.stdout
 

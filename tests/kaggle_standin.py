@@ -17,7 +17,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -54,7 +54,9 @@ class StandIn:
     username: str = "standin-user"
     key: str = "standin-secret-key-0123456789"
     token: str = "standin-access-token-0123456789"
-    token_refusal: int | None = 401  # IntrospectToken's answer to an unknown token: this HTTP status, or None: {"active": false}
+    token_refusal: int | None = (
+        401  # IntrospectToken's answer to an unknown token: this HTTP status, or None: {"active": false}
+    )
     pending_polls: int = 1  # listings that still show a new submission as PENDING
     failures: dict[str, int] = field(default_factory=dict)  # method -> HTTP status of its next answer
     calls: list[str] = field(default_factory=list)
@@ -79,8 +81,14 @@ class StandIn:
     def env(self, **credentials: str) -> dict[str, str]:
         """Environment that points the kaggle client here, with these credentials (default: valid ones)."""
         credentials = credentials or {"KAGGLE_USERNAME": self.username, "KAGGLE_KEY": self.key}
-        return {"KAGGLE_API_ENVIRONMENT": "LOCALHOST", "HTTP_PROXY": self.proxy, "http_proxy": self.proxy,
-                "NO_PROXY": "", "no_proxy": "", **credentials}
+        return {
+            "KAGGLE_API_ENVIRONMENT": "LOCALHOST",
+            "HTTP_PROXY": self.proxy,
+            "http_proxy": self.proxy,
+            "NO_PROXY": "",
+            "no_proxy": "",
+            **credentials,
+        }
 
     def fail_next(self, method: str, status: int = 500) -> None:
         self.failures[method] = status
@@ -181,10 +189,16 @@ def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                 self.send_error_json(400, f"no uploaded file for token {token!r}")
                 return
             stored = standin.submissions.setdefault(slug, [])
-            submission = StoredSubmission(ref=1000 + sum(map(len, standin.submissions.values())), file_name=standin.upload_names[token],
-                                          description=body.get("submissionDescription", ""), content=standin.uploads[token],
-                                          date=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z"))
-            submission.public_score, submission.private_score, submission.error = standin.score(standin.competitions[slug], submission.content)
+            submission = StoredSubmission(
+                ref=1000 + sum(map(len, standin.submissions.values())),
+                file_name=standin.upload_names[token],
+                description=body.get("submissionDescription", ""),
+                content=standin.uploads[token],
+                date=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            )
+            submission.public_score, submission.private_score, submission.error = standin.score(
+                standin.competitions[slug], submission.content
+            )
             stored.insert(0, submission)
             self.send_json({"message": "Successfully submitted to the stand-in competition", "ref": submission.ref})
 
@@ -194,10 +208,22 @@ def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                 s.polls += 1
                 done = s.polls > standin.pending_polls
                 status = ("ERROR" if s.error else "COMPLETE") if done else "PENDING"
-                listed.append({"ref": s.ref, "date": s.date, "description": s.description, "fileName": s.file_name,
-                               "status": status, "totalBytes": len(s.content),
-                               **({"publicScore": s.public_score, "privateScore": s.private_score} if done and not s.error else {}),
-                               **({"errorDescription": s.error} if done and s.error else {})})
+                listed.append(
+                    {
+                        "ref": s.ref,
+                        "date": s.date,
+                        "description": s.description,
+                        "fileName": s.file_name,
+                        "status": status,
+                        "totalBytes": len(s.content),
+                        **(
+                            {"publicScore": s.public_score, "privateScore": s.private_score}
+                            if done and not s.error
+                            else {}
+                        ),
+                        **({"errorDescription": s.error} if done and s.error else {}),
+                    }
+                )
             self.send_json({"submissions": listed})
 
         def api_GetSubmissionLimits(self, body: dict) -> None:
@@ -227,4 +253,3 @@ def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
             self.send_json({})
 
     return Handler
-

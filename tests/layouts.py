@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pipeline.synthetic import CLASSES
+from pipeline.ingest.synthetic import CLASSES
 
 CODES = {name: str(code) for code, name in enumerate(CLASSES)}  # FER-2013's emotion codes
 CLASS_NAMES = {code: name for name, code in CODES.items()}  # what data.class_names maps them back with
@@ -54,11 +54,25 @@ def as_pixel_table(comp: Path, out: Path) -> pd.Series:
     Returns the original test id of each test row number."""
     train, sample = read_class_folders(comp)
     out.mkdir(parents=True)
-    rows = pd.concat([
-        pd.DataFrame({"emotion": train["label"].map(CODES), "pixels": [pixel_string(p) for p in train["path"]], "Usage": "Training"}),
-        pd.DataFrame({"emotion": CODES[CLASSES[0]], "pixels": [pixel_string(comp / "test" / f"{i}.png") for i in sample["id"]],
-                      "Usage": "PublicTest"}),
-    ], ignore_index=True)
+    rows = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "emotion": train["label"].map(CODES),
+                    "pixels": [pixel_string(p) for p in train["path"]],
+                    "Usage": "Training",
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "emotion": CODES[CLASSES[0]],
+                    "pixels": [pixel_string(comp / "test" / f"{i}.png") for i in sample["id"]],
+                    "Usage": "PublicTest",
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
     rows.to_csv(out / "fer2013.csv", index=False)
     return pd.Series(sample["id"].to_numpy(), index=[str(i) for i in range(len(train), len(rows))])
 
@@ -69,8 +83,11 @@ def as_pixel_files(comp: Path, out: Path) -> pd.Series:
     train, sample = read_class_folders(comp)
     out.mkdir(parents=True)
     pd.DataFrame({"emotion": train["label"].map(CODES), "pixels": [pixel_string(p) for p in train["path"]]}).to_csv(
-        out / "train.csv", index=False)
-    pd.DataFrame({"pixels": [pixel_string(comp / "test" / f"{i}.png") for i in sample["id"]]}).to_csv(out / "test.csv", index=False)
+        out / "train.csv", index=False
+    )
+    pd.DataFrame({"pixels": [pixel_string(comp / "test" / f"{i}.png") for i in sample["id"]]}).to_csv(
+        out / "test.csv", index=False
+    )
     rows = [str(i) for i in range(len(sample))]
     pd.DataFrame({"id": rows[::-1], "emotion": CODES[CLASSES[-1]]}).to_csv(out / "sample_submission.csv", index=False)
     return pd.Series(sample["id"].to_numpy(), index=rows)
@@ -82,15 +99,22 @@ def as_emotion_folders(comp: Path, out: Path) -> None:
     shutil.copytree(comp / "train", out / "train")
     shutil.copytree(comp / "test", out / "test_kaggle")
     sample = pd.read_csv(comp / "sample_submission.csv", dtype=str)
-    pd.DataFrame({"image_path": sample["id"] + ".png", "emotion": sample["label"]}).to_csv(out / "sample_submission.csv", index=False)
+    pd.DataFrame({"image_path": sample["id"] + ".png", "emotion": sample["label"]}).to_csv(
+        out / "sample_submission.csv", index=False
+    )
 
 
-WRITERS = {"label_table": as_label_table, "pixel_table": as_pixel_table, "pixel_files": as_pixel_files,
-           "emotion_folders": as_emotion_folders}
+WRITERS = {
+    "label_table": as_label_table,
+    "pixel_table": as_pixel_table,
+    "pixel_files": as_pixel_files,
+    "emotion_folders": as_emotion_folders,
+}
 
 
-def zip_folder(folder: Path, target: Path, prefix: str = "", folders: bool = False,
-               compression: int = zipfile.ZIP_STORED) -> Path:
+def zip_folder(
+    folder: Path, target: Path, prefix: str = "", folders: bool = False, compression: int = zipfile.ZIP_STORED
+) -> Path:
     """`folders`: also write directory entries, as `zip -r` does (the top folder's included)."""
     with zipfile.ZipFile(target, "w", compression) as archive:
         if folders and prefix:
@@ -102,8 +126,9 @@ def zip_folder(folder: Path, target: Path, prefix: str = "", folders: bool = Fal
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.layouts", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.layouts", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("competition", type=Path, help="a class-folder competition folder")
     parser.add_argument("layout", choices=sorted(WRITERS))
     parser.add_argument("out", type=Path, help="the .zip to write")

@@ -31,7 +31,7 @@ def face_frames(count: int, faces: int = 1, side: int = 260, step: int = 4) -> l
         for face in range(faces):
             x = min(face * lane + offset, WIDTH - side)
             y = (HEIGHT - side) // 2
-            frame[y:y + side, x:x + side] = portrait
+            frame[y : y + side, x : x + side] = portrait
         frames.append(frame)
     return frames
 

@@ -9,16 +9,18 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import engine, models
-from pipeline.affect import ccc, mix_targets, rmse, split_outputs, target_loss, target_scores
-from pipeline.augment import Normalizer
 from pipeline.data import load_prepared
-from pipeline.engine import TrainStep, fit_fold, seed_everything
-from pipeline.models import create_model
-from pipeline.predictions import probability_table, read_target_values, with_targets
+from pipeline.evaluation.affect import ccc, rmse, target_scores
+from pipeline.evaluation.predictions import probability_table, read_target_values, with_targets
+from pipeline.ingest.synthetic import TARGETS
 from pipeline.stages.prepare import SourceError, prepare
 from pipeline.stages.synthesize import AFFECT_FILE, write_competition
-from pipeline.synthetic import TARGETS
+from pipeline.training import models
+from pipeline.training.augment import Normalizer
+from pipeline.training.fold_run import fit_fold
+from pipeline.training.models import create_model
+from pipeline.training.step import BatchMixup, TrainStep, seed_everything
+from pipeline.training.target_loss import mix_targets, split_outputs, target_loss
 from tests.conftest import data_config, synthetic_config, train_config
 from tests.layouts import as_label_table
 
@@ -119,12 +121,18 @@ def test_a_competition_without_targets_trains_a_model_of_one_output_per_class(co
     (comp / AFFECT_FILE).unlink()
     prepare(comp, data_config(), tmp_path / "out")
     data = load_prepared(tmp_path / "out")
-    assert data.target_names == [] and data.train_targets is None and not (tmp_path / "out" / "train_targets.npy").exists()
+    assert (
+        data.target_names == [] and data.train_targets is None and not (tmp_path / "out" / "train_targets.npy").exists()
+    )
     built = []
     monkeypatch.setattr(models, "create_model", lambda *args: built.append(args[2]) or create_model(*args))
     run = fit_fold(data, np.arange(len(data.train_ids)) % 2, 0, CONFIG)
-    assert built == [len(data.classes)] and run.oof_tta_values.shape == (len(run.valid_index), 0)
-    table = with_targets(probability_table(data.test_ids, run.test_tta, data.classes), run.test_tta_values, data.target_names)
+    assert built == [len(data.classes)] and run.oof_plain_values.shape == (len(run.valid_index), 0)
+    table = with_targets(
+        probability_table(data.train_ids[run.valid_index], run.oof_plain, data.classes),
+        run.oof_plain_values,
+        data.target_names,
+    )
     assert list(table.columns) == ["id", *data.classes]
 
 
@@ -141,7 +149,9 @@ def test_target_columns_round_trip_through_the_prediction_tables(tmp_path):
 def affect_data(tmp_path_factory) -> Path:
     """An easy synthetic competition at 32 pixels, prepared: a few hundred faces with valence and arousal."""
     root = tmp_path_factory.mktemp("affect")
-    config = synthetic_config(seed=5, train_per_class=45, test_size=8, spread=0.3, label_noise=0.0, duplicate_fraction=0.0)
+    config = synthetic_config(
+        seed=5, train_per_class=45, test_size=8, spread=0.3, label_noise=0.0, duplicate_fraction=0.0
+    )
     write_competition(config, root / "synthetic")
     prepare(root / "synthetic" / "competition", data_config(image_size=32), root / "prepared")
     return root / "prepared"
@@ -151,19 +161,22 @@ def test_the_multitask_head_learns_valence_better_than_a_constant(affect_data):
     data = load_prepared(affect_data)
     fold_of = np.arange(len(data.train_ids)) % 4
     # timm's smallest ResNet, unaugmented: a minute's training on two cores is enough for it to learn
-    config = train_config(model="test_resnet", epochs=10, batch_size=16, lr=0.004, warmup_epochs=0, workers=0,
-                          eval_every=10, tta=({},), augment=())
-    run = fit_fold(data, fold_of, 0, config, predict_test=False)
+    config = train_config(
+        model="test_resnet", epochs=10, batch_size=16, lr=0.004, warmup_epochs=0, workers=0, eval_every=10, augment=()
+    )
+    run = fit_fold(data, fold_of, 0, config)
     held_out = data.train_targets[run.valid_index]
-    predicted = run.oof_tta_values
+    predicted = run.oof_plain_values
     valence = TARGETS.index("valence")
     train_mean = np.nanmean(data.train_targets[fold_of != 0, valence])
     assert ccc(predicted[:, valence], held_out[:, valence]) > 0.5
-    assert rmse(predicted[:, valence], held_out[:, valence]) < rmse(np.full(len(held_out), train_mean), held_out[:, valence])
+    assert rmse(predicted[:, valence], held_out[:, valence]) < rmse(
+        np.full(len(held_out), train_mean), held_out[:, valence]
+    )
 
 
 def test_mixup_mixes_the_targets_with_the_weight_it_mixed_the_images_with():
-    mixup = engine.BatchMixup(mixup_alpha=0.4, cutmix_alpha=0.0, num_classes=3)
+    mixup = BatchMixup(mixup_alpha=0.4, cutmix_alpha=0.0, num_classes=3)
     images = torch.arange(4 * 2, dtype=torch.float32).reshape(4, 1, 1, 2)
     mixed, _ = mixup(images.clone(), torch.tensor([0, 1, 2, 0]))
     lam = mixup.last_lam

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.errors import ConfigError
+from pipeline.training.augment import Normalizer, apply_view, build_augment, make_train_loader, plain_view
 from tests.conftest import train_config
-from pipeline.augment import Normalizer, apply_view, build_augment, make_train_loader, plain_view
-from pipeline.config import ConfigError
 
 
 def test_unknown_transform_and_bad_arguments_are_named():
@@ -83,8 +83,13 @@ def test_crop_views_take_a_window_about_the_centre_moved_by_whole_pixels():
 
 def test_the_loader_crops_every_image_whatever_the_strength():
     images = np.random.default_rng(0).integers(0, 255, (16, 12, 12), dtype=np.uint8)
-    config = train_config(batch_size=8, workers=0, augment_on="loader", augment_strength=0.5,
-                          augment=({"RandomCrop": {"height": 10, "width": 10}}, {"HorizontalFlip": {"p": 0.5}}))
+    config = train_config(
+        batch_size=8,
+        workers=0,
+        augment_on="loader",
+        augment_strength=0.5,
+        augment=({"RandomCrop": {"height": 10, "width": 10}}, {"HorizontalFlip": {"p": 0.5}}),
+    )
     x, _ = next(iter(make_train_loader(images, np.zeros(16, np.int64), config, seed=0)))
     assert x.shape == (8, 10, 10)
 

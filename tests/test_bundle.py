@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.classifier import Classifier
-from pipeline.config import PipelineError
+from pipeline.errors import PipelineError
+from pipeline.runtime.classifier import Classifier
 from tests.conftest import PROJECT, run_pipeline
 
 
@@ -19,7 +19,9 @@ def test_a_copied_onnx_file_alone_gives_the_submissions_probabilities(e2e_projec
     root, _, _ = e2e_project
     shutil.copy(root / "bundle" / "ensemble.onnx", tmp_path / "emotions.onnx")
     test_images = root / "data" / "synthetic" / "competition" / "test"
-    done = run_pipeline("predict", str(test_images), "--faces", "--model", "emotions.onnx", "--out", "out.csv", cwd=tmp_path)
+    done = run_pipeline(
+        "predict", str(test_images), "--faces", "--model", "emotions.onnx", "--out", "out.csv", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "params.yaml").exists()
     got = pd.read_csv(tmp_path / "out.csv")

@@ -1,5 +1,6 @@
 """`python -m pipeline <stage>`: bad input ends with one clear line and a non-zero exit, no traceback."""
 
+import pytest
 import yaml
 
 from tests.conftest import PROJECT, run_pipeline, tiny_params
@@ -27,10 +28,12 @@ def test_missing_source_is_one_clear_error(tmp_path):
     assert not (tmp_path / "prepared").exists()
 
 
+@pytest.mark.slow
 def test_unknown_backbone_in_params_is_one_clear_error(tmp_path, prepared):
     params = tiny_params(backbones={"mystery": {"model": "resnet_nope"}})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "folds.csv").write_text("id,fold\n")
-    done = run_pipeline("train", "--backbone", "mystery", "--fold", "0", "--data", str(prepared), "--folds", "folds.csv", "--out", "m", cwd=tmp_path)
+    stage = "train --backbone mystery --fold 0 --folds folds.csv --out m".split()
+    done = run_pipeline(*stage, "--data", str(prepared), cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "resnet_nope" in done.stderr

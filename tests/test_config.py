@@ -5,7 +5,8 @@ import pytest
 import yaml
 from dvc.utils.hydra import apply_overrides
 
-from pipeline.config import ConfigError, config_from_dict, load_config
+from pipeline.config import config_from_dict, load_config
+from pipeline.errors import ConfigError
 from tests.conftest import PROJECT, project_params
 
 
@@ -28,50 +29,102 @@ def test_backbone_overrides_win_over_defaults_and_model_defaults_to_key():
     assert config.backbone("resnet18").epochs == params["train"]["epochs"]
 
 
-@pytest.mark.parametrize("mutate, fragment", [
-    (lambda p: p["train"].update(epohcs=3), "epohcs"),
-    (lambda p: p.update(trian={}), "trian"),
-    (lambda p: p["backbones"].update(bad={"lr": -1.0}), "backbones.bad.lr"),
-    (lambda p: p["train"].update(precision="fp8"), "precision"),
-    (lambda p: p["train"].update(precision="fast"), r"train.precision='fast' is out of range: it must be one of \['fp32', 'bf16', 'fp16', 'auto'\]"),
-    (lambda p: p["train"].update(channels_last="maybe"), r"train.channels_last='maybe' is out of range: it must be true, false or auto"),
-    (lambda p: p["backbones"].update(bad={"channels_last": 1}), r"backbones.bad.channels_last must be true or false or text, got 1"),
-    (lambda p: p["folds"].update(ids=[0, 2]), "folds.ids"),
-    (lambda p: p["train"].update(epochs="ten"), "train.epochs"),
-    (lambda p: p.update(backbone=p.pop("backbones")), r"unknown section\(s\) \['backbone'\] \(did you mean 'backbone' → 'backbones'\?\)"),
-    (lambda p: p["train"].update(lr="abc"), r"train.lr must be a number, got 'abc'"),
-    (lambda p: p["train"].update(drop_rate="abc"), r"train.drop_rate must be a number, got 'abc'"),
-    (lambda p: p["train"].update(drop_rate=1.5), r"train.drop_rate=1.5 is out of range"),
-    (lambda p: p["data"].update(image_size=0), r"data.image_size=0 is out of range: it must be between 8 and 1024"),
-    (lambda p: p["data"].update(channels=2), r"data.channels=2"),
-    (lambda p: p["ensemble"].update(max_steps=0), r"ensemble.max_steps=0 is out of range"),
-    (lambda p: p["backbones"].update({"my net": {"model": "resnet18"}}), r"run name 'my net' may hold only"),
-    (lambda p: p["backbones"].update(bad=[1, 2]), r"backbones.bad must be a mapping"),
-    (lambda p: p["train"].pop("lr"), r"train: key\(s\) \['lr'\] missing"),
-    (lambda p: p.pop("ensemble"), r"section\(s\) \['ensemble'\] missing"),
-    (lambda p: p["train"].update(tta=[{}, {"hflip": "yes"}]), r"train.tta: view .*hflip must be true or false"),
-    (lambda p: p["train"].update(tta=[{"rotate": 10}]), r"train.tta: view .* unknown key\(s\) \['rotate'\]"),
-    (lambda p: p["train"].update(augment=[{"HorizontalFlip": {"p": 0.5}, "Affine": {}}]), r"train.augment: entry"),
-    (lambda p: p["tune"].update(folds=[5]), r"tune.folds \[5\] names fold\(s\) \[5\]"),
-    (lambda p: p["tune"]["space"].update(lr={"low": 0.1, "high": 0.01}), r"tune.space.lr="),
-    (lambda p: p["tune"].update(grace_seconds=1), r"tune.grace_seconds=1.0 is out of range"),
-    (lambda p: p["synthetic"].update(label_noise=2), r"synthetic.label_noise=2.0"),
-    (lambda p: p["train"].update(average_last_fraction=0.5, checkpoint="best"), r"train.average_last_fraction=0.5 keeps the mean .* set train.checkpoint to last"),
-    (lambda p: p["train"].update(average_last_fraction=1.5), r"train.average_last_fraction=1.5 is out of range"),
-    (lambda p: p["train"].update(low_res_fraction=1), r"train.low_res_fraction=1.0 is out of range: it must be 0 \(off\) or the fraction"),
-    (lambda p: p["train"].update(low_res_scale=1), r"train.low_res_scale=1.0 is out of range: it must be the smaller images' side"),
-    (lambda p: p["backbones"].update(small={"low_res_scale": 0}), r"backbones.small.low_res_scale=0.0 is out of range"),
-    (lambda p: p["train"].update(low_res_fraction=0.5, low_res_scale=0.1),
-     r"backbones.resnet\w+: low_res_scale 0.1 shrinks the 48 px training images to 5 px; keep them at least 8 px \(low_res_scale ≥ 0.17\)"),
-    (lambda p: p["train"].update(low_res_fraction=0.5, average_last_fraction=0.75, checkpoint="last"),
-     r"train.low_res_fraction=0.5 and average_last_fraction=0.75 overlap: .* keep their sum at most 1"),
-    (lambda p: p["train"].update(time_budget_minutes=0), r"train.time_budget_minutes=0.0 is out of range: it must be null \(no budget\) or minutes above 0"),
-    (lambda p: p["backbones"].update(bad={"time_budget_minutes": -5}), r"backbones.bad.time_budget_minutes=-5.0 is out of range"),
-    (lambda p: p["tune"]["space"].update(time_budget_minutes={"low": 1, "high": 9}), r"tune.space.time_budget_minutes is not a `train` setting"),
-    (lambda p: p["backbones"].update(zoom={"tta": [{}, {"scale": 1.1}]}),
-     r"backbones.zoom: tta view\(s\) \[\{'scale': 1.1\}\] zoom or shift by a fraction of a pixel, .* \(export.opset is 13\); set export.opset: 20"),
-    (lambda p: p["train"].update(tta=[{"shift": [0.5, 0]}]), r"backbones.\w+: tta view\(s\) \[\{'shift': \[0.5, 0\]\}\] zoom or shift"),
-])
+@pytest.mark.parametrize(
+    "mutate, fragment",
+    [
+        (lambda p: p["train"].update(epohcs=3), "epohcs"),
+        (lambda p: p.update(trian={}), "trian"),
+        (lambda p: p["backbones"].update(bad={"lr": -1.0}), "backbones.bad.lr"),
+        (lambda p: p["train"].update(precision="fp8"), "precision"),
+        (
+            lambda p: p["train"].update(precision="fast"),
+            r"train.precision='fast' is out of range: it must be one of \['fp32', 'bf16', 'fp16', 'auto'\]",
+        ),
+        (
+            lambda p: p["train"].update(channels_last="maybe"),
+            r"train.channels_last='maybe' is out of range: it must be true, false or auto",
+        ),
+        (
+            lambda p: p["backbones"].update(bad={"channels_last": 1}),
+            r"backbones.bad.channels_last must be true or false or text, got 1",
+        ),
+        (lambda p: p["folds"].update(ids=[0, 2]), "folds.ids"),
+        (lambda p: p["train"].update(epochs="ten"), "train.epochs"),
+        (
+            lambda p: p.update(backbone=p.pop("backbones")),
+            r"unknown section\(s\) \['backbone'\] \(did you mean 'backbone' → 'backbones'\?\)",
+        ),
+        (lambda p: p["train"].update(lr="abc"), r"train.lr must be a number, got 'abc'"),
+        (lambda p: p["train"].update(drop_rate="abc"), r"train.drop_rate must be a number, got 'abc'"),
+        (lambda p: p["train"].update(drop_rate=1.5), r"train.drop_rate=1.5 is out of range"),
+        (lambda p: p["data"].update(image_size=0), r"data.image_size=0 is out of range: it must be between 8 and 1024"),
+        (lambda p: p["data"].update(channels=2), r"data.channels=2"),
+        (lambda p: p["ensemble"].update(max_steps=0), r"ensemble.max_steps=0 is out of range"),
+        (lambda p: p["backbones"].update({"my net": {"model": "resnet18"}}), r"run name 'my net' may hold only"),
+        (lambda p: p["backbones"].update(bad=[1, 2]), r"backbones.bad must be a mapping"),
+        (lambda p: p["train"].pop("lr"), r"train: key\(s\) \['lr'\] missing"),
+        (lambda p: p.pop("ensemble"), r"section\(s\) \['ensemble'\] missing"),
+        (lambda p: p["tta"].update(views=[{}, {"hflip": "yes"}]), r"tta.views: view .*hflip must be true or false"),
+        (lambda p: p["tta"].update(views=[{"rotate": 10}]), r"tta.views: view .* unknown key\(s\) \['rotate'\]"),
+        (lambda p: p["tta"].update(views=[]), r"tta.views=\[\] must be a list of at least one view"),
+        (
+            lambda p: p["tta"].update(backbones={"nosuch": [{}]}),
+            r"tta.backbones names \['nosuch'\], which `backbones` does not have",
+        ),
+        (lambda p: p["train"].update(augment=[{"HorizontalFlip": {"p": 0.5}, "Affine": {}}]), r"train.augment: entry"),
+        (lambda p: p["tune"].update(folds=[5]), r"tune.folds \[5\] names fold\(s\) \[5\]"),
+        (lambda p: p["tune"]["space"].update(lr={"low": 0.1, "high": 0.01}), r"tune.space.lr="),
+        (lambda p: p["tune"].update(grace_seconds=1), r"tune.grace_seconds=1.0 is out of range"),
+        (lambda p: p["synthetic"].update(label_noise=2), r"synthetic.label_noise=2.0"),
+        (
+            lambda p: p["train"].update(average_last_fraction=0.5, keep_epoch="best"),
+            r"train.average_last_fraction=0.5 keeps the mean .* set train.keep_epoch to last",
+        ),
+        (lambda p: p["train"].update(average_last_fraction=1.5), r"train.average_last_fraction=1.5 is out of range"),
+        (
+            lambda p: p["train"].update(low_res_fraction=1),
+            r"train.low_res_fraction=1.0 is out of range: it must be 0 \(off\) or the fraction",
+        ),
+        (
+            lambda p: p["train"].update(low_res_scale=1),
+            r"train.low_res_scale=1.0 is out of range: it must be the smaller images' side",
+        ),
+        (
+            lambda p: p["backbones"].update(small={"low_res_scale": 0}),
+            r"backbones.small.low_res_scale=0.0 is out of range",
+        ),
+        (
+            lambda p: p["train"].update(low_res_fraction=0.5, low_res_scale=0.1),
+            r"backbones.resnet\w+: low_res_scale 0.1 shrinks the 48 px training images to 5 px; keep them at least 8 "
+            r"px \(low_res_scale ≥ 0.17\)",
+        ),
+        (
+            lambda p: p["train"].update(low_res_fraction=0.5, average_last_fraction=0.75, keep_epoch="last"),
+            r"train.low_res_fraction=0.5 and average_last_fraction=0.75 overlap: .* keep their sum at most 1",
+        ),
+        (
+            lambda p: p["train"].update(time_budget_minutes=0),
+            r"train.time_budget_minutes=0.0 is out of range: it must be null \(no budget\) or minutes above 0",
+        ),
+        (
+            lambda p: p["backbones"].update(bad={"time_budget_minutes": -5}),
+            r"backbones.bad.time_budget_minutes=-5.0 is out of range",
+        ),
+        (
+            lambda p: p["tune"]["space"].update(time_budget_minutes={"low": 1, "high": 9}),
+            r"tune.space.time_budget_minutes is not a `train` setting",
+        ),
+        (
+            lambda p: (p["backbones"].update(zoom={}), p["tta"].update(backbones={"zoom": [{}, {"scale": 1.1}]})),
+            r"tta of zoom: tta view\(s\) \[\{'scale': 1.1\}\] zoom or shift by a fraction of a pixel, .* "
+            r"\(export.opset is 13\); set export.opset: 20",
+        ),
+        (
+            lambda p: p["tta"].update(views=[{"shift": [0.5, 0]}]),
+            r"tta of \w+: tta view\(s\) \[\{'shift': \[0.5, 0\]\}\] zoom or shift",
+        ),
+    ],
+)
 def test_bad_values_are_refused_with_the_key_named(mutate, fragment):
     params = project_params()
     mutate(params)
@@ -82,9 +135,9 @@ def test_bad_values_are_refused_with_the_key_named(mutate, fragment):
 def test_whole_pixel_shifts_export_at_the_default_opset_and_zooms_at_opset_20():
     params = project_params()
     assert params["export"]["opset"] < 20
-    params["train"]["tta"] = [{}, {"shift": [-3, 3], "hflip": True}, {"crop": 40, "shift": [2, 2]}]
+    params["tta"]["views"] = [{}, {"shift": [-3, 3], "hflip": True}, {"crop": 40, "shift": [2, 2]}]
     config_from_dict(params)
-    params["train"]["tta"] = [{}, {"scale": 1.1}]
+    params["tta"]["views"] = [{}, {"scale": 1.1}]
     params["export"]["opset"] = 20
     config_from_dict(params)
 
@@ -134,23 +187,28 @@ def test_every_key_of_every_section_is_in_the_project_params():
 
 
 def test_unknown_model_and_augment_fail_for_any_backbone_before_training():
-    from pipeline.models import check_backbones
+    from pipeline.training.models import check_backbones
 
     params = project_params()
     params["backbones"] = {"resnet10t": {}, "second": {"model": "resnet_nope"}}
     with pytest.raises(ConfigError, match="backbones.second.model: unknown timm model 'resnet_nope'"):
         check_backbones(config_from_dict(params))
-    params["backbones"] = {"resnet10t": {}, "second": {"model": "resnet18", "augment_on": "loader", "augment": [{"HorizontalFlip": {"prob": 0.5}}]}}
+    params["backbones"] = {
+        "resnet10t": {},
+        "second": {"model": "resnet18", "augment_on": "loader", "augment": [{"HorizontalFlip": {"prob": 0.5}}]},
+    }
     with pytest.raises(ConfigError, match="backbone second .*HorizontalFlip"):
         check_backbones(config_from_dict(params))
 
 
 def test_unknown_optimizer_fails_with_its_key_and_close_names_before_training():
-    from pipeline.models import check_backbones
+    from pipeline.training.models import check_backbones
 
     params = project_params()
     params["backbones"] = {"resnet10t": {}, "second": {"model": "resnet18", "optimizer": "adamww"}}
-    with pytest.raises(ConfigError, match=r"backbones.second.optimizer .*unknown optimizer 'adamww'; similar names: \[.*'adamw'"):
+    with pytest.raises(
+        ConfigError, match=r"backbones.second.optimizer .*unknown optimizer 'adamww'; similar names: \[.*'adamw'"
+    ):
         check_backbones(config_from_dict(params))
 
 
@@ -160,14 +218,17 @@ def readme_overrides() -> list[tuple[str | None, str]]:
     found = []
     for line in readme.splitlines():
         preset = re.search(r"make fer2013-(\w+)", line)
-        overrides = re.findall(r"-S '([^']*)'", line) + re.findall(r'-S "([^"]*)"', line) + re.findall(r"-S ([^\s'\"`]+)", line)
+        overrides = (
+            re.findall(r"-S '([^']*)'", line) + re.findall(r'-S "([^"]*)"', line) + re.findall(r"-S ([^\s'\"`]+)", line)
+        )
         # `-S key=value` in prose is a placeholder; so is <competition> in a path, which stands for a name.
         found += [(preset and preset[1], re.sub(r"<[^>]+>", "name", o)) for o in overrides if "." in o.split("=")[0]]
     return found
 
 
 def test_every_params_override_the_readme_shows_applies_and_validates(tmp_path):
-    """The README's overrides, applied as DVC applies them (after the preset a `make` line names), give a valid config."""
+    """The README's overrides, applied as DVC applies them (after the preset a `make` line names), give a valid
+    config."""
     from pipeline.commands.preset import apply_preset
 
     found = readme_overrides()
@@ -181,3 +242,27 @@ def test_every_params_override_the_readme_shows_applies_and_validates(tmp_path):
             apply_preset(PROJECT / "presets" / f"fer2013-{preset}.yaml", params)
         apply_overrides(str(params), [override])
         load_config(params)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "fix"),
+    [
+        ("train", "tta", r"train: tta is no training setting any more: .* top-level `tta` section"),
+        ("train", "checkpoint", r"train: checkpoint is now keep_epoch"),
+        ("train", "init_checkpoint", r"train: init_checkpoint is now init_weights"),
+    ],
+)
+def test_a_key_of_an_earlier_params_file_is_refused_with_where_it_went(section, key, fix):
+    params = project_params()
+    params[section][key] = params[section].get(key, "last")
+    with pytest.raises(ConfigError, match=fix):
+        config_from_dict(params)
+
+
+def test_a_params_file_without_the_tta_section_says_where_the_views_went():
+    params = project_params()
+    del params["tta"]
+    with pytest.raises(
+        ConfigError, match=r"section\(s\) \['tta'\] missing \(test-time views moved there from train.tta\)"
+    ):
+        config_from_dict(params)

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 from tests.conftest import E2E_PARAMS, PROJECT, repro, stages_run
 from tests.imports import closure
@@ -21,7 +23,17 @@ DVC_STAGES = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
 
 @pytest.fixture
 def project(e2e_project):
+    """The shared project, to read: a test that changes files works in `project_copy`."""
     return e2e_project
+
+
+@pytest.fixture
+def project_copy(e2e_project, tmp_path):
+    """A private copy of the e2e project (its DVC cache and stage outputs included) that a test may change."""
+    root, env, output = e2e_project
+    copy = tmp_path / "project"
+    shutil.copytree(root, copy, symlinks=True)
+    return copy, env, output
 
 
 def test_every_stage_runs_and_writes_its_outputs(project):
@@ -31,7 +43,9 @@ def test_every_stage_runs_and_writes_its_outputs(project):
     for name in names:
         for fold in E2E_PARAMS["folds"]["ids"]:
             run = root / "models" / name / f"fold{fold}"
-            assert {"model.safetensors", "oof_tta.csv", "oof_plain.csv", "test_tta.csv", "history.csv", "run.json"} <= {p.name for p in run.iterdir()}
+            assert {p.name for p in run.iterdir()} == {"model.safetensors", "oof_plain.csv", "history.csv", "run.json"}
+        by_fold = pd.read_csv(root / "test_predictions" / f"{name}.folds.csv")
+        assert sorted(set(by_fold["fold"])) == E2E_PARAMS["folds"]["ids"]
         oof = pd.read_csv(root / "oof" / f"{name}.csv")
         assert {"id", "fold", "label", "pred"} <= set(oof.columns)
         assert (root / "metrics" / f"{name}.json").exists()
@@ -66,12 +80,14 @@ def test_submissions_match_the_sample_and_the_ensemble_beats_chance(project):
 
 
 def dvc_json(root: Path, env: dict, *command: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "dvc", *command, "--json"], cwd=root, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", *command, "--json"], cwd=root, env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
 
-def test_report_dvc_metrics_and_plots_agree(project):
+def test_report_dvc_metrics_and_plots_agree(project, tmp_path):
     root, env, _ = project
     report = json.loads((root / "metrics" / "report.json").read_text())
     shown = dvc_json(root, env, "metrics", "show")[""]["data"]
@@ -81,12 +97,26 @@ def test_report_dvc_metrics_and_plots_agree(project):
         assert shown[f"metrics/{name}.json"]["data"]["accuracy"] == pytest.approx(oof["accuracy"])
     assert shown["metrics/report.json"]["data"]["ensemble"]["accuracy"] == pytest.approx(report["ensemble"]["accuracy"])
     tuned = json.loads((root / "tuning" / f"{list(E2E_PARAMS['backbones'])[0]}.json").read_text())
-    assert tuned["enabled"] and set(tuned["best_params"]) <= set(E2E_PARAMS["tune"]["space"])
+    assert not E2E_PARAMS["tune"]["enabled"] and not tuned["enabled"]  # the default; tests/test_tune.py runs studies
     plots = dvc_json(root, env, "plots", "show")
     assert not plots.get("errors")
     assert {"ensemble/oof.csv", "report/confident_errors.png"} <= set(plots["data"])
-    printed = subprocess.run([sys.executable, "-m", "pipeline", "report", "--out", str(root / "report_again"),
-                              "--metrics", str(root / "report_again.json")], cwd=root, env=env, capture_output=True, text=True)
+    printed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "report",
+            "--out",
+            str(tmp_path / "report_again"),
+            "--metrics",
+            str(tmp_path / "report_again.json"),
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert printed.returncode == 0, printed.stderr
     expected = report["expected_leaderboard"]
     assert expected["oof_accuracy"] == pytest.approx(report["ensemble"]["accuracy"])
@@ -98,59 +128,105 @@ def test_report_dvc_metrics_and_plots_agree(project):
 def test_member_subsets_blend_as_the_ensemble_stage_does(project, tmp_path):
     """benchmarks/member_subsets.py: each member alone scores its own OOF accuracy, all of them the ensemble's blend."""
     root, env, _ = project
-    done = subprocess.run([sys.executable, str(PROJECT / "benchmarks" / "member_subsets.py"), "--workspace", str(root),
-                           "--out", str(tmp_path / "subsets")], env=env, capture_output=True, text=True)
+    command = [sys.executable, str(PROJECT / "benchmarks" / "member_subsets.py"), "--workspace", str(root)]
+    done = subprocess.run([*command, "--out", str(tmp_path / "subsets")], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     rows = {tuple(row["members"]): row for row in json.loads((tmp_path / "subsets.json").read_text())["subsets"]}
     names = tuple(E2E_PARAMS["backbones"])
     assert set(rows) == {(names[0],), (names[1],), names}
     for name in names:
-        assert rows[(name,)]["oof_acc"] == pytest.approx(json.loads((root / "metrics" / f"{name}.json").read_text())["accuracy"])
-    assert rows[names]["oof_acc"] == pytest.approx(json.loads((root / "metrics" / "ensemble.json").read_text())["blend_accuracy"])
-    assert rows[names]["train_minutes"] == pytest.approx(rows[(names[0],)]["train_minutes"] + rows[(names[1],)]["train_minutes"])
+        assert rows[(name,)]["oof_acc"] == pytest.approx(
+            json.loads((root / "metrics" / f"{name}.json").read_text())["accuracy"]
+        )
+    assert rows[names]["oof_acc"] == pytest.approx(
+        json.loads((root / "metrics" / "ensemble.json").read_text())["blend_accuracy"]
+    )
+    assert rows[names]["train_minutes"] == pytest.approx(
+        rows[(names[0],)]["train_minutes"] + rows[(names[1],)]["train_minutes"]
+    )
     assert " + ".join(names) in done.stdout
 
+
 def test_tta_views_rescore_a_run_as_its_oof_and_ensemble_stages_did(project, tmp_path):
-    """benchmarks/tta_views.py: the views a backbone trained with repeat its OOF accuracy and the ensemble's
-    blend, the plain view its accuracy without TTA; a view the pipeline would refuse is refused by name."""
+    """benchmarks/tta_views.py: the views params.yaml gives a backbone (those oof@ used) repeat its OOF accuracy
+    and the ensemble's blend, the plain view its accuracy without TTA; a view the pipeline would refuse is refused
+    by name."""
     root, env, _ = project
     name = list(E2E_PARAMS["backbones"])[0]
     views = tmp_path / "views.yaml"
     views.write_text("plain: [{}]\nshifted: [{}, {hflip: true}, {shift: [1, -1]}, {shift: [-1, 1], hflip: true}]\n")
-    command = [sys.executable, str(PROJECT / "benchmarks" / "tta_views.py"), "--workspace", str(root), "--backbone", name, "--views", str(views)]
+    command = [
+        sys.executable,
+        str(PROJECT / "benchmarks" / "tta_views.py"),
+        "--workspace",
+        str(root),
+        "--backbone",
+        name,
+        "--views",
+        str(views),
+    ]
     done = subprocess.run([*command, "--out", str(tmp_path / "views")], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     rows = {row["views"]: row for row in json.loads((tmp_path / "views.json").read_text())["views"]}
     metrics = json.loads((root / "metrics" / f"{name}.json").read_text())
     assert rows["params.yaml"]["oof_acc"] == pytest.approx(metrics["accuracy"])
     assert rows["plain"]["oof_acc"] == pytest.approx(metrics["accuracy_no_tta"])
-    assert rows["params.yaml"]["blend_oof_acc"] == pytest.approx(json.loads((root / "metrics" / "ensemble.json").read_text())["blend_accuracy"])
-    assert [rows[key]["count"] for key in ("params.yaml", "plain", "shifted")] == [len(E2E_PARAMS["train"]["tta"]), 1, 4]
+    assert rows["params.yaml"]["blend_oof_acc"] == pytest.approx(
+        json.loads((root / "metrics" / "ensemble.json").read_text())["blend_accuracy"]
+    )
+    assert [rows[key]["count"] for key in ("params.yaml", "plain", "shifted")] == [
+        len(E2E_PARAMS["tta"]["views"]),
+        1,
+        4,
+    ]
     assert "| shifted | 4 |" in done.stdout
     views.write_text("turned: [{}, {rotate: 10}]\n")
     refused = subprocess.run(command, env=env, capture_output=True, text=True)
-    assert refused.returncode != 0 and "views.yaml: turned.tta: view {'rotate': 10} has unknown key(s) ['rotate']" in refused.stderr
+    assert (
+        refused.returncode != 0
+        and "views.yaml: turned.tta: view {'rotate': 10} has unknown key(s) ['rotate']" in refused.stderr
+    )
 
 
 def changed_stages(root: Path, env: dict) -> set[str]:
     return set(dvc_json(root, env, "status"))
 
 
-@pytest.mark.parametrize("module", ["metrics.py", "data.py", "config.py", "predictions.py", "engine.py", "blend.py"])
-def test_editing_a_shared_module_marks_exactly_the_stages_that_import_it(project, module):
-    root, env, _ = project
-    path = root / "pipeline" / module
-    original = path.read_bytes()
-    path.write_bytes(original + b"\n# edited\n")
-    try:
-        changed = changed_stages(root, env)
-    finally:
-        path.write_bytes(original)
-    importers = {name for name in DVC_STAGES
-                 if PROJECT / "pipeline" / module in closure(f"pipeline.stages.{name}") | closure("pipeline.__main__")}
-    expected = {stage for stage in expanded_stages() if stage.split("@")[0] in importers}
-    assert changed == expected
+@pytest.mark.parametrize(
+    "module",
+    [
+        "evaluation/metrics.py",
+        "data.py",
+        "config.py",
+        "errors.py",
+        "evaluation/predictions.py",
+        "training/fold_run.py",
+        "training/predict.py",
+        "evaluation/blend.py",
+    ],
+)
+def test_editing_a_shared_module_marks_exactly_the_stages_that_import_it(project_copy, module):
+    root, env, _ = project_copy
     assert changed_stages(root, env) == set()
+    path = root / "pipeline" / module
+    path.write_bytes(path.read_bytes() + b"\n# edited\n")
+    importers = {
+        name
+        for name in DVC_STAGES
+        if PROJECT / "pipeline" / module in closure(f"pipeline.stages.{name}") | closure("pipeline.__main__")
+    }
+    expected = {stage for stage in expanded_stages() if stage.split("@")[0] in importers}
+    assert changed_stages(root, env) == expected
+
+
+def test_editing_test_time_views_reruns_oof_and_what_follows_never_train(project_copy):
+    root, env, _ = project_copy
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["tta"]["views"] = [{}, {"hflip": True}, {"shift": [1, 1]}]
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    names = list(E2E_PARAMS["backbones"])
+    # What reads `tta` itself; ensemble and submission follow once oof@ has rewritten their inputs.
+    assert changed_stages(root, env) == {f"oof@{n}" for n in names} | {"bundle", "export", "report"}
 
 
 def expanded_stages() -> set[str]:
@@ -174,17 +250,26 @@ def test_same_seed_gives_the_same_folds_and_fold_predictions_in_a_fresh_process(
     shutil.copytree(root, again, symlinks=True)
     run = "models/resnet10t/fold0"
     for stage in ("folds", "train@resnet10t-0"):
-        done = subprocess.run([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", stage], cwd=again, env=env,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "dvc", "repro", "--force", "--single-item", stage],
+            cwd=again,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode == 0 and f"Running stage '{stage}'" in done.stdout, done.stderr
-    for path in ("folds/folds.csv", f"{run}/oof_tta.csv", f"{run}/oof_plain.csv", f"{run}/test_tta.csv"):
+    for path in ("folds/folds.csv", f"{run}/oof_plain.csv"):
         assert (root / path).read_bytes() == (again / path).read_bytes(), path
+    weights, expected = load_file(again / run / "model.safetensors"), load_file(root / run / "model.safetensors")
+    assert weights.keys() == expected.keys() and all(torch.equal(weights[name], expected[name]) for name in expected)
     learned = ["epoch", "train_loss", "val_loss", "val_acc", "lr"]  # the history's other columns are timings
-    pd.testing.assert_frame_equal(pd.read_csv(root / run / "history.csv")[learned], pd.read_csv(again / run / "history.csv")[learned])
+    pd.testing.assert_frame_equal(
+        pd.read_csv(root / run / "history.csv")[learned], pd.read_csv(again / run / "history.csv")[learned]
+    )
 
 
-def test_changing_one_backbone_reruns_only_that_backbone_and_what_follows(project):
-    root, env, _ = project
+def test_changing_one_backbone_reruns_only_that_backbone_and_what_follows(project_copy):
+    root, env, _ = project_copy
     params = yaml.safe_load((root / "params.yaml").read_text())
     first, second = list(params["backbones"])
     params["backbones"][first] = {**(params["backbones"][first] or {}), "epochs": 1}

@@ -1,6 +1,6 @@
 import numpy as np
 
-from pipeline.blend import blend, cross_fitted_blend, greedy_weights
+from pipeline.evaluation.blend import blend, cross_fitted_blend, greedy_weights
 
 
 def noisy_model(labels: np.ndarray, accuracy: float, rng: np.random.Generator, classes: int = 3) -> np.ndarray:
@@ -24,7 +24,10 @@ def test_blending_independent_models_beats_each_of_them():
     labels = rng.integers(0, 3, 3000)
     models = [noisy_model(labels, 0.6, rng) for _ in range(3)]
     weights = greedy_weights(models, labels, max_steps=30)
-    accuracy = lambda p: (p.argmax(1) == labels).mean()
+
+    def accuracy(probs):
+        return (probs.argmax(1) == labels).mean()
+
     assert accuracy(blend(models, weights)) > max(accuracy(m) for m in models) + 0.03
     assert (weights > 0).sum() >= 2
 

@@ -1,9 +1,10 @@
-"""The leaderboard expectation: OOF accuracy plus the gain of averaging fold models, estimated on unlabelled test images."""
+"""The leaderboard expectation: OOF accuracy plus the gain of averaging fold models, estimated on unlabelled test
+images."""
 
 import numpy as np
 import pytest
 
-from pipeline.expectation import expect
+from pipeline.evaluation.expectation import expect
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -11,7 +12,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def draw_images(rng: np.random.Generator, count: int, fold_models: int, noise: float) -> tuple[np.ndarray, list[np.ndarray]]:
+def draw_images(
+    rng: np.random.Generator, count: int, fold_models: int, noise: float
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """Labels drawn from known class probabilities, and fold models that each see them through their own noise."""
     truth = rng.normal(0, 2.0, (count, 7))
     labels = (rng.random(count)[:, None] > np.cumsum(softmax(truth), axis=1)).sum(axis=1)
@@ -40,6 +43,10 @@ def test_fold_models_that_agree_gain_nothing_and_the_interval_narrows_with_more_
     small = expect([model[:400]] * 3, 0.6, 8000, 0.95)
     large = expect([model] * 3, 0.6, 8000, 0.95)
     for expected in (small, large):
-        assert expected.gain == pytest.approx(0, abs=1e-12) and expected.disagreement == 0 and expected.accuracy == pytest.approx(0.6)
+        assert (
+            expected.gain == pytest.approx(0, abs=1e-12)
+            and expected.disagreement == 0
+            and expected.accuracy == pytest.approx(0.6)
+        )
         assert expected.interval[0] < 0.6 < expected.interval[1]
     assert np.diff(large.interval)[0] < np.diff(small.interval)[0]

@@ -1,4 +1,5 @@
-"""The export stage's ONNX files: other runtimes' opset, PyTorch's outputs, int8 at a measured cost, the deployment table."""
+"""The export stage's ONNX files: other runtimes' opset, PyTorch's outputs, int8 at a measured cost, the deployment
+table."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.bundle import BundleInfo, Member
-from pipeline.classifier import Classifier
-from pipeline.config import ConfigError, PipelineError, config_from_dict
+from pipeline.config import config_from_dict
 from pipeline.data import load_folds, load_prepared
-from pipeline.ensemble_net import EnsembleNet, bundle_opset, export_onnx, load_member
-from pipeline.quantize import quantize_int8
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.graphs.ensemble_net import EnsembleNet, bundle_opset, export_onnx, load_member
+from pipeline.graphs.quantize import quantize_int8
+from pipeline.runtime.bundle_format import BundleInfo, Member
+from pipeline.runtime.classifier import Classifier
 from tests.conftest import E2E_PARAMS, run_pipeline, tiny_params
 
 INT8_ACCURACY_BOUND = 0.03  # int8 may cost at most 3 points of OOF accuracy on the synthetic competition
@@ -32,17 +34,21 @@ def test_every_fold_model_and_the_ensemble_are_exported_fp32_and_int8_at_the_con
     for stem in stems:
         for suffix in (".onnx", ".int8.onnx"):
             graph = onnx.load(str(root / "export" / f"{stem}{suffix}"))
-            assert {o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")} == {E2E_PARAMS["export"]["opset"]}
+            assert {o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")} == {
+                E2E_PARAMS["export"]["opset"]
+            }
             assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
         int8 = onnx.load(str(root / "export" / f"{stem}.int8.onnx"))
         assert any(node.op_type == "QuantizeLinear" for node in int8.graph.node)
-        assert (root / "export" / f"{stem}.int8.onnx").stat().st_size < 0.35 * (root / "export" / f"{stem}.onnx").stat().st_size
+        assert (root / "export" / f"{stem}.int8.onnx").stat().st_size < 0.35 * (
+            root / "export" / f"{stem}.onnx"
+        ).stat().st_size
 
 
 def test_onnxruntime_gives_pytorchs_probabilities_on_train_images_at_any_batch_size(e2e_project):
     root, _, _ = e2e_project
     data = load_prepared(root / "data" / "prepared")
-    member, models = load_member(root / "models", "resnet10t", 1.0, (1,), data)
+    member, models = load_member(root / "models", "resnet10t", 1.0, (1,), data, ({}, {"hflip": True}))
     info = BundleInfo(data.classes, 48, 1, data.pixel_mean, data.pixel_std, (member,))
     faces = np.asarray(data.train_images[:7]).reshape(7, 48, 48, 1)
     with torch.no_grad():
@@ -62,7 +68,10 @@ def test_deployment_table_measures_every_graph_and_int8_costs_little_accuracy(e2
     assert all(sorted(latency) == sorted(threads) and min(latency.values()) > 0 for latency in rows["latency_ms"])
     table = rows.set_index(["model", "precision"])
     for model in rows["model"].unique():
-        assert table.loc[(model, "fp32"), "oof_accuracy"] - table.loc[(model, "int8"), "oof_accuracy"] <= INT8_ACCURACY_BOUND
+        assert (
+            table.loc[(model, "fp32"), "oof_accuracy"] - table.loc[(model, "int8"), "oof_accuracy"]
+            <= INT8_ACCURACY_BOUND
+        )
         assert table.loc[(model, "int8"), "size_mb"] < table.loc[(model, "fp32"), "size_mb"]
     # Each backbone's fp32 graphs, fold by fold on their held-out images, are its OOF predictions.
     for name in E2E_PARAMS["backbones"]:
@@ -104,14 +113,25 @@ def test_zoomed_views_need_the_opset_that_writes_affine_grids(tmp_path):
     assert Classifier(tmp_path / "tiny.onnx").probabilities(np.zeros((3, 8, 8), np.uint8)).shape == (3, 2)
 
 
-@pytest.mark.parametrize("views", [
-    ({}, {"crop": 6, "shift": [-1, 1], "hflip": True}, {"crop": 6, "shift": [1, -1]}),
-    ({}, {"hflip": True}, {"shift": [-2, 1], "hflip": True}, {"shift": [3, -3]}),
-])
-def test_crop_and_whole_pixel_shift_views_export_at_opset_13_and_onnxruntime_computes_what_pytorch_does(tmp_path, views):
+@pytest.mark.parametrize(
+    "views",
+    [
+        ({}, {"crop": 6, "shift": [-1, 1], "hflip": True}, {"crop": 6, "shift": [1, -1]}),
+        ({}, {"hflip": True}, {"shift": [-2, 1], "hflip": True}, {"shift": [3, -3]}),
+    ],
+)
+def test_crop_and_whole_pixel_shift_views_export_at_opset_13_and_onnxruntime_computes_what_pytorch_does(
+    tmp_path, views
+):
     info = BundleInfo(["a", "b"], 8, 1, 0.5, 0.25, (Member("tiny", "tiny", 1.0, (0,), None, views),))
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(2, 2))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 2, 3),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(2, 2),
+    )
     net = EnsembleNet(info, [[model.eval()]])
     export_onnx(net, tmp_path / "tiny.onnx", opset=13)
     faces = np.random.default_rng(0).integers(0, 255, (5, 8, 8, 1), np.uint8)
@@ -119,7 +139,9 @@ def test_crop_and_whole_pixel_shift_views_export_at_opset_13_and_onnxruntime_com
         expected = net(torch.from_numpy(faces))
     expected = expected[0] if isinstance(expected, tuple) else expected
     assert np.allclose(Classifier(tmp_path / "tiny.onnx").probabilities(faces), expected.numpy(), atol=1e-5)
-    quantize_int8(tmp_path / "tiny.onnx", tmp_path / "tiny.int8.onnx", faces)  # the int8 graph the export stage writes beside it
+    quantize_int8(
+        tmp_path / "tiny.onnx", tmp_path / "tiny.int8.onnx", faces
+    )  # the int8 graph the export stage writes beside it
     # Its outputs are int8 too (steps of about 1/255), so it is compared at that resolution.
     assert np.allclose(Classifier(tmp_path / "tiny.int8.onnx").probabilities(faces), expected.numpy(), atol=0.01)
 
@@ -135,11 +157,10 @@ def test_the_fast_graph_scores_a_crop_trained_member_on_its_centre_window():
         assert torch.allclose(EnsembleNet(info, [[model]])(faces), expected, atol=1e-6)
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [
-    ("opset", 10, "between 11 and 20"),
-    ("latency_threads", [], "thread counts"),
-    ("max_difference", 0, "above 0"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [("opset", 10, "between 11 and 20"), ("latency_threads", [], "thread counts"), ("max_difference", 0, "above 0")],
+)
 def test_export_settings_are_checked_at_load_time(key, value, message):
     params = tiny_params()
     params["export"] = {**params["export"], key: value}
@@ -155,7 +176,7 @@ def test_the_export_carries_valence_and_arousal_and_int8_keeps_them(e2e_project)
     classifier = Classifier(root / "export" / "ensemble.int8.onnx")
     assert classifier.targets == ["valence", "arousal"]
     faces = np.load(root / "data" / "prepared" / "test_images.npy")[:5]
-    values = classifier.outputs(faces)[:, len(classifier.classes):]
+    values = classifier.outputs(faces)[:, len(classifier.classes) :]
     assert values.shape == (5, 2) and np.abs(values).max() <= 1
     table = pd.DataFrame(exported(root)["rows"]).set_index(["model", "precision"])
     for model in [*E2E_PARAMS["backbones"], "ensemble"]:
@@ -165,4 +186,6 @@ def test_the_export_carries_valence_and_arousal_and_int8_keeps_them(e2e_project)
     # A backbone's fp32 graphs, fold by fold, give the values of its OOF table.
     for name in E2E_PARAMS["backbones"]:
         scores = json.loads((root / "metrics" / f"{name}.json").read_text())["targets"]
-        assert all(abs(table.loc[(name, "fp32"), "oof_ccc"][target] - scores[target]["ccc"]) < 0.01 for target in scores)
+        assert all(
+            abs(table.loc[(name, "fp32"), "oof_ccc"][target] - scores[target]["ccc"]) < 0.01 for target in scores
+        )

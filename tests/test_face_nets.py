@@ -7,9 +7,9 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from pipeline.config import ConfigError
-from pipeline.face_nets import default_cfgs
-from pipeline.models import create_model
+from pipeline.errors import ConfigError
+from pipeline.training.face_nets import default_cfgs
+from pipeline.training.models import create_model
 from tests.conftest import train_config
 
 FACE_NETS = sorted(default_cfgs)
@@ -23,6 +23,7 @@ def test_every_face_net_is_in_the_timm_registry(name):
     assert model(torch.zeros(2, 3, 48, 48)).shape == (2, 9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CPU_SIZED)
 def test_the_pipeline_builds_them_from_params_and_they_learn(name):
     torch.manual_seed(0)
@@ -59,11 +60,15 @@ def test_residual_face_net_takes_drop_path():
     assert model.layer4[0].drop_path.drop_prob == pytest.approx(0.1)
 
 
-def test_init_checkpoint_is_adapted_to_channels_and_classes(tmp_path):
-    source = timm.create_model("face_xception", in_chans=3, num_classes=7)  # the registry's class count: a 7-emotion model
+def test_init_weights_is_adapted_to_channels_and_classes(tmp_path):
+    source = timm.create_model(
+        "face_xception", in_chans=3, num_classes=7
+    )  # the registry's class count: a 7-emotion model
     path = tmp_path / "face_xception.safetensors"
     save_file(source.state_dict(), str(path))
-    model = create_model(train_config(model="face_xception", drop_path_rate=None, init_checkpoint=str(path)), in_chans=1, num_classes=9)
+    model = create_model(
+        train_config(model="face_xception", drop_path_rate=None, init_weights=str(path)), in_chans=1, num_classes=9
+    )
     assert model(torch.zeros(1, 1, 48, 48)).shape == (1, 9)  # 7 classes + valence, arousal: a new head
     assert torch.equal(model.stages[0].shortcut[1].conv.weight, source.stages[0].shortcut[1].conv.weight)
 
@@ -73,8 +78,16 @@ def test_onnx_runtime_computes_what_pytorch_does(tmp_path, name):
     model = timm.create_model(name, in_chans=1, num_classes=7).eval()
     x = torch.randn(3, 1, 48, 48)
     path = tmp_path / f"{name}.onnx"
-    torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=13, input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    torch.onnx.export(
+        model,
+        (x,),
+        str(path),
+        dynamo=False,
+        opset_version=13,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+    )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"x": x.numpy()})[0]
     with torch.no_grad():

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from pipeline.faces import CenterFace, HaarCascade, face_crop_box
-from pipeline.tracking import Tracks, iou
+from pipeline.runtime.faces import CenterFace, HaarCascade, face_crop_box
+from pipeline.runtime.tracking import Tracks, iou
 from tests.conftest import PIPELINE_ENV, ctrl_c_reaches_child, run_pipeline
 from tests.media import count_frames, face_frames, write_sequence, write_video
 
@@ -28,8 +28,11 @@ def astronaut_bgr() -> np.ndarray:
     return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
 
 
-@pytest.mark.parametrize("detector", [lambda: CenterFace(threads=1, width=320, threshold=0.5), lambda: HaarCascade(min_size=30)],
-                         ids=["centerface", "haar"])
+@pytest.mark.parametrize(
+    "detector",
+    [lambda: CenterFace(threads=1, width=320, threshold=0.5), lambda: HaarCascade(min_size=30)],
+    ids=["centerface", "haar"],
+)
 def test_detectors_find_the_one_face_of_a_real_photo(detector, astronaut_bgr):
     boxes = detector()(astronaut_bgr)
     assert len(boxes) == 1
@@ -63,7 +66,9 @@ def test_tracks_keep_numbers_as_faces_move_and_smoothing_stops_a_one_frame_flip(
     assert [t.number for t in tracks.update(np.stack([left]))] == [2]  # gone too long: a new face
 
 
-def test_predict_detects_faces_in_photos_takes_small_images_as_crops_and_reports_unreadable_files(e2e_project, tmp_path, astronaut_bgr):
+def test_predict_detects_faces_in_photos_takes_small_images_as_crops_and_reports_unreadable_files(
+    e2e_project, tmp_path, astronaut_bgr
+):
     root, _, _ = e2e_project
     photos = tmp_path / "photos"
     (photos / "nested").mkdir(parents=True)
@@ -93,7 +98,9 @@ def test_predict_expands_globs_and_can_force_detection(e2e_project, tmp_path, as
     cv2.imwrite(str(tmp_path / "a.png"), small)
     cv2.imwrite(str(tmp_path / "b.png"), small)
     as_crops = run_pipeline("predict", str(tmp_path / "*.png"), "--out", str(tmp_path / "crops.csv"), cwd=root)
-    detected = run_pipeline("predict", str(tmp_path / "*.png"), "--no-faces", "--out", str(tmp_path / "detected.csv"), cwd=root)
+    detected = run_pipeline(
+        "predict", str(tmp_path / "*.png"), "--no-faces", "--out", str(tmp_path / "detected.csv"), cwd=root
+    )
     assert as_crops.returncode == 0 and detected.returncode == 0, as_crops.stderr + detected.stderr
     crops, found = pd.read_csv(tmp_path / "crops.csv"), pd.read_csv(tmp_path / "detected.csv")
     assert len(crops) == 2 and (crops["x2"] == 140).all()
@@ -122,15 +129,24 @@ def test_video_file_gives_an_annotated_video_with_every_frame_and_a_row_per_face
 def test_image_sequence_stands_in_for_a_webcam_and_writes_motion_jpeg(e2e_project, tmp_path):
     root, _, _ = e2e_project
     pattern = write_sequence(tmp_path / "frames", face_frames(12, faces=1, side=240))
-    done = run_pipeline("video", pattern, "--out", str(tmp_path / "cam.avi"), "--fps", "10", "--max-frames", "10", cwd=root)
+    done = run_pipeline(
+        "video", pattern, "--out", str(tmp_path / "cam.avi"), "--fps", "10", "--max-frames", "10", cwd=root
+    )
     assert done.returncode == 0, done.stderr
     assert count_frames(tmp_path / "cam.avi") == 10
     table = pd.read_csv(tmp_path / "cam.csv")
     assert len(table) == 10 and table["time"].iloc[1] == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("source, message", [("7", "cannot open camera 7"), ("missing.mp4", "missing.mp4: no such file"),
-                                             ("not_a_video.mp4", "not_a_video.mp4"), ("frames/%04d.png", "cannot open image sequence")])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("7", "cannot open camera 7"),
+        ("missing.mp4", "missing.mp4: no such file"),
+        ("not_a_video.mp4", "not_a_video.mp4"),
+        ("frames/%04d.png", "cannot open image sequence"),
+    ],
+)
 def test_video_sources_that_cannot_be_read_get_a_clear_error_and_leave_nothing(e2e_project, tmp_path, source, message):
     root, _, _ = e2e_project
     (tmp_path / "not_a_video.mp4").write_text("text, not video")
@@ -147,14 +163,27 @@ def test_ctrl_c_ends_a_live_session_and_keeps_what_was_recorded(e2e_project, tmp
     root, _, _ = e2e_project
     pattern = write_sequence(tmp_path / "frames", face_frames(400, faces=1, side=200, step=1))
     out = tmp_path / "live.mp4"
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", "video", pattern, "--out", str(out)],
-                               cwd=root, env=PIPELINE_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=ctrl_c_reaches_child)
+    # --realtime: 400 frames at 25 a second take 16 s on any machine, so Ctrl-C lands in a running session.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "video", pattern, "--out", str(out), "--realtime", "--fps", "25"],
+        cwd=root,
+        env=PIPELINE_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=ctrl_c_reaches_child,
+    )
     partial = tmp_path / ".live.partial.mp4"
     # The writer opens at the first frame, but its data reaches the file in buffered blocks: wait for one,
     # so at least a frame is recorded before Ctrl-C, however slowly a loaded machine runs the child.
-    while not (partial.exists() and partial.stat().st_size > 1024) and process.poll() is None:
+    deadline = time.monotonic() + 120
+    while (
+        not (partial.exists() and partial.stat().st_size > 1024)
+        and process.poll() is None
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.02)
+    assert process.poll() is None, "the session ended before Ctrl-C: " + process.communicate()[1]
     process.send_signal(signal.SIGINT)
     try:
         stdout, stderr = process.communicate(timeout=120)

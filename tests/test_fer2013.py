@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 
 from pipeline.data import load_prepared
-from pipeline.groups import duplicate_groups
+from pipeline.evaluation.groups import duplicate_groups
 from pipeline.stages.folds import assign_folds
 from pipeline.stages.prepare import prepare
 from tests.conftest import FER2013, data_config, folds_config
 
-pytestmark = pytest.mark.skipif(not FER2013.exists(), reason=f"{FER2013} not present")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not FER2013.exists(), reason=f"{FER2013} not present")]
 
 
 @pytest.fixture(scope="module")

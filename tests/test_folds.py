@@ -4,12 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import folds_config, project_config
-from pipeline.config import PipelineError
 from pipeline.data import Prepared, load_prepared
-from pipeline.groups import duplicate_groups, merge_groupings, pattern_groups, read_groups
+from pipeline.errors import PipelineError
+from pipeline.evaluation.groups import duplicate_groups, merge_groupings, pattern_groups, read_groups
 from pipeline.stages import folds as folds_stage
 from pipeline.stages.folds import assign_folds, fold_groups
+from tests.conftest import folds_config, project_config
 
 SUBJECT = r"^(S[0-9]+)_"
 CLASSES = ["angry", "happy", "sad"]
@@ -28,10 +28,19 @@ def subject_data(subjects: int = 20, per_subject: int = 6, extra_names: tuple[st
         files.append(f"train/{CLASSES[0]}/{name}")
     n = len(files)
     images = np.random.default_rng(0).integers(0, 256, (n, 8, 8), dtype=np.uint8)  # no two alike
-    return Prepared(train_images=images, train_ids=np.array([f"{i:05d}" for i in range(n)]),
-                    train_labels=np.array(labels), train_files=np.array(files), test_images=images[:2],
-                    test_ids=np.array(["t0", "t1"]), classes=CLASSES, submission_labels=CLASSES,
-                    pixel_mean=0.0, pixel_std=1.0, fingerprint="test")
+    return Prepared(
+        train_images=images,
+        train_ids=np.array([f"{i:05d}" for i in range(n)]),
+        train_labels=np.array(labels),
+        train_files=np.array(files),
+        test_images=images[:2],
+        test_ids=np.array(["t0", "t1"]),
+        classes=CLASSES,
+        submission_labels=CLASSES,
+        pixel_mean=0.0,
+        pixel_std=1.0,
+        fingerprint="test",
+    )
 
 
 def subjects_of(data: Prepared) -> np.ndarray:
@@ -101,7 +110,10 @@ def test_name_pattern_keeps_every_subject_in_one_fold_and_folds_says_how_many_gr
     assert written.groupby(subject)["fold"].nunique().max() == 1
     assert written.groupby(subject)["group"].nunique().max() == 1 and written["group"].nunique() == 20
     assert set(written["fold"]) == {0, 1, 2}
-    assert "20 groups from folds.group_pattern (mean 6.0 images each); 0 repeated images kept with their twins" in capsys.readouterr().out
+    assert (
+        "20 groups from folds.group_pattern (mean 6.0 images each); 0 repeated images kept with their twins"
+        in capsys.readouterr().out
+    )
 
 
 def test_without_a_name_pattern_subjects_are_split():
@@ -120,8 +132,11 @@ def test_name_pattern_merges_with_pixel_twins_and_groups_file(tmp_path):
     pd.DataFrame({"id": data.train_ids, "group": ["a"] * 6 + ["b"] * 3 + ["c"] * 3}).to_csv(groups_file, index=False)
     groups, notes = fold_groups(data, folds_config(group_pattern=SUBJECT, groups_csv=str(groups_file)))
     assert len(set(groups[:6])) == 1 and len(set(groups)) == 3  # S010+S011 by pixels, S012, S013
-    assert notes == ["4 groups from folds.group_pattern (mean 3.0 images each)",
-                     "3 groups from folds.groups_csv (mean 4.0 images each)", "1 repeated images kept with their twins"]
+    assert notes == [
+        "4 groups from folds.group_pattern (mean 3.0 images each)",
+        "3 groups from folds.groups_csv (mean 4.0 images each)",
+        "1 repeated images kept with their twins",
+    ]
 
 
 def test_name_pattern_reads_the_file_name_not_its_folder():
@@ -142,7 +157,9 @@ def test_a_name_the_pattern_does_not_match_is_refused_naming_it_and_the_key():
 def test_a_pattern_whose_group_matches_nothing_is_refused():
     with pytest.raises(PipelineError, match=r"empty group key in 2 of 2 .*'S010_1.png'"):
         pattern_groups(np.array(["train/a/S010_1.png", "train/b/S011_1.png"]), r"([0-9]*)")
-    with pytest.raises(PipelineError, match=r"no group key in 1 of 2 .*'_1.png'"):  # an optional group that took no part
+    with pytest.raises(
+        PipelineError, match=r"no group key in 1 of 2 .*'_1.png'"
+    ):  # an optional group that took no part
         pattern_groups(np.array(["S010_1.png", "_1.png"]), r"^(S[0-9]+)?_")
 
 

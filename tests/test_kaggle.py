@@ -18,11 +18,10 @@ import requests
 import urllib3
 import yaml
 
-from pipeline.config import ConfigError
-from pipeline.kaggle_api import Kaggle, KaggleError, competition_slug
-from tests.conftest import PROJECT, project_params, tiny_params
+from pipeline.errors import ConfigError
+from pipeline.kaggle.api import Kaggle, KaggleError, competition_slug
+from tests.conftest import PROJECT, make_project, project_params, repro, stages_run, tiny_params
 from tests.kaggle_standin import Competition, StandIn
-from tests.conftest import make_project, repro, stages_run
 
 SLUG = "tiny-faces"
 KAGGLE_CLI = str(Path(sys.executable).parent / "kaggle")
@@ -59,12 +58,19 @@ def closed_port():
 
 
 def clean_env(tmp_path: Path, extra: dict[str, str]) -> dict[str, str]:
-    """No credentials or proxies from this machine: a fresh HOME, no KAGGLE_* or *_proxy variables, the project importable."""
+    """No credentials or proxies from this machine: a fresh HOME, no KAGGLE_* or *_proxy variables, the project
+    importable."""
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_") and not k.lower().endswith("_proxy")}
-    return {**env, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "PYTHONPATH": str(PROJECT),
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", **extra}
+    return {
+        **env,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "PYTHONPATH": str(PROJECT),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        **extra,
+    }
 
 
 def run(command: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
@@ -72,15 +78,35 @@ def run(command: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess
 
 
 def pipeline_submit(file: Path, prepared: Path, env: dict, cwd: Path, *options: str) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "pipeline", "submit", str(file), "-m", "test run", "-c", SLUG,
-                "--data", str(prepared), "--wait", "120", *options], env, cwd)  # returns once scored; 120 s only bounds a hang
+    return run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "submit",
+            str(file),
+            "-m",
+            "test run",
+            "-c",
+            SLUG,
+            "--data",
+            str(prepared),
+            "--wait",
+            "120",
+            *options,
+        ],
+        env,
+        cwd,
+    )  # returns once scored; 120 s only bounds a hang
 
 
 def pipeline_download(tmp_path: Path, env: dict) -> subprocess.CompletedProcess:
     """`python -m pipeline download` (as dvc.yaml runs it) of the stand-in competition, into tmp_path/data/kaggle."""
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(tiny_params(data={**tiny_params()["data"], "source": f"data/kaggle/{SLUG}.zip"})))
-    return run([sys.executable, "-m", "pipeline", "download", "--params", str(params), "--out", "data/kaggle"], env, tmp_path)
+    return run(
+        [sys.executable, "-m", "pipeline", "download", "--params", str(params), "--out", "data/kaggle"], env, tmp_path
+    )
 
 
 def perfect_submission(served) -> pd.DataFrame:
@@ -115,7 +141,9 @@ def test_kaggle_cli_downloads_submits_and_lists_the_score(standin, served, tmp_p
     assert downloaded.returncode == 0, downloaded.stderr
     assert (tmp_path / "files" / f"{SLUG}.zip").read_bytes() == served[0].archive
     perfect = answers_as_submission(served, tmp_path)
-    submitted = run([KAGGLE_CLI, "competitions", "submit", "-c", SLUG, "-f", str(perfect), "-m", "all right"], env, tmp_path)
+    submitted = run(
+        [KAGGLE_CLI, "competitions", "submit", "-c", SLUG, "-f", str(perfect), "-m", "all right"], env, tmp_path
+    )
     assert submitted.returncode == 0 and "Successfully submitted" in submitted.stdout, submitted.stderr
     listings = [run([KAGGLE_CLI, "competitions", "submissions", "-c", SLUG], env, tmp_path) for _ in range(2)]
     assert "PENDING" in listings[0].stdout and "COMPLETE" in listings[1].stdout
@@ -123,6 +151,7 @@ def test_kaggle_cli_downloads_submits_and_lists_the_score(standin, served, tmp_p
     assert_never_shown(standin.key, downloaded, submitted, *listings)
 
 
+@pytest.mark.slow
 def test_dvc_repro_downloads_the_competition_then_submit_reports_its_score(standin, served, tmp_path):
     params = tiny_params(backbones={"resnet10t": {}}, folds={**project_params()["folds"], "ids": [0, 1]})
     params["data"] = {**params["data"], "source": f"data/kaggle/{SLUG}.zip"}
@@ -130,30 +159,42 @@ def test_dvc_repro_downloads_the_competition_then_submit_reports_its_score(stand
     params["tune"] = {**params["tune"], "enabled": False}
     env = clean_env(tmp_path, standin.env())
     root = make_project(tmp_path / "project", params, env)
-    first = repro(root, env)
+    first = repro(root, env, "submission")  # the stages a submission needs, not the bundle's and export's
     assert {"download", "prepare", "train@resnet10t-0", "submission"} <= stages_run(first)
     assert (root / "data" / "kaggle" / f"{SLUG}.zip").read_bytes() == served[0].archive
     assert (root / "submissions" / "ensemble.csv").is_file()
     calls_after_first = list(standin.calls)
-    assert stages_run(repro(root, env)) == set() and standin.calls == calls_after_first  # nothing fetched twice
+    again = repro(root, env, "submission")
+    assert stages_run(again) == set() and standin.calls == calls_after_first  # nothing fetched twice
 
-    done = run([sys.executable, "-m", "pipeline", "submit", "submissions/ensemble.csv", "-m", "first try", "--wait", "120"], env, root)
+    done = run(
+        [sys.executable, "-m", "pipeline", "submit", "submissions/ensemble.csv", "-m", "first try", "--wait", "120"],
+        env,
+        root,
+    )
     assert done.returncode == 0, done.stderr
     stored = standin.submissions[SLUG][0]
     assert stored.content == (root / "submissions" / "ensemble.csv").read_bytes()
     oof = pd.read_json(root / "metrics" / "ensemble.json", typ="series")["accuracy"]
-    assert stored.description.startswith("first try") and f"OOF {oof:.4f}" in stored.description and "commit " in stored.description
+    assert (
+        stored.description.startswith("first try")
+        and f"OOF {oof:.4f}" in stored.description
+        and "commit " in stored.description
+    )
     assert f"score: public {stored.public_score}, private {stored.private_score}" in done.stdout
     assert_never_shown(standin.key, done)
 
 
-@pytest.mark.parametrize("damage, complaint", [
-    (lambda frame: frame.iloc[:-1], "rows"),
-    (lambda frame: frame.rename(columns={"label": "emotion"}), "header"),
-    (lambda frame: frame.assign(label=frame["label"].where(frame.index != 3, "")), "empty"),
-    (lambda frame: frame.iloc[::-1], "order"),
-    (lambda frame: frame.assign(label="joy"), "are not among the competition's labels"),
-])
+@pytest.mark.parametrize(
+    "damage, complaint",
+    [
+        (lambda frame: frame.iloc[:-1], "rows"),
+        (lambda frame: frame.rename(columns={"label": "emotion"}), "header"),
+        (lambda frame: frame.assign(label=frame["label"].where(frame.index != 3, "")), "empty"),
+        (lambda frame: frame.iloc[::-1], "order"),
+        (lambda frame: frame.assign(label="joy"), "are not among the competition's labels"),
+    ],
+)
 def test_malformed_csv_is_refused_before_any_upload(standin, served, prepared, tmp_path, damage, complaint):
     bad = tmp_path / "bad.csv"
     damage(perfect_submission(served)).to_csv(bad, index=False)
@@ -164,7 +205,9 @@ def test_malformed_csv_is_refused_before_any_upload(standin, served, prepared, t
 
 
 def test_dry_run_validates_and_uploads_nothing(standin, served, prepared, tmp_path):
-    done = pipeline_submit(answers_as_submission(served, tmp_path), prepared, clean_env(tmp_path, standin.env()), tmp_path, "--dry-run")
+    done = pipeline_submit(
+        answers_as_submission(served, tmp_path), prepared, clean_env(tmp_path, standin.env()), tmp_path, "--dry-run"
+    )
     assert done.returncode == 0, done.stderr
     assert "valid" in done.stdout and "message: test run [perfect.csv; OOF n/a; commit" in done.stdout
     assert standin.calls == []
@@ -172,7 +215,9 @@ def test_dry_run_validates_and_uploads_nothing(standin, served, prepared, tmp_pa
 
 def test_server_error_on_upload_exits_non_zero_with_a_clear_message(standin, served, prepared, tmp_path):
     standin.fail_next("StartSubmissionUpload", 500)
-    done = pipeline_submit(answers_as_submission(served, tmp_path), prepared, clean_env(tmp_path, standin.env()), tmp_path)
+    done = pipeline_submit(
+        answers_as_submission(served, tmp_path), prepared, clean_env(tmp_path, standin.env()), tmp_path
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "Kaggle server error (HTTP 500" in done.stderr
     assert SLUG not in standin.submissions
@@ -205,13 +250,18 @@ def kaggle_command(command: str, served, prepared: Path, tmp_path: Path, env: di
 @pytest.mark.parametrize("command", ["download", "submit"])
 @pytest.mark.parametrize("refusal", [401, None], ids=["http-401", "inactive"])
 def test_refused_access_token_is_one_line_naming_its_source(standin, served, prepared, tmp_path, command, refusal):
-    """The client checks a KAGGLE_API_TOKEN while signing in: a refusal there used to escape as an HTTPError traceback."""
+    """The client checks a KAGGLE_API_TOKEN while signing in: a refusal there used to escape as an HTTPError
+    traceback."""
     standin.token_refusal = refusal
     wrong = "wrong-token-not-to-be-printed"
     done = kaggle_command(command, served, prepared, tmp_path, clean_env(tmp_path, standin.env(KAGGLE_API_TOKEN=wrong)))
     error = failed_with_one_line(done)
     assert error.startswith("error: signing in to Kaggle: Kaggle ")
-    assert ("refused the credentials from $KAGGLE_API_TOKEN (HTTP 401" if refusal else "did not accept the credentials from $KAGGLE_API_TOKEN") in error
+    assert (
+        "refused the credentials from $KAGGLE_API_TOKEN (HTTP 401"
+        if refusal
+        else "did not accept the credentials from $KAGGLE_API_TOKEN"
+    ) in error
     assert "set KAGGLE_API_TOKEN to it, or unset KAGGLE_API_TOKEN" in error
     assert set(standin.calls) == {"IntrospectToken"}  # nothing downloaded or submitted
     assert_never_shown(wrong, done)
@@ -230,28 +280,44 @@ def test_inactive_access_token_is_refused_even_with_an_api_key_beside_it(standin
     """The client signs in with the key then, but its calls still send the token; each would be refused."""
     standin.token_refusal = None
     inactive = "inactive-token-not-to-be-printed"
-    done = pipeline_download(tmp_path, clean_env(tmp_path, standin.env(KAGGLE_API_TOKEN=inactive, KAGGLE_USERNAME=standin.username, KAGGLE_KEY=standin.key)))
+    done = pipeline_download(
+        tmp_path,
+        clean_env(
+            tmp_path, standin.env(KAGGLE_API_TOKEN=inactive, KAGGLE_USERNAME=standin.username, KAGGLE_KEY=standin.key)
+        ),
+    )
     error = failed_with_one_line(done)
-    assert "signing in to Kaggle: Kaggle did not accept the credentials from $KAGGLE_API_TOKEN; " in error and "unset KAGGLE_API_TOKEN" in error
+    assert (
+        "signing in to Kaggle: Kaggle did not accept the credentials from $KAGGLE_API_TOKEN; " in error
+        and "unset KAGGLE_API_TOKEN" in error
+    )
     assert set(standin.calls) == {"IntrospectToken"}
     assert_never_shown(inactive, done)
     assert_never_shown(standin.key, done)
 
 
 @pytest.mark.parametrize("command", ["download", "submit"])
-@pytest.mark.parametrize("variables, credentials", [
-    # The stand-in's http://localhost API through HTTP_PROXY, signing in with a token: fails while signing in.
-    (("HTTP_PROXY", "http_proxy"), "token"),
-    # Kaggle's own https://api.kaggle.com through HTTPS_PROXY, with an API key: fails at the first call.
-    (("HTTPS_PROXY",), "key"),
-], ids=["http-proxy-token", "https-proxy-key"])
-def test_unreachable_proxy_is_one_line_naming_its_variable(standin, served, prepared, tmp_path, closed_port, command, variables, credentials):
+@pytest.mark.parametrize(
+    "variables, credentials",
+    [
+        # The stand-in's http://localhost API through HTTP_PROXY, signing in with a token: fails while signing in.
+        (("HTTP_PROXY", "http_proxy"), "token"),
+        # Kaggle's own https://api.kaggle.com through HTTPS_PROXY, with an API key: fails at the first call.
+        (("HTTPS_PROXY",), "key"),
+    ],
+    ids=["http-proxy-token", "https-proxy-key"],
+)
+def test_unreachable_proxy_is_one_line_naming_its_variable(
+    standin, served, prepared, tmp_path, closed_port, command, variables, credentials
+):
     password = "proxy-password-not-to-be-printed"
     proxy = f"http://proxy-user:{password}@127.0.0.1:{closed_port}"
     env = standin.env(KAGGLE_API_TOKEN=standin.token) if credentials == "token" else standin.env()
     if "HTTP_PROXY" not in variables:
         env = {k: v for k, v in env.items() if k not in ("KAGGLE_API_ENVIRONMENT", "HTTP_PROXY", "http_proxy")}
-    done = kaggle_command(command, served, prepared, tmp_path, clean_env(tmp_path, {**env, **dict.fromkeys(variables, proxy)}))
+    done = kaggle_command(
+        command, served, prepared, tmp_path, clean_env(tmp_path, {**env, **dict.fromkeys(variables, proxy)})
+    )
     error = failed_with_one_line(done)
     named = " and ".join(variables)
     assert f"cannot connect to the proxy http://127.0.0.1:{closed_port} set in {named} (" in error
@@ -278,47 +344,126 @@ def answered(status: int, url: str = KAGGLE_CALL) -> requests.Response:
 
 
 FAILURES = [  # (proxy variable set, what the client raises, what the message says)
-    (None, requests.ConnectionError("HTTPSConnectionPool(host='api.kaggle.com', port=443): Max retries exceeded (Caused by NameResolutionError("
-                                    "\"Failed to resolve 'api.kaggle.com' ([Errno -3] Temporary failure in name resolution)\"))", request=sent()),
-     "cannot reach Kaggle at api.kaggle.com ([Errno -3] Temporary failure in name resolution); check the network connection"),
-    (None, requests.exceptions.ConnectTimeout("Connection to api.kaggle.com timed out. (connect timeout=10)", request=sent()),
-     "cannot reach Kaggle at api.kaggle.com"),
-    (None, requests.exceptions.ReadTimeout("Read timed out. (read timeout=300)", request=sent(SIGNED)),
-     "the connection to Kaggle at storage.googleapis.com failed (Read timed out"),
-    (None, requests.exceptions.ChunkedEncodingError(urllib3.exceptions.ProtocolError("Connection broken: IncompleteRead(10 bytes read, 90 more expected)")),
-     "failed (Connection broken: IncompleteRead(10 bytes read, 90 more expected)); check the network connection"),
-    (None, urllib3.exceptions.ProtocolError("Connection broken: InvalidChunkLength(got length b'', 0 bytes read)"), "check the network connection"),
+    (
+        None,
+        requests.ConnectionError(
+            "HTTPSConnectionPool(host='api.kaggle.com', port=443): Max retries exceeded (Caused by NameResolutionError("
+            "\"Failed to resolve 'api.kaggle.com' ([Errno -3] Temporary failure in name resolution)\"))",
+            request=sent(),
+        ),
+        "cannot reach Kaggle at api.kaggle.com ([Errno -3] Temporary failure in name resolution); check the network "
+        "connection",
+    ),
+    (
+        None,
+        requests.exceptions.ConnectTimeout(
+            "Connection to api.kaggle.com timed out. (connect timeout=10)", request=sent()
+        ),
+        "cannot reach Kaggle at api.kaggle.com",
+    ),
+    (
+        None,
+        requests.exceptions.ReadTimeout("Read timed out. (read timeout=300)", request=sent(SIGNED)),
+        "the connection to Kaggle at storage.googleapis.com failed (Read timed out",
+    ),
+    (
+        None,
+        requests.exceptions.ChunkedEncodingError(
+            urllib3.exceptions.ProtocolError("Connection broken: IncompleteRead(10 bytes read, 90 more expected)")
+        ),
+        "failed (Connection broken: IncompleteRead(10 bytes read, 90 more expected)); check the network connection",
+    ),
+    (
+        None,
+        urllib3.exceptions.ProtocolError("Connection broken: InvalidChunkLength(got length b'', 0 bytes read)"),
+        "check the network connection",
+    ),
     (None, urllib3.exceptions.ReadTimeoutError(None, SIGNED, "Read timed out."), "check the network connection"),
-    (None, ConnectionResetError(104, "Connection reset by peer"), "cannot reach Kaggle at api.kaggle.com ([Errno 104] Connection reset by peer)"),
-    (None, requests.exceptions.SSLError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate", request=sent()),
-     "the secure connection to api.kaggle.com failed ([SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate); "
-     "check the computer's date and time; if your network inspects HTTPS, set REQUESTS_CA_BUNDLE"),
-    (None, requests.exceptions.JSONDecodeError("Expecting value", "<html>", 0), "the request to api.kaggle.com failed (JSONDecodeError"),
-    (None, requests.HTTPError(f"403 Client Error: Forbidden for url: {SIGNED}", response=answered(403, SIGNED)),
-     "Kaggle refused the credentials from $KAGGLE_USERNAME/$KAGGLE_KEY (HTTP 403: 403 Client Error: Forbidden for url: "
-     "https://storage.googleapis.com/kaggle-competitions/x.zip?...). If they are right, accept the competition's rules"),
+    (
+        None,
+        ConnectionResetError(104, "Connection reset by peer"),
+        "cannot reach Kaggle at api.kaggle.com ([Errno 104] Connection reset by peer)",
+    ),
+    (
+        None,
+        requests.exceptions.SSLError(
+            "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate", request=sent()
+        ),
+        "the secure connection to api.kaggle.com failed ([SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
+        "self-signed certificate); "
+        "check the computer's date and time; if your network inspects HTTPS, set REQUESTS_CA_BUNDLE",
+    ),
+    (
+        None,
+        requests.exceptions.JSONDecodeError("Expecting value", "<html>", 0),
+        "the request to api.kaggle.com failed (JSONDecodeError",
+    ),
+    (
+        None,
+        requests.HTTPError(f"403 Client Error: Forbidden for url: {SIGNED}", response=answered(403, SIGNED)),
+        "Kaggle refused the credentials from $KAGGLE_USERNAME/$KAGGLE_KEY (HTTP 403: 403 Client Error: Forbidden for "
+        "url: "
+        "https://storage.googleapis.com/kaggle-competitions/x.zip?...). If they are right, accept the competition's "
+        "rules",
+    ),
     (None, SystemExit(1), "the kaggle client gave up"),
-    (None, ValueError("Downloaded file size (10) does not match expected size (100)"),
-     "the kaggle client failed (ValueError: Downloaded file size (10) does not match expected size (100))"),
-    (None, OSError(28, "No space left on device"), "the kaggle client failed (OSError: [Errno 28] No space left on device)"),
-    (None, RuntimeError(f"unexpected answer for key {KEY}"), "the kaggle client failed (RuntimeError: unexpected answer for key ***)"),
-    ("HTTPS_PROXY", requests.exceptions.ProxyError("HTTPSConnectionPool(host='api.kaggle.com', port=443): Max retries exceeded (Caused by ProxyError("
-                                                   "'Unable to connect to proxy', OSError('Tunnel connection failed: 403 Forbidden')))", request=sent()),
-     "cannot connect to the proxy http://proxy.example:3128 set in HTTPS_PROXY (Tunnel connection failed: 403 Forbidden); "
-     "check that this address is right and the proxy is running, or unset HTTPS_PROXY to connect to Kaggle directly"),
-    ("https_proxy", urllib3.exceptions.ProxyError("Unable to connect to proxy", ConnectionRefusedError(111, "Connection refused")),
-     "cannot connect to the proxy http://proxy.example:3128 set in https_proxy ([Errno 111] Connection refused)"),
-    ("ALL_PROXY", requests.exceptions.ReadTimeout("Read timed out. (read timeout=300)", request=sent()),
-     "at api.kaggle.com through the proxy http://proxy.example:3128 set in ALL_PROXY failed (Read timed out. (read timeout=300)); check the network connection and that proxy, "
-     "or unset ALL_PROXY to connect directly"),
-    ("HTTPS_PROXY", requests.exceptions.SSLError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed", request=sent()),
-     "if the proxy http://proxy.example:3128 set in HTTPS_PROXY inspects HTTPS, set REQUESTS_CA_BUNDLE to its CA certificate file, or unset HTTPS_PROXY"),
-    ("HTTPS_PROXY", requests.HTTPError("407 Proxy Authentication Required", response=answered(407)),
-     "the proxy http://proxy.example:3128 set in HTTPS_PROXY asks for a login (HTTP 407"),
+    (
+        None,
+        ValueError("Downloaded file size (10) does not match expected size (100)"),
+        "the kaggle client failed (ValueError: Downloaded file size (10) does not match expected size (100))",
+    ),
+    (
+        None,
+        OSError(28, "No space left on device"),
+        "the kaggle client failed (OSError: [Errno 28] No space left on device)",
+    ),
+    (
+        None,
+        RuntimeError(f"unexpected answer for key {KEY}"),
+        "the kaggle client failed (RuntimeError: unexpected answer for key ***)",
+    ),
+    (
+        "HTTPS_PROXY",
+        requests.exceptions.ProxyError(
+            "HTTPSConnectionPool(host='api.kaggle.com', port=443): Max retries exceeded (Caused by ProxyError("
+            "'Unable to connect to proxy', OSError('Tunnel connection failed: 403 Forbidden')))",
+            request=sent(),
+        ),
+        "cannot connect to the proxy http://proxy.example:3128 set in HTTPS_PROXY (Tunnel connection failed: 403 "
+        "Forbidden); "
+        "check that this address is right and the proxy is running, or unset HTTPS_PROXY to connect to Kaggle directly",
+    ),
+    (
+        "https_proxy",
+        urllib3.exceptions.ProxyError("Unable to connect to proxy", ConnectionRefusedError(111, "Connection refused")),
+        "cannot connect to the proxy http://proxy.example:3128 set in https_proxy ([Errno 111] Connection refused)",
+    ),
+    (
+        "ALL_PROXY",
+        requests.exceptions.ReadTimeout("Read timed out. (read timeout=300)", request=sent()),
+        "at api.kaggle.com through the proxy http://proxy.example:3128 set in ALL_PROXY failed (Read timed out. (read "
+        "timeout=300)); check the network connection and that proxy, "
+        "or unset ALL_PROXY to connect directly",
+    ),
+    (
+        "HTTPS_PROXY",
+        requests.exceptions.SSLError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed", request=sent()),
+        "if the proxy http://proxy.example:3128 set in HTTPS_PROXY inspects HTTPS, set REQUESTS_CA_BUNDLE to its CA "
+        "certificate file, or unset HTTPS_PROXY",
+    ),
+    (
+        "HTTPS_PROXY",
+        requests.HTTPError("407 Proxy Authentication Required", response=answered(407)),
+        "the proxy http://proxy.example:3128 set in HTTPS_PROXY asks for a login (HTTP 407",
+    ),
 ]
 
 
-@pytest.mark.parametrize("proxy, error, expected", FAILURES, ids=[f"{type(error).__name__}{'-' + proxy if proxy else ''}" for proxy, error, _ in FAILURES])
+@pytest.mark.parametrize(
+    "proxy, error, expected",
+    FAILURES,
+    ids=[f"{type(error).__name__}{'-' + proxy if proxy else ''}" for proxy, error, _ in FAILURES],
+)
 def test_every_failure_of_the_client_is_a_kaggle_error_saying_what_to_do(monkeypatch, proxy, error, expected):
     """requests' and urllib3's exception hierarchies, and what the kaggle client raises itself, as one message each."""
     for name in list(os.environ):
@@ -355,7 +500,10 @@ def test_kaggle_json_readable_by_others_is_warned_about_and_still_used(standin, 
     key_file.chmod(0o644)
     done = pipeline_submit(answers_as_submission(served, tmp_path), prepared, env, tmp_path)
     assert done.returncode == 0, done.stderr
-    assert f"{key_file} is readable by other users" in done.stdout + done.stderr and "chmod 600" in done.stdout + done.stderr
+    assert (
+        f"{key_file} is readable by other users" in done.stdout + done.stderr
+        and "chmod 600" in done.stdout + done.stderr
+    )
     assert "score: public 1.00000, private 1.00000" in done.stdout
     assert_never_shown(standin.key, done)
 
@@ -374,7 +522,11 @@ def test_submission_message_names_the_dvc_experiment_whose_outputs_are_in_the_wo
     from pipeline.commands.submit import experiment_name
 
     monkeypatch.chdir(tmp_path)
-    git = lambda *args: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True, capture_output=True, text=True).stdout.strip()  # noqa: E731
+
+    def git(*args: str) -> str:
+        command = ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args]
+        return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+
     git("init", "-q")
     Path("dvc.lock").write_text("schema: '2.0'\nstages: {a: 1}\n")
     git("add", "dvc.lock")

@@ -50,8 +50,9 @@ def test_deps_cover_every_project_module_the_stage_imports(stage):
 def test_stage_modules_are_leaves(stage):
     others = {f"pipeline.stages.{name}" for name in STAGE_MODULES if name != stage} | {"pipeline.commands"}
     imported = direct_imports(module_path(f"pipeline.stages.{stage}"))
-    assert not {m for m in imported if m in others or m.startswith("pipeline.commands.")}, \
+    assert not {m for m in imported if m in others or m.startswith("pipeline.commands.")}, (
         f"pipeline/stages/{stage}.py imports another stage or a command; move what they share into a shared module"
+    )
 
 
 def test_deps_name_no_file_that_does_not_exist():
@@ -105,10 +106,14 @@ def test_committed_dvc_lock_is_the_current_codes_and_params():
         for dep in entry.get("deps", []):
             if dep["path"].startswith("pipeline/"):
                 current = hashlib.md5((PROJECT / dep["path"]).read_bytes()).hexdigest()
-                assert dep["md5"] == current, f"dvc.lock: stage {name} ran another {dep['path']}; run `make run` and commit dvc.lock"
+                assert dep["md5"] == current, (
+                    f"dvc.lock: stage {name} ran another {dep['path']}; run `make run` and commit dvc.lock"
+                )
         for key, value in entry.get("params", {}).get("params.yaml", {}).items():
             section, _, rest = key.partition(".")
             expected = params[section]
             for part in filter(None, rest.split(".")):
                 expected = expected[part]
-            assert value == expected, f"dvc.lock: stage {name} ran with another {key}; run `make run` and commit dvc.lock"
+            assert value == expected, (
+                f"dvc.lock: stage {name} ran with another {key}; run `make run` and commit dvc.lock"
+            )

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from pipeline.data import Prepared, load_prepared
+from pipeline.evaluation.submission_format import make_submission, read_sample
 from pipeline.stages.prepare import SourceError, prepare
-from pipeline.submission_format import make_submission, read_sample
 from tests.conftest import data_config, make_project, tiny_params
 from tests.layouts import CLASS_NAMES, CODES, as_label_table, as_pixel_files, as_pixel_table, zip_folder
 
@@ -26,7 +26,9 @@ def in_reference_order(ours: Prepared, reference: Prepared, our_stems: list[str]
 
 
 def submitted_labels(data: Prepared, folder: Path, probs: np.ndarray) -> pd.DataFrame:
-    return make_submission(probs, data.test_ids, read_sample(folder / "sample_submission.csv"), data.submission_labels, "test")
+    return make_submission(
+        probs, data.test_ids, read_sample(folder / "sample_submission.csv"), data.submission_labels, "test"
+    )
 
 
 @pytest.fixture
@@ -37,16 +39,23 @@ def probs(prepared) -> np.ndarray:
 
 
 @pytest.mark.parametrize("class_names", [CLASS_NAMES, {}], ids=["codes named", "codes kept"])
-def test_label_table_of_codes_gives_the_same_images_and_submits_codes(competition, prepared, probs, tmp_path, class_names):
+def test_label_table_of_codes_gives_the_same_images_and_submits_codes(
+    competition, prepared, probs, tmp_path, class_names
+):
     as_label_table(competition / "competition", tmp_path / "comp")
-    prepare(zip_folder(tmp_path / "comp", tmp_path / "comp.zip"), data_config(class_names=class_names), tmp_path / "out")
+    prepare(
+        zip_folder(tmp_path / "comp", tmp_path / "comp.zip"), data_config(class_names=class_names), tmp_path / "out"
+    )
     ours, reference = load_prepared(tmp_path / "out"), load_prepared(prepared)
     rows = in_reference_order(ours, reference, list(ours.train_ids))
     assert np.array_equal(ours.train_images, reference.train_images[rows])
     assert [ours.classes[i] for i in ours.train_labels] == [
-        CODES[reference.classes[i]] if not class_names else reference.classes[i] for i in reference.train_labels[rows]]
+        CODES[reference.classes[i]] if not class_names else reference.classes[i] for i in reference.train_labels[rows]
+    ]
     assert list(ours.test_ids) == list(reference.test_ids) and np.array_equal(ours.test_images, reference.test_images)
-    ours_submitted = submitted_labels(ours, tmp_path / "out", probs[:, [reference.classes.index(CLASS_NAMES.get(c, c)) for c in ours.classes]])
+    ours_submitted = submitted_labels(
+        ours, tmp_path / "out", probs[:, [reference.classes.index(CLASS_NAMES.get(c, c)) for c in ours.classes]]
+    )
     reference_submitted = submitted_labels(reference, prepared, probs)
     assert list(ours_submitted["label"]) == list(reference_submitted["label"].map(CODES))
     assert list(ours.train_files[:1]) == [f"train_images/{ours.train_ids[0]}.png"]
@@ -57,7 +66,9 @@ def test_pixel_table_with_usage_gives_the_same_images_and_writes_its_own_sample(
     prepare(tmp_path / "comp", data_config(class_names=CLASS_NAMES), tmp_path / "out")
     ours, reference = load_prepared(tmp_path / "out"), load_prepared(prepared)
     assert ours.classes == reference.classes
-    assert np.array_equal(ours.train_images, reference.train_images) and np.array_equal(ours.train_labels, reference.train_labels)
+    assert np.array_equal(ours.train_images, reference.train_images) and np.array_equal(
+        ours.train_labels, reference.train_labels
+    )
     assert list(original_id[ours.test_ids]) == list(reference.test_ids)  # row numbers of fer2013.csv, in file order
     assert np.array_equal(ours.test_images, reference.test_images)
     submitted = submitted_labels(ours, tmp_path / "out", probs)
@@ -104,7 +115,10 @@ def test_a_label_table_row_without_its_image_is_named(competition, tmp_path):
     as_label_table(competition / "competition", tmp_path / "comp")
     table = pd.read_csv(tmp_path / "comp" / "train.csv", dtype=str)
     (tmp_path / "comp" / "train_images" / f"{table['image_id'][3]}.png").unlink()
-    with pytest.raises(SourceError, match=rf"train.csv: line 5: image_id '{table['image_id'][3]}' names no image in train_images/ \(1 such rows\)"):
+    with pytest.raises(
+        SourceError,
+        match=rf"train.csv: line 5: image_id '{table['image_id'][3]}' names no image in train_images/ \(1 such rows\)",
+    ):
         prepare(tmp_path / "comp", data_config(), tmp_path / "out")
 
 
@@ -112,7 +126,11 @@ def test_a_label_column_detection_cannot_pick_is_asked_for_and_then_used(competi
     as_label_table(competition / "competition", tmp_path / "comp")
     table = pd.read_csv(tmp_path / "comp" / "train.csv", dtype=str)
     table.rename(columns={"label": "expr"}).assign(rater="r1").to_csv(tmp_path / "comp" / "train.csv", index=False)
-    with pytest.raises(SourceError, match=r"cannot tell which column holds the labels \(columns \['image_id', 'expr', 'rater'\]\); set data.label_column"):
+    with pytest.raises(
+        SourceError,
+        match=r"cannot tell which column holds the labels \(columns \['image_id', 'expr', 'rater'\]\); set "
+        r"data.label_column",
+    ):
         prepare(tmp_path / "comp", data_config(), tmp_path / "out")
     prepare(tmp_path / "comp", data_config(label_column="expr"), tmp_path / "out")
     assert load_prepared(tmp_path / "out").classes == sorted(CODES.values())
@@ -123,8 +141,12 @@ def test_test_folder_and_sample_named_in_params(competition, prepared, tmp_path)
     shutil.copytree(comp / "test", comp / "extra_images")
     (comp / "test").rename(comp / "holdout")
     (comp / "sample_submission.csv").rename(comp / "answers_template.csv")
-    with pytest.raises(SourceError, match=r"no sample submission \(\*submission\*.csv\) found; found extra_images/ \(40 images\), holdout/ \(40 images\), train/ .*"
-                                          r"answers_template.csv \(columns \['id', 'label'\]\)"):
+    with pytest.raises(
+        SourceError,
+        match=r"no sample submission \(\*submission\*.csv\) found; found extra_images/ \(40 images\), holdout/ \(40 "
+        r"images\), train/ .*"
+        r"answers_template.csv \(columns \['id', 'label'\]\)",
+    ):
         prepare(comp, data_config(), tmp_path / "out")
     with pytest.raises(SourceError, match=r"folders with images: extra_images/, holdout/\); set data.test_folder"):
         prepare(comp, data_config(sample_submission="answers_template.csv"), tmp_path / "out")
@@ -149,16 +171,23 @@ def test_a_download_of_no_known_layout_lists_what_it_holds_and_the_layouts(compe
     message = str(error.value)
     assert "not a competition layout this pipeline reads: found pictures/ (" in message
     assert "sample_submission.csv (columns ['id', 'label'])" in message
-    assert all(layout in message for layout in ("class folders: train/<class>/", "label table:", "pixel table:", "data.layout"))
+    assert all(
+        layout in message for layout in ("class folders: train/<class>/", "label table:", "pixel table:", "data.layout")
+    )
 
 
 def test_a_forced_layout_the_download_lacks_is_refused_with_what_it_holds(competition, tmp_path):
     as_pixel_table(competition / "competition", tmp_path / "comp")
     shutil.copy(competition / "competition" / "sample_submission.csv", tmp_path / "comp")
-    with pytest.raises(SourceError, match=r"no train/<class>/ folders found; found no folders; fer2013.csv \(columns \['emotion', 'pixels', 'Usage'\]\)"):
+    with pytest.raises(
+        SourceError,
+        match=r"no train/<class>/ folders found; found no folders; fer2013.csv \(columns \['emotion', 'pixels', "
+        r"'Usage'\]\)",
+    ):
         prepare(tmp_path / "comp", data_config(layout="class_folders"), tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_dvc_repro_on_a_label_table_submits_the_samples_codes(competition, tmp_path):
     """The real pipeline on a label-table download: the submission has the sample's header, ids and code labels."""
     as_label_table(competition / "competition", tmp_path / "comp")
@@ -170,7 +199,9 @@ def test_dvc_repro_on_a_label_table_submits_the_samples_codes(competition, tmp_p
     params["tune"] = {**params["tune"], "enabled": False, "folds": [0]}
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     root = make_project(tmp_path / "project", params, env)
-    done = subprocess.run([sys.executable, "-m", "dvc", "repro", "submission"], cwd=root, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "submission"], cwd=root, env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "prepare: label_table layout" in done.stdout
     sample = pd.read_csv(tmp_path / "comp" / "sample_submission.csv", dtype=str)
@@ -203,9 +234,15 @@ def test_a_label_column_of_numbers_is_not_taken_for_ids_of_numbered_test_images(
 def test_two_images_one_stem_are_never_matched_by_stem(competition, tmp_path):
     as_label_table(competition / "competition", tmp_path / "comp")
     table = pd.read_csv(tmp_path / "comp" / "train.csv", dtype=str)
-    shutil.copy(tmp_path / "comp" / "train_images" / f"{table['image_id'][0]}.png",
-                tmp_path / "comp" / "train_images" / f"{table['image_id'][0]}.bmp")
-    with pytest.raises(SourceError, match=r"train.csv: no value of columns \['image_id', 'label'\] names an image .*00000.png share the name '00000'"):
+    shutil.copy(
+        tmp_path / "comp" / "train_images" / f"{table['image_id'][0]}.png",
+        tmp_path / "comp" / "train_images" / f"{table['image_id'][0]}.bmp",
+    )
+    with pytest.raises(
+        SourceError,
+        match=r"train.csv: no value of columns \['image_id', 'label'\] names an image .*00000.png share the name "
+        r"'00000'",
+    ):
         prepare(tmp_path / "comp", data_config(), tmp_path / "out")
     table.assign(image_id=table["image_id"] + ".png").to_csv(tmp_path / "comp" / "train.csv", index=False)
     prepare(tmp_path / "comp", data_config(), tmp_path / "out")  # file names tell them apart
@@ -235,8 +272,9 @@ def test_images_in_subfolders_of_a_class_keep_their_own_ids(competition, prepare
 def test_usage_values_train_and_test_are_understood_and_a_table_without_train_rows_is_refused(competition, tmp_path):
     as_pixel_table(competition / "competition", tmp_path / "comp")
     table = pd.read_csv(tmp_path / "comp" / "fer2013.csv", dtype=str)
-    table.assign(Usage=table["Usage"].map({"Training": "train", "PublicTest": "test"})).rename(columns={"Usage": " split"}).to_csv(
-        tmp_path / "comp" / "fer2013.csv", index=False)
+    table.assign(Usage=table["Usage"].map({"Training": "train", "PublicTest": "test"})).rename(
+        columns={"Usage": " split"}
+    ).to_csv(tmp_path / "comp" / "fer2013.csv", index=False)
     prepare(tmp_path / "comp", data_config(class_names=CLASS_NAMES), tmp_path / "out")
     table.assign(Usage="PublicTest").to_csv(tmp_path / "comp" / "fer2013.csv", index=False)
     with pytest.raises(SourceError, match=r"fer2013.csv: its Usage column \(\['PublicTest'\]\) marks no row as train"):
@@ -265,7 +303,10 @@ def test_a_sample_whose_labels_are_neither_names_nor_codes_is_refused(competitio
     as_label_table(competition / "competition", tmp_path / "comp")
     sample = pd.read_csv(tmp_path / "comp" / "sample_submission.csv", dtype=str)
     sample.assign(label="Happy").to_csv(tmp_path / "comp" / "sample_submission.csv", index=False)
-    with pytest.raises(SourceError, match=r"its labels \['Happy'\] are neither class names .* nor the labels as the train data writes them"):
+    with pytest.raises(
+        SourceError,
+        match=r"its labels \['Happy'\] are neither class names .* nor the labels as the train data writes them",
+    ):
         prepare(tmp_path / "comp", data_config(class_names=CLASS_NAMES), tmp_path / "out")
 
 

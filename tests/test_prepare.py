@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.conftest import data_config
-from tests.layouts import zip_folder
 from pipeline.data import load_prepared
 from pipeline.stages.prepare import SourceError, prepare
+from tests.conftest import data_config
+from tests.layouts import zip_folder
 
 
 def copy_competition(competition: Path, tmp_path: Path) -> Path:
@@ -32,7 +32,9 @@ def test_prepared_arrays_match_the_source_images_and_sample_order(competition, p
     assert data.classes == sorted(data.classes)
     label, stem = data.train_ids[5].split("/")
     assert data.classes[data.train_labels[5]] == label
-    assert np.array_equal(data.train_images[5], np.asarray(Image.open(competition / "competition" / "train" / label / f"{stem}.png")))
+    assert np.array_equal(
+        data.train_images[5], np.asarray(Image.open(competition / "competition" / "train" / label / f"{stem}.png"))
+    )
 
 
 def test_zip_with_a_top_folder_gives_the_same_dataset_as_the_folder(competition, prepared, tmp_path):
@@ -50,7 +52,11 @@ def test_resize_and_rgb_channels(competition, tmp_path):
 
 
 def test_drop_and_merge_classes(competition, tmp_path):
-    prepare(competition / "competition", data_config(drop_classes=("disgust",), merge_classes={"fear": "surprise"}), tmp_path / "out")
+    prepare(
+        competition / "competition",
+        data_config(drop_classes=("disgust",), merge_classes={"fear": "surprise"}),
+        tmp_path / "out",
+    )
     data = load_prepared(tmp_path / "out")
     assert data.classes == ["angry", "happy", "neutral", "sad", "surprise"]
 
@@ -89,7 +95,9 @@ def test_empty_class_folder_is_named(competition, tmp_path):
 def test_class_folder_without_any_file_is_named(competition, tmp_path):
     comp = copy_competition(competition, tmp_path)
     (comp / "train" / "contempt").mkdir()
-    with pytest.raises(SourceError, match=r"train/contempt/?: class folder holds no images; add images .* or remove the folder$") as raised:
+    with pytest.raises(
+        SourceError, match=r"train/contempt/?: class folder holds no images; add images .* or remove the folder$"
+    ) as raised:
         prepare(comp, data_config(), tmp_path / "out")
     # relabel() only sees classes that have images, so drop_classes cannot name this one: not offered.
     assert "drop_classes" not in str(raised.value)
@@ -111,10 +119,13 @@ def test_zip_with_folder_entries_and_a_top_folder_gives_the_same_dataset(competi
     assert np.array_equal(a.train_images, b.train_images) and np.array_equal(a.test_images, b.test_images)
 
 
-@pytest.mark.parametrize("extra, message", [
-    ("train/stray.png", "stray.png: image outside any class folder"),
-    ("test/extra123.png", "extra123.*not listed in sample_submission.csv"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("train/stray.png", "stray.png: image outside any class folder"),
+        ("test/extra123.png", "extra123.*not listed in sample_submission.csv"),
+    ],
+)
 def test_an_image_where_none_belongs_is_named(competition, tmp_path, extra, message):
     comp = copy_competition(competition, tmp_path)
     Image.fromarray(np.zeros((48, 48), np.uint8)).save(comp / extra)
@@ -126,7 +137,10 @@ def test_two_train_images_with_one_id_are_refused(competition, tmp_path):
     comp = copy_competition(competition, tmp_path)
     png = sorted((comp / "train" / "angry").iterdir())[0]
     Image.open(png).save(png.with_suffix(".jpg"))
-    with pytest.raises(SourceError, match=rf"{png.stem}.jpg and .*{png.name}: both give the train image id .*'angry/{png.stem}'; remove one"):
+    with pytest.raises(
+        SourceError,
+        match=rf"{png.stem}.jpg and .*{png.name}: both give the train image id .*'angry/{png.stem}'; remove one",
+    ):
         prepare(comp, data_config(), tmp_path / "out")
 
 
@@ -134,19 +148,30 @@ def test_two_test_images_with_one_stem_are_refused(competition, tmp_path):
     comp = copy_competition(competition, tmp_path)
     png = first_test_image(comp)
     Image.open(png).save(png.with_suffix(".jpg"))
-    with pytest.raises(SourceError, match=rf"{png.stem}.jpg and .*{png.name}: both give the test id .*'{png.stem}'; remove one"):
+    with pytest.raises(
+        SourceError, match=rf"{png.stem}.jpg and .*{png.name}: both give the test id .*'{png.stem}'; remove one"
+    ):
         prepare(comp, data_config(), tmp_path / "out")
 
 
-LOSSLESS = {".webp": {"lossless": True}, ".WEBP": {"lossless": True, "format": "WEBP"}, ".bmp": {}, ".tif": {},
-            ".TIFF": {"format": "TIFF"}, ".gif": {}, ".PNG": {"format": "PNG"}}
+LOSSLESS = {
+    ".webp": {"lossless": True},
+    ".WEBP": {"lossless": True, "format": "WEBP"},
+    ".bmp": {},
+    ".tif": {},
+    ".TIFF": {"format": "TIFF"},
+    ".gif": {},
+    ".PNG": {"format": "PNG"},
+}
 
 
 def test_every_supported_format_gives_the_same_arrays(competition, prepared, tmp_path):
     comp = copy_competition(competition, tmp_path)
     tests = sorted((comp / "test").iterdir())
     trains = sorted((comp / "train" / "happy").iterdir())
-    for (suffix, options), png in zip([*LOSSLESS.items(), *LOSSLESS.items()], tests[:len(LOSSLESS)] + trains[:len(LOSSLESS)]):
+    for (suffix, options), png in zip(
+        [*LOSSLESS.items(), *LOSSLESS.items()], tests[: len(LOSSLESS)] + trains[: len(LOSSLESS)]
+    ):
         Image.open(png).save(png.with_suffix(suffix), **options)
         png.unlink()
     prepare(comp, data_config(), tmp_path / "out")
@@ -178,7 +203,10 @@ def test_image_over_pillows_pixel_limit_is_named(competition, tmp_path, monkeypa
     big = sorted((comp / "train" / "sad").iterdir())[0]
     Image.new("L", (120, 100)).save(big)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)  # 120×100 is then over the error limit, 2×5000; 48×48 is not
-    with pytest.raises(SourceError, match=rf"{big.name}: image is 120×100 pixels, .*10000 pixels at most\); shrink the image or remove it"):
+    with pytest.raises(
+        SourceError,
+        match=rf"{big.name}: image is 120×100 pixels, .*10000 pixels at most\); shrink the image or remove it",
+    ):
         prepare(comp, data_config(), tmp_path / "out")
     assert Image.MAX_IMAGE_PIXELS == 5000
 
@@ -204,10 +232,13 @@ def png_with_short_header() -> bytes:
     return data[:8] + (12).to_bytes(4, "big") + data[12:]
 
 
-@pytest.mark.parametrize("damage", [
-    pytest.param(lambda data: data[: len(data) // 2], id="truncated"),
-    pytest.param(lambda data: png_with_short_header(), id="short-header"),
-])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda data: data[: len(data) // 2], id="truncated"),
+        pytest.param(lambda data: png_with_short_header(), id="short-header"),
+    ],
+)
 def test_damaged_image_is_named(competition, tmp_path, damage):
     comp = copy_competition(competition, tmp_path)
     bad = sorted((comp / "train" / "neutral").iterdir())[0]
@@ -216,16 +247,19 @@ def test_damaged_image_is_named(competition, tmp_path, damage):
         prepare(comp, data_config(), tmp_path / "out")
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "the file is empty"),
-    (b"\n\n", "the file is empty"),
-    ("id,label\n\u00e9t\u00e9,0\n".encode("latin-1"), "not a UTF-8 CSV file"),
-    (b"id,label\n", "lists no test ids"),
-    (b"id,label\nx,0,extra,more\n", r"expected two columns \(id,label\), got 4 on line 2"),
-    (b"id\nx\n", r"expected two columns \(id,label\), got 1 on line 1"),
-    (bytes(range(256)), "not a UTF-8 CSV file"),
-    (b"id,label\n\"x,0\n", r"expected two columns"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "the file is empty"),
+        (b"\n\n", "the file is empty"),
+        ("id,label\n\u00e9t\u00e9,0\n".encode("latin-1"), "not a UTF-8 CSV file"),
+        (b"id,label\n", "lists no test ids"),
+        (b"id,label\nx,0,extra,more\n", r"expected two columns \(id,label\), got 4 on line 2"),
+        (b"id\nx\n", r"expected two columns \(id,label\), got 1 on line 1"),
+        (bytes(range(256)), "not a UTF-8 CSV file"),
+        (b'id,label\n"x,0\n', r"expected two columns"),
+    ],
+)
 def test_malformed_sample_submission_is_named(competition, tmp_path, content, message):
     comp = copy_competition(competition, tmp_path)
     (comp / "sample_submission.csv").write_bytes(content)
@@ -255,7 +289,9 @@ def test_damaged_member_of_a_zip_is_named(competition, tmp_path):
     start = data.index(zipfile.ZipFile(archive).read(member))
     data[start + 100] ^= 0xFF  # stored, not compressed: only the CRC check notices
     archive.write_bytes(bytes(data))
-    with pytest.raises(SourceError, match=rf"comp.zip:{member}: cannot read it from the .zip .*download the .zip again"):
+    with pytest.raises(
+        SourceError, match=rf"comp.zip:{member}: cannot read it from the .zip .*download the .zip again"
+    ):
         prepare(archive, data_config(), tmp_path / "out")
 
 
@@ -295,5 +331,8 @@ def test_sample_ids_spelled_unlike_any_test_file_are_not_called_a_broken_downloa
 def test_two_candidate_test_folders_are_named(competition, tmp_path):
     comp = copy_competition(competition, tmp_path)
     shutil.copytree(comp / "test", comp / "test_images")
-    with pytest.raises(SourceError, match=r"cannot tell which folder holds the test images \(folders with images: test/, test_images/\)"):
+    with pytest.raises(
+        SourceError,
+        match=r"cannot tell which folder holds the test images \(folders with images: test/, test_images/\)",
+    ):
         prepare(comp, data_config(), tmp_path / "out")

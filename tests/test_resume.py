@@ -22,37 +22,42 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from pipeline import checkpoint as checkpoints
-from pipeline import engine, models
-from pipeline.augment import Normalizer, make_train_loader
-from pipeline.config import PipelineError, config_from_dict
+from pipeline.config import config_from_dict
 from pipeline.data import load_prepared
-from pipeline.engine import fit, fit_fold, fold_checkpoint, seed_everything
-from pipeline.groups import duplicate_groups
-from pipeline.models import create_model
+from pipeline.errors import PipelineError
+from pipeline.evaluation.groups import duplicate_groups
 from pipeline.stages.folds import assign_folds
+from pipeline.training import budget, models
+from pipeline.training import resume as checkpoints
+from pipeline.training.augment import Normalizer, make_train_loader
+from pipeline.training.fold_run import fit_fold, fold_checkpoint
+from pipeline.training.loop import fit
+from pipeline.training.models import create_model
+from pipeline.training.step import seed_everything
 from tests.conftest import PROJECT, tiny_params
-from tests.test_engine import bars_dataset
+from tests.test_training import bars_dataset, halves
 
 EPOCHS, KILL_AFTER = 4, 2
-OUTPUTS = ("oof_plain.csv", "oof_tta.csv", "test_tta.csv")
+OUTPUTS = ("oof_plain.csv",)
 
 # Runs `python -m pipeline ...` with the checkpoint writer wrapped: SIGKILL once epoch KILL_AFTER is saved.
 KILLER = f"""
 import os, signal, sys
-from pipeline import checkpoint
+from pipeline.training import resume
 from pipeline.__main__ import main
 
-save = checkpoint.save
+save = resume.save
 
 def save_then_die(where, state):
     save(where, state)
     if state["epoch"] == {KILL_AFTER}:
         os.kill(os.getpid(), signal.SIGKILL)
 
-checkpoint.save = save_then_die
+resume.save = save_then_die
 sys.exit(main(sys.argv[1:]))
 """
+
+pytestmark = pytest.mark.slow  # real training runs, subprocesses and signals, seconds each
 
 
 def train_params(**train: object) -> dict:
@@ -63,9 +68,22 @@ def train_params(**train: object) -> dict:
     bookkeeping is checked in process (test_fit_resumes_the_best_epoch_bookkeeping).
     """
     params = tiny_params()
-    params["train"].update({"epochs": EPOCHS, "batch_size": 32, "drop_rate": 0.2, "drop_path_rate": 0.1,
-                            "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "ema_decay": 0.9, "average_last_fraction": 0.75,
-                            "low_res_fraction": 0.25, "low_res_scale": 0.5, "checkpoint": "last", **train})
+    params["train"].update(
+        {
+            "epochs": EPOCHS,
+            "batch_size": 32,
+            "drop_rate": 0.2,
+            "drop_path_rate": 0.1,
+            "mixup_alpha": 0.2,
+            "cutmix_alpha": 1.0,
+            "ema_decay": 0.9,
+            "average_last_fraction": 0.75,
+            "low_res_fraction": 0.25,
+            "low_res_scale": 0.5,
+            "keep_epoch": "last",
+            **train,
+        }
+    )
     params["backbones"] = {"resnet10t": {}}
     return params
 
@@ -81,17 +99,24 @@ def make_workspace(root: Path, prepared: Path) -> Path:
     return root
 
 
-def train(workspace: Path, prepared: Path, out: str, checkpoints_dir: str, params: str = "params.yaml",
-          killer: bool = False) -> tuple[int, str]:
+def train(
+    workspace: Path, prepared: Path, out: str, checkpoints_dir: str, params: str = "params.yaml", killer: bool = False
+) -> tuple[int, str]:
     """Run the train stage for resnet10t fold 0 in a child process; its exit status and output."""
     entry = [str(workspace / "killer.py")] if killer else ["-m", "pipeline"]
-    command = [sys.executable, *entry, "train", "--backbone", "resnet10t", "--fold", "0", "--data", str(prepared),
-               "--folds", "folds.csv", "--out", out, "--checkpoints", checkpoints_dir, "--params", params]
+    stage = ["train", *"--backbone resnet10t --fold 0 --folds folds.csv".split(), "--data", str(prepared), "--out", out]
+    command = [sys.executable, *entry, *stage, "--checkpoints", checkpoints_dir, "--params", params]
     log = workspace / f"{out}.log"
     # Output to a file, not a pipe: a killed run's loader processes (augment_on: loader) may outlive it for a moment.
     with open(log, "w") as handle:
-        done = subprocess.run(command, cwd=workspace, env=dict(os.environ, PYTHONPATH=str(PROJECT)),
-                              stdout=handle, stderr=subprocess.STDOUT, timeout=300)
+        done = subprocess.run(
+            command,
+            cwd=workspace,
+            env=dict(os.environ, PYTHONPATH=str(PROJECT)),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+        )
     return done.returncode, log.read_text()
 
 
@@ -112,7 +137,9 @@ def copy_killed_checkpoints(killed, to: Path) -> Path:
 
 
 def epochs_run(output: str) -> list[int]:
-    return [int(line.split(" epoch ")[1].split("/")[0]) for line in output.splitlines() if "resnet10t fold 0 epoch " in line]
+    return [
+        int(line.split(" epoch ")[1].split("/")[0]) for line in output.splitlines() if "resnet10t fold 0 epoch " in line
+    ]
 
 
 def test_sigkill_leaves_no_output_and_the_checkpoint_of_the_last_finished_epoch(killed):
@@ -195,7 +222,9 @@ class Interrupt(Exception):
 def test_fit_resumes_the_best_epoch_bookkeeping(tmp_path):
     """In process: a fit stopped after epoch 2's checkpoint and fitted again equals one uninterrupted fit."""
     images, labels = bars_dataset(96, np.random.default_rng(4))
-    config = config_from_dict(train_params(batch_size=16, workers=0, checkpoint="best", average_last_fraction=0.0)).backbone("resnet10t")
+    config = config_from_dict(
+        train_params(batch_size=16, workers=0, keep_epoch="best", average_last_fraction=0.0)
+    ).backbone("resnet10t")
     normalize = Normalizer(0.2, 0.3, None, torch.device("cpu"), False)
     where = checkpoints.Checkpoint(tmp_path / "fit.pt", "some key")
 
@@ -203,17 +232,21 @@ def test_fit_resumes_the_best_epoch_bookkeeping(tmp_path):
         def stop(record):
             if record.epoch == stop_after:
                 raise Interrupt
+
         seed_everything(0)
         model = create_model(config, in_chans=1, num_classes=2)
-        return fit(model, images[:64], labels[:64], images[64:], labels[64:], config, normalize, 2, on_epoch=stop,
-                   seed=0, checkpoint=checkpoint)
+        return fit(
+            model, *halves(images, labels, 64), config, normalize, 2, on_epoch=stop, seed=0, checkpoint=checkpoint
+        )
 
     with pytest.raises(Interrupt):
         run(where, stop_after=KILL_AFTER)
     assert checkpoints.load(where)["epoch"] == KILL_AFTER
     resumed, uninterrupted = run(where), run()
     assert (resumed.best_epoch, resumed.best_val_acc) == (uninterrupted.best_epoch, uninterrupted.best_val_acc)
-    assert [dataclasses.astuple(r)[:5] for r in resumed.history] == [dataclasses.astuple(r)[:5] for r in uninterrupted.history]
+    assert [dataclasses.astuple(r)[:5] for r in resumed.history] == [
+        dataclasses.astuple(r)[:5] for r in uninterrupted.history
+    ]
     expected = uninterrupted.model.state_dict()
     assert all(torch.equal(value, expected[name]) for name, value in resumed.model.state_dict().items())
 
@@ -221,7 +254,9 @@ def test_fit_resumes_the_best_epoch_bookkeeping(tmp_path):
 def augmented_epochs(workers: int, epochs: list[int], seed: int = 5) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
     images = np.random.default_rng(0).integers(0, 255, (70, 24, 24), dtype=np.uint8)
     config = config_from_dict(train_params(batch_size=16, workers=workers, augment_on="loader")).backbone("resnet10t")
-    assert config.augment, "params.yaml's augmentations, run per image in the loader's processes, are what this test exercises"
+    assert config.augment, (
+        "params.yaml's augmentations, run per image in the loader's processes, are what this test exercises"
+    )
     loader = make_train_loader(images, np.arange(70), config, seed=seed)
     drawn = []
     for epoch in epochs:  # one loader for all epochs: worker processes persist across them
@@ -241,7 +276,9 @@ def test_batches_depend_on_seed_and_epoch_only_not_on_loader_processes():
     assert same(in_process[0], one_worker[0]) and same(in_process[1], one_worker[1])
     assert same(in_process[1], resumed[0])
     first, second = in_process
-    assert len(first) == 70 // 16 and all(x.shape == (16, 24, 24) and x.dtype == torch.uint8 for x, _ in first)  # full batches only
+    assert len(first) == 70 // 16 and all(
+        x.shape == (16, 24, 24) and x.dtype == torch.uint8 for x, _ in first
+    )  # full batches only
     assert len({int(label) for _, labels in first for label in labels}) == 64  # no image twice in an epoch
     assert not same(first, second)
     assert not torch.equal(first[0][1], second[0][1])  # another order
@@ -254,8 +291,11 @@ def test_training_set_smaller_than_a_batch_is_refused_before_any_model_is_built(
     config = dataclasses.replace(config_from_dict(train_params()).backbone("resnet10t"), batch_size=512)
     monkeypatch.setattr(models, "create_model", lambda *a, **k: pytest.fail("a model was built"))
     training = int((fold_of != 0).sum())
-    with pytest.raises(PipelineError, match=rf"resnet10t fold 0 has {training} training images, fewer than batch_size=512.*"
-                                            r"train\.batch_size.*backbones\.<name>\.batch_size"):
+    with pytest.raises(
+        PipelineError,
+        match=rf"resnet10t fold 0 has {training} training images, fewer than batch_size=512.*"
+        r"train\.batch_size.*backbones\.<name>\.batch_size",
+    ):
         fit_fold(data, fold_of, 0, config, label="resnet10t fold 0")
 
 
@@ -263,7 +303,9 @@ def test_budgeted_run_resumes_with_the_epochs_it_planned(prepared, tmp_path, mon
     """In process: a budgeted fit_fold stopped after epoch 1 trains, when run again, the stored plan's epochs."""
     data = load_prepared(prepared)
     fold_of = np.arange(len(data.train_ids)) % 3
-    config = config_from_dict(train_params(workers=0, time_budget_minutes=1e6)).backbone("resnet10t")  # ample: EPOCHS planned
+    config = config_from_dict(train_params(workers=0, time_budget_minutes=1e6)).backbone(
+        "resnet10t"
+    )  # ample: EPOCHS planned
     checkpoint = fold_checkpoint(tmp_path, "resnet10t", data, fold_of, 0, config)
 
     def stop_after_first(record):
@@ -271,14 +313,14 @@ def test_budgeted_run_resumes_with_the_epochs_it_planned(prepared, tmp_path, mon
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        fit_fold(data, fold_of, 0, config, on_epoch=stop_after_first, predict_test=False, checkpoint=checkpoint)
+        fit_fold(data, fold_of, 0, config, on_epoch=stop_after_first, checkpoint=checkpoint)
     stored = checkpoints.load_plan(checkpoint)
     assert stored["epochs"] == EPOCHS and checkpoints.load(checkpoint)["epoch"] == 1
     assert checkpoints.load_plan(dataclasses.replace(checkpoint, key="another run")) is None
     # As if the interrupted run had measured a slower machine: the resumed run keeps that plan, it does not measure.
     checkpoints.save_plan(checkpoint, {**stored, "epochs": EPOCHS - 2})
-    monkeypatch.setattr(engine, "plan_epochs", lambda *args, **kwargs: pytest.fail("the resumed run measured again"))
-    run = fit_fold(data, fold_of, 0, config, predict_test=False, checkpoint=checkpoint)
+    monkeypatch.setattr(budget, "plan_epochs", lambda *args, **kwargs: pytest.fail("the resumed run measured again"))
+    run = fit_fold(data, fold_of, 0, config, checkpoint=checkpoint)
     assert run.plan.epochs == EPOCHS - 2 and run.fit.resumed_epochs == 1
     assert [record.epoch for record in run.fit.history] == list(range(1, EPOCHS - 1))
     checkpoints.remove(checkpoint)

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.submission_format import SubmissionError, make_submission, validate_submission
+from pipeline.evaluation.submission_format import SubmissionError, make_submission, validate_submission
 
 CLASSES = ["angry", "happy", "sad"]
 SAMPLE = pd.DataFrame({"id": ["003", "001", "002"], "label": ["sad"] * 3})
@@ -14,14 +14,17 @@ def test_submission_follows_sample_order_and_class_names():
     assert list(sub["id"]) == ["003", "001", "002"] and list(sub["label"]) == ["happy", "angry", "sad"]
 
 
-@pytest.mark.parametrize("broken, message", [
-    (SAMPLE.rename(columns={"label": "emotion"}), "header"),
-    (SAMPLE.iloc[:2], "2 rows"),
-    (SAMPLE.iloc[[1, 0, 2]], "row 2 has id '001'"),
-    (SAMPLE.assign(label=["sad", "contempt", "sad"]), "contempt"),
-    (SAMPLE.assign(label=["sad", None, "sad"]), "empty or NaN cell in row 3"),
-    (SAMPLE.assign(label=["sad", " ", "sad"]), "empty or NaN"),
-])
+@pytest.mark.parametrize(
+    "broken, message",
+    [
+        (SAMPLE.rename(columns={"label": "emotion"}), "header"),
+        (SAMPLE.iloc[:2], "2 rows"),
+        (SAMPLE.iloc[[1, 0, 2]], "row 2 has id '001'"),
+        (SAMPLE.assign(label=["sad", "contempt", "sad"]), "contempt"),
+        (SAMPLE.assign(label=["sad", None, "sad"]), "empty or NaN cell in row 3"),
+        (SAMPLE.assign(label=["sad", " ", "sad"]), "empty or NaN"),
+    ],
+)
 def test_broken_submissions_are_refused(broken, message):
     with pytest.raises(SubmissionError, match=message):
         validate_submission(broken.reset_index(drop=True), SAMPLE, CLASSES)

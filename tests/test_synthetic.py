@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from pipeline.synthetic import CLASSES, PROTOTYPES, draw_face, generate
+from pipeline.ingest.synthetic import CLASSES, PROTOTYPES, draw_face, generate
 from tests.conftest import TINY
 
 

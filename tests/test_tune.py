@@ -20,23 +20,36 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from pipeline.config import PipelineError, config_from_dict
+from pipeline.config import config_from_dict
 from pipeline.data import load_prepared
-from pipeline.groups import duplicate_groups
+from pipeline.errors import PipelineError
+from pipeline.evaluation.groups import duplicate_groups
 from pipeline.stages.folds import assign_folds
-from pipeline.stages.tune import Objective, fail_stale_trials, open_storage, run_study, study_name, summarize
+from pipeline.stages.tune import Objective, fail_stale_trials, open_storage, run_study, study_name, study_summary
 from tests.conftest import PROJECT, ctrl_c_reaches_child, tiny_params
 
 POSTGRES_ENV = "PIPELINE_TEST_POSTGRES_URL"
 SPACE = {"lr": {"low": 0.001, "high": 0.01, "log": True}, "label_smoothing": {"low": 0.0, "high": 0.2}}
+
+pytestmark = pytest.mark.slow  # real training runs, subprocesses and signals, seconds each
 
 
 def tune_params(storage: str, **tune: object) -> dict:
     params = tiny_params()
     params["train"].update(epochs=2, workers=0)
     params["backbones"] = {"resnet10t": {}}
-    params["tune"] = {**params["tune"], "n_trials": 2, "epochs": 2, "folds": [0], "space": SPACE, "storage": storage,
-                      "heartbeat_seconds": 0.5, "grace_seconds": 3, **tune}
+    params["tune"] = {
+        **params["tune"],
+        "enabled": True,
+        "n_trials": 2,
+        "epochs": 2,
+        "folds": [0],
+        "space": SPACE,
+        "storage": storage,
+        "heartbeat_seconds": 0.5,
+        "grace_seconds": 3,
+        **tune,
+    }
     return params
 
 
@@ -78,15 +91,23 @@ sys.exit(main(["tune", *sys.argv[2:]]))
 """
 
 
-def start_worker(workspace: Path, prepared: Path, n_trials: int, storage: str | None = None,
-                 hold_at: Path | None = None) -> subprocess.Popen:
+def start_worker(
+    workspace: Path, prepared: Path, n_trials: int, storage: str | None = None, hold_at: Path | None = None
+) -> subprocess.Popen:
     """A tune worker in its own process; with `hold_at`, one that holds its first trial (see HELD_WORKER)."""
     options = ["--backbone", "resnet10t", "--n-trials", str(n_trials), "--data", str(prepared), "--folds", "folds.csv"]
     options += ["--storage", storage] if storage else []
     entry = ["-c", HELD_WORKER, str(hold_at)] if hold_at else ["-m", "pipeline", "tune"]
     env = dict(os.environ, PYTHONPATH=str(PROJECT))
-    return subprocess.Popen([sys.executable, *entry, *options], cwd=workspace, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=ctrl_c_reaches_child)
+    return subprocess.Popen(
+        [sys.executable, *entry, *options],
+        cwd=workspace,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=ctrl_c_reaches_child,
+    )
 
 
 def load_study(url: str) -> optuna.Study:
@@ -97,8 +118,14 @@ def load_study(url: str) -> optuna.Study:
 
 def run_here(workspace: Path, prepared: Path, params: dict, n_trials: int | None = None) -> optuna.Study:
     config = config_from_dict(params)
-    return run_study("resnet10t", load_prepared(prepared), workspace / "folds.csv", config.backbone("resnet10t"),
-                     config.tune, n_trials=n_trials)
+    return run_study(
+        "resnet10t",
+        load_prepared(prepared),
+        workspace / "folds.csv",
+        config.backbone("resnet10t"),
+        config.tune,
+        n_trials=n_trials,
+    )
 
 
 def test_study_starts_from_the_untuned_setting_and_records_epochs(workspace, prepared):
@@ -111,7 +138,7 @@ def test_study_starts_from_the_untuned_setting_and_records_epochs(workspace, pre
     assert first.user_attrs["untuned_default"] is True
     assert first.params == {"lr": params["train"]["lr"], "label_smoothing": params["train"]["label_smoothing"]}
     assert len(first.user_attrs["fold0_val_acc"]) == 2 and "epoch_seconds" in first.user_attrs
-    summary = summarize(study, "resnet10t", url)
+    summary = study_summary(study, "resnet10t", url)
     assert set(summary["best_params"]) == set(SPACE) and summary["untuned_value"] == first.value
 
 
@@ -154,7 +181,9 @@ def test_a_time_budget_neither_shortens_a_trial_nor_starts_a_new_study(workspace
     assert trial.state == TrialState.COMPLETE and len(trial.user_attrs["fold0_val_acc"]) == 2
     unbudgeted = dataclasses.replace(base, time_budget_minutes=None)
     folds = workspace / "folds.csv"
-    assert study_name("resnet10t", base, config.tune, data, folds) == study_name("resnet10t", unbudgeted, config.tune, data, folds)
+    assert study_name("resnet10t", base, config.tune, data, folds) == study_name(
+        "resnet10t", unbudgeted, config.tune, data, folds
+    )
 
 
 def test_several_folds_report_one_value_per_fold(workspace, prepared):
@@ -166,14 +195,16 @@ def test_several_folds_report_one_value_per_fold(workspace, prepared):
 
 
 def test_failing_trials_are_recorded_with_their_reason_and_the_study_goes_on(workspace, prepared):
-    params = tune_params(str(workspace / "optuna.journal"), n_trials=2, space={"label_smoothing": {"low": 0.0, "high": 0.0}})
+    params = tune_params(
+        str(workspace / "optuna.journal"), n_trials=2, space={"label_smoothing": {"low": 0.0, "high": 0.0}}
+    )
     params["train"].update(lr=1.0e6, label_smoothing=0.0)
     study = run_here(workspace, prepared, params)
     trials = study.get_trials()
     assert len(trials) == 2 and all(t.state == TrialState.FAIL for t in trials)
     assert all("lower lr" in t.user_attrs["fail_reason"] for t in trials)
     with pytest.raises(PipelineError, match="no trial of study"):
-        summarize(study, "resnet10t", str(workspace / "optuna.journal"))
+        study_summary(study, "resnet10t", str(workspace / "optuna.journal"))
 
 
 def two_workers_share(workspace: Path, prepared: Path, url: str) -> None:
@@ -196,7 +227,9 @@ def test_two_workers_share_sqlite(workspace, prepared):
     two_workers_share(workspace, prepared, f"sqlite:///{workspace / 'optuna.db'}")
 
 
-@pytest.mark.skipif(not os.environ.get(POSTGRES_ENV), reason=f"set {POSTGRES_ENV} to a PostgreSQL URL to run (.ci/run does)")
+@pytest.mark.skipif(
+    not os.environ.get(POSTGRES_ENV), reason=f"set {POSTGRES_ENV} to a PostgreSQL URL to run (.ci/run does)"
+)
 def test_two_workers_share_postgresql(workspace, prepared):
     url = os.environ[POSTGRES_ENV]
     storage = open_storage(url)
@@ -260,8 +293,11 @@ def test_optuna_dashboard_serves_the_pipelines_study(workspace, prepared):
     url = str(workspace / "optuna.journal")
     study = run_here(workspace, prepared, tune_params(url, n_trials=1, epochs=1))
     port = free_port()
-    dashboard = subprocess.Popen([str(Path(sys.executable).parent / "optuna-dashboard"), url, "--host", "127.0.0.1", "--port", str(port)],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dashboard = subprocess.Popen(
+        [str(Path(sys.executable).parent / "optuna-dashboard"), url, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline, studies = time.time() + 60, None
         while time.time() < deadline and studies is None:

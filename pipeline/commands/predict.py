@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.config import PipelineError
+from pipeline.errors import PipelineError
 from pipeline.files import atomic_path
-from pipeline.frames import add_face_options, classify_boxes, open_models
-from pipeline.images import IMAGE_SUFFIXES
+from pipeline.ingest.images import IMAGE_SUFFIXES
+from pipeline.runtime.frames import HelpFormatter, add_face_options, classify_boxes, open_models
 
 CROP_FACTOR = 3  # an image at most this many times the model's input size is taken as a cropped face
 
@@ -77,7 +77,9 @@ def predict(files: list[Path], args: argparse.Namespace) -> tuple[list[Found], l
             skipped.append(f"{path}: {error}")
             continue
         height, width = rgb.shape[:2]
-        is_crop = args.faces is True or (args.faces is None and max(height, width) <= CROP_FACTOR * classifier.info.image_size)
+        is_crop = args.faces is True or (
+            args.faces is None and max(height, width) <= CROP_FACTOR * classifier.info.image_size
+        )
         if is_crop:
             crop_rows.append(Found(str(path), 0, (0, 0, width, height), None))
             found.append(crop_rows[-1])
@@ -85,7 +87,9 @@ def predict(files: list[Path], args: argparse.Namespace) -> tuple[list[Found], l
             continue
         frame = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         boxes, outputs = classify_boxes(frame, detector(frame), classifier, args.margin)
-        found += [Found(str(path), i, box, o) for i, (box, o) in enumerate(zip(boxes, outputs))] or [Found(str(path), None, None, None)]
+        found += [Found(str(path), i, box, o) for i, (box, o) in enumerate(zip(boxes, outputs))] or [
+            Found(str(path), None, None, None)
+        ]
     if crops:  # classified together: one batch instead of a run per file
         for row, outputs in zip(crop_rows, classifier.outputs(np.stack(crops))):
             row.outputs = outputs
@@ -101,10 +105,12 @@ def table(found: list[Found], classes: list[str], targets: list[str]) -> pd.Data
             record["label"] = None
             record.update(dict.fromkeys([*classes, *targets]))
         else:
-            record["label"] = classes[int(row.outputs[:len(classes)].argmax())]
+            record["label"] = classes[int(row.outputs[: len(classes)].argmax())]
             record.update({name: round(float(value), 5) for name, value in zip([*classes, *targets], row.outputs)})
         records.append(record)
-    return pd.DataFrame(records, columns=["file", "face", "x1", "y1", "x2", "y2", "label", *classes, *targets]).astype({"face": "Int64", "x1": "Int64", "y1": "Int64", "x2": "Int64", "y2": "Int64"})
+    return pd.DataFrame(records, columns=["file", "face", "x1", "y1", "x2", "y2", "label", *classes, *targets]).astype(
+        {"face": "Int64", "x1": "Int64", "y1": "Int64", "x2": "Int64", "y2": "Int64"}
+    )
 
 
 def write(frame: pd.DataFrame, path: Path) -> None:
@@ -116,11 +122,17 @@ def write(frame: pd.DataFrame, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline predict", description=__doc__, formatter_class=HelpFormatter
+    )
     parser.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or globs ('shots/*.jpg')")
     parser.add_argument("--out", type=Path, help="write the table as .csv or .json")
-    parser.add_argument("--faces", action=argparse.BooleanOptionalAction, default=None,
-                        help="--faces: every image is one cropped face; --no-faces: detect faces in every image (default: by size)")
+    parser.add_argument(
+        "--faces",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--faces: every image is one cropped face; --no-faces: detect faces in every image (default: by size)",
+    )
     add_face_options(parser, variant="full")
     args = parser.parse_args(argv)
     if args.out is not None and args.out.suffix.lower() not in (".csv", ".json"):
@@ -130,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         raise PipelineError(f"no image files in {' '.join(args.paths)} (looked for {' '.join(sorted(IMAGE_SUFFIXES))})")
     found, skipped, classes, targets = predict(files, args)
     result = table(found, classes, targets)
-    shown = result[["file", "face", "x1", "y1", "x2", "y2", "label"]].assign(probability=result[classes].astype(float).max(axis=1).round(3))
+    shown = result[["file", "face", "x1", "y1", "x2", "y2", "label"]].assign(
+        probability=result[classes].astype(float).max(axis=1).round(3)
+    )
     shown[targets] = result[targets].astype(float).round(3)
     print(shown.to_string(index=False, na_rep="-"))
     if args.out is not None:

@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 from ruamel.yaml import YAML
 
-from pipeline.config import ConfigError, config_from_dict
+from pipeline.config import config_from_dict
+from pipeline.errors import ConfigError
 from pipeline.files import atomic_path
 
 REPLACED_WHOLE = {"backbones"}
@@ -43,7 +44,9 @@ def apply_preset(preset: Path, params: Path) -> dict:
     if unknown:
         raise ConfigError(f"{preset}: section(s) {sorted(unknown)} are not in {params}; known: {sorted(document)}")
     merged = merge(document, overlay)
-    config_from_dict(yaml.safe_load(_dump(editor, merged)), where=str(preset))  # refuse a preset the stages would refuse
+    config_from_dict(
+        yaml.safe_load(_dump(editor, merged)), where=str(preset)
+    )  # refuse a preset the stages would refuse
     with atomic_path(params) as tmp:
         tmp.write_text(_dump(editor, merged))
     return overlay
@@ -56,8 +59,9 @@ def _dump(editor: YAML, document: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline preset", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline preset", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("preset", type=Path, help="e.g. presets/fer2013-cpu.yaml")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
@@ -65,4 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         choices = sorted(p.name for p in Path("presets").glob("*.yaml")) if Path("presets").is_dir() else []
         raise ConfigError(f"preset {args.preset} does not exist; presets here: {choices or 'none'}")
     overlay = apply_preset(args.preset, args.params)
-    print(f"preset: {args.preset} written into {args.params} ({', '.join(overlay)}); `git diff {args.params}` shows the changes")
+    print(
+        f"preset: {args.preset} written into {args.params} ({', '.join(overlay)}); `git diff {args.params}` shows the "
+        "changes"
+    )

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.config import PipelineError, load_config
+from pipeline.config import load_config
 from pipeline.data import load_prepared
+from pipeline.errors import PipelineError
+from pipeline.evaluation.submission_format import SubmissionError, read_sample, validate_submission
 from pipeline.files import read_json
-from pipeline.kaggle_api import KaggleError, Submission, competition_slug, connect
-from pipeline.submission_format import SubmissionError, read_sample, validate_submission
+from pipeline.kaggle.api import KaggleError, Submission, competition_slug, connect
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,9 @@ def validate_file(file: Path, data_dir: Path) -> int:
     try:
         submission = pd.read_csv(file, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise SubmissionError(f"{file} is not a readable CSV ({error}); write it with a header and one row per test id") from None
+        raise SubmissionError(
+            f"{file} is not a readable CSV ({error}); write it with a header and one row per test id"
+        ) from None
     validate_submission(submission, read_sample(data_dir / "sample_submission.csv"), data.submission_labels, str(file))
     return len(submission)
 
@@ -81,19 +84,27 @@ def full_message(message: str, file: Path, metrics_dir: Path) -> str:
 def format_submissions(submissions: list[Submission], limit: int = 5) -> str:
     lines = [f"{'ref':>10}  {'date':19}  {'status':8}  {'public':>8}  {'private':>8}  description"]
     for s in submissions[:limit]:
-        lines.append(f"{s.ref:>10}  {s.date[:19]:19}  {s.status:8}  {s.public_score or '–':>8}  {s.private_score or '–':>8}  {s.description}")
+        lines.append(
+            f"{s.ref:>10}  {s.date[:19]:19}  {s.status:8}  {s.public_score or '–':>8}  {s.private_score or '–':>8}  "
+            f"{s.description}"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline submit", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline submit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("file", type=Path, help="submission CSV, e.g. submissions/ensemble.csv")
     parser.add_argument("-m", "--message", required=True, help="submission description")
-    parser.add_argument("-c", "--competition", help="competition name (default: from data.source data/kaggle/<name>.zip)")
+    parser.add_argument(
+        "-c", "--competition", help="competition name (default: from data.source data/kaggle/<name>.zip)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="validate and show the message; upload nothing")
     parser.add_argument("--wait", type=float, default=120, help="seconds to wait for the score (default 120)")
-    parser.add_argument("--data", type=Path, default=Path("data/prepared"), help="prepared dataset (sample_submission.csv, classes)")
+    parser.add_argument(
+        "--data", type=Path, default=Path("data/prepared"), help="prepared dataset (sample_submission.csv, classes)"
+    )
     parser.add_argument("--metrics", type=Path, default=Path("metrics"), help="folder of <model>.json OOF metrics")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
@@ -105,7 +116,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.dry_run:
         return
     if slug is None:
-        raise PipelineError("no competition to submit to: pass --competition <name>, or set data.source to data/kaggle/<name>.zip")
+        raise PipelineError(
+            "no competition to submit to: pass --competition <name>, or set data.source to data/kaggle/<name>.zip"
+        )
     kaggle = connect()
     ref = kaggle.submit(slug, args.file, message)
     print(f"submitted to {slug} as submission {ref}")
@@ -116,4 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     elif scored.status == "ERROR":
         raise KaggleError(f"Kaggle could not score submission {ref}: {scored.error or 'no reason given'}")
     else:
-        print(f"score: public {scored.public_score}" + (f", private {scored.private_score}" if scored.private_score else ""))
+        print(
+            f"score: public {scored.public_score}"
+            + (f", private {scored.private_score}" if scored.private_score else "")
+        )

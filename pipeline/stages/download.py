@@ -1,7 +1,7 @@
 """Stage `download`: fetch a Kaggle competition's files when `data.source` is `data/kaggle/<slug>.zip`.
 
 The archive is the one `kaggle competitions download -c <slug>` saves, fetched through the kaggle
-package with the usual credentials (see pipeline/kaggle_api.py). `prepare` then reads it like any
+package with the usual credentials (see pipeline/kaggle/api.py). `prepare` then reads it like any
 local .zip, and DVC tracks it as prepare's input, so a finished download is never repeated. Any other
 source is a local file or folder: nothing is fetched and the output folder stays empty.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipeline.config import load_config
 from pipeline.files import atomic_dir
-from pipeline.kaggle_api import KAGGLE_FOLDER, competition_slug, connect
+from pipeline.kaggle.api import KAGGLE_FOLDER, competition_slug, connect
 
 log = logging.getLogger(__name__)
 

@@ -20,20 +20,29 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.affect import target_scores
 from pipeline.config import load_config
 from pipeline.data import load_prepared
+from pipeline.evaluation.affect import target_scores
+from pipeline.evaluation.blend import blend, blend_by_fold, fold_weights, greedy_weights
+from pipeline.evaluation.metrics import score
+from pipeline.evaluation.predictions import (
+    oof_table,
+    probability_table,
+    read_oof_table,
+    read_target_values,
+    read_test_table,
+    with_targets,
+)
 from pipeline.files import atomic_dir, write_csv, write_json
-from pipeline.blend import blend, blend_by_fold, fold_weights, greedy_weights
-from pipeline.metrics import score
-from pipeline.predictions import oof_table, probability_table, read_oof_table, read_target_values, read_test_table, with_targets
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline ensemble", description=__doc__)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--oof", type=Path, required=True, help="folder of the backbones' OOF tables (oof/)")
-    parser.add_argument("--test", type=Path, required=True, help="folder of the backbones' test probabilities (test_predictions/)")
+    parser.add_argument(
+        "--test", type=Path, required=True, help="folder of the backbones' test probabilities (test_predictions/)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for oof.csv, test.csv and weights.json")
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--params", default="params.yaml")
@@ -61,20 +70,48 @@ def main(argv: list[str] | None = None) -> None:
         weights = np.array([float(name == best_name) for name in names])
         blended_oof = oof[names.index(best_name)]
         blended_oof_values = oof_values[names.index(best_name)]
-        verdict = f"The blend ({blend_acc:.4f}) does not beat {best_name} alone ({singles[best_name]:.4f}) on OOF: falling back to {best_name}"
+        verdict = (
+            f"The blend ({blend_acc:.4f}) does not beat {best_name} alone ({singles[best_name]:.4f}) on OOF: "
+            f"falling back to {best_name}"
+        )
     else:
-        verdict = f"The blend ({blend_acc:.4f}) beats the best single backbone {best_name} ({singles[best_name]:.4f}) on OOF"
+        verdict = (
+            f"The blend ({blend_acc:.4f}) beats the best single backbone {best_name} ({singles[best_name]:.4f}) on OOF"
+        )
 
-    metrics = {**score(blended_oof, labels, folds, data.classes), "blend_accuracy": blend_acc, "best_single": best_name,
-               "best_single_accuracy": singles[best_name], "gain_over_best_single": blend_acc - singles[best_name], "fallback": fallback}
+    metrics = {
+        **score(blended_oof, labels, folds, data.classes),
+        "blend_accuracy": blend_acc,
+        "best_single": best_name,
+        "best_single_accuracy": singles[best_name],
+        "gain_over_best_single": blend_acc - singles[best_name],
+        "fallback": fallback,
+    }
     if targets:
         metrics["targets"] = target_scores(blended_oof_values, data.train_targets, targets)
     with atomic_dir(args.out) as tmp:
-        write_csv(with_targets(oof_table(data.train_ids, folds, labels, blended_oof, data.classes), blended_oof_values, targets),
-                  tmp / "oof.csv")
-        write_csv(with_targets(probability_table(data.test_ids, blend(test, weights), data.classes), blend(test_values, weights), targets),
-                  tmp / "test.csv")
-        write_json({"weights": dict(zip(names, weights.tolist())), "single_accuracy": singles, "verdict": verdict, "fallback": fallback},
-                   tmp / "weights.json")
+        write_csv(
+            with_targets(
+                oof_table(data.train_ids, folds, labels, blended_oof, data.classes), blended_oof_values, targets
+            ),
+            tmp / "oof.csv",
+        )
+        write_csv(
+            with_targets(
+                probability_table(data.test_ids, blend(test, weights), data.classes),
+                blend(test_values, weights),
+                targets,
+            ),
+            tmp / "test.csv",
+        )
+        write_json(
+            {
+                "weights": dict(zip(names, weights.tolist())),
+                "single_accuracy": singles,
+                "verdict": verdict,
+                "fallback": fallback,
+            },
+            tmp / "weights.json",
+        )
     write_json(metrics, args.metrics)
     print(f"ensemble: weights {dict(zip(names, np.round(weights, 3).tolist()))}; {verdict} → {args.out}")

@@ -17,20 +17,26 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from pipeline.config import FoldsConfig, PipelineError, load_config
+from pipeline.config import FoldsConfig, load_config
 from pipeline.data import Prepared, load_prepared
+from pipeline.errors import PipelineError
+from pipeline.evaluation.groups import duplicate_groups, merge_groupings, pattern_groups, read_groups
 from pipeline.files import write_csv
-from pipeline.groups import duplicate_groups, merge_groupings, pattern_groups, read_groups
 
 
 def assign_folds(labels: np.ndarray, groups: np.ndarray, config: FoldsConfig) -> np.ndarray:
     smallest = np.bincount(labels).min()
     if smallest < config.k:
-        raise PipelineError(f"the rarest class has {smallest} images, fewer than K={config.k} folds; use fewer folds.ids or drop that class (data.drop_classes)")
+        raise PipelineError(
+            f"the rarest class has {smallest} images, fewer than K={config.k} folds; use fewer folds.ids or drop that "
+            "class (data.drop_classes)"
+        )
     count = len(np.unique(groups))
     if count < config.k:
-        raise PipelineError(f"the train images form {count} groups that must each stay in one fold, fewer than K={config.k} folds; "
-                            "use fewer folds.ids or finer groups (folds.group_pattern, folds.groups_csv)")
+        raise PipelineError(
+            f"the train images form {count} groups that must each stay in one fold, fewer than K={config.k} folds; "
+            "use fewer folds.ids or finer groups (folds.group_pattern, folds.groups_csv)"
+        )
     splitter = StratifiedGroupKFold(n_splits=config.k, shuffle=True, random_state=config.seed)
     fold = np.full(len(labels), -1, np.int64)
     for number, (_, valid) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):

@@ -1,7 +1,7 @@
 """Stage `prepare`: a competition download → the prepared dataset (see pipeline/data.py).
 
 Every image is decoded exactly once, here; later stages read uint8 arrays. The source is a Kaggle
-image competition as a .zip or a folder, in any layout pipeline/layouts.py reads: class folders,
+image competition as a .zip or a folder, in any layout pipeline/ingest/layouts.py reads: class folders,
 a label table or a pixel table. Label codes become class names through data.class_names, and the
 submissions write each class the way the sample submission does (name or code).
 """
@@ -15,12 +15,12 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config import DataConfig, load_config
-from pipeline.decode import decode_rows
 from pipeline.data import TARGETS_FILE
 from pipeline.files import atomic_dir, fingerprint, pixel_mean_std, save_array, write_csv, write_json
-from pipeline.layouts import read_competition
-from pipeline.sources import CompetitionFiles, SourceError
-from pipeline.target_table import read_targets
+from pipeline.ingest.decode import decode_rows
+from pipeline.ingest.layouts import read_competition
+from pipeline.ingest.sources import CompetitionFiles, SourceError
+from pipeline.ingest.target_table import read_targets
 
 __all__ = ["SourceError", "prepare", "relabel", "submission_labels"]
 
@@ -33,20 +33,27 @@ def relabel(train: pd.DataFrame, config: DataConfig) -> tuple[pd.DataFrame, list
     if config.class_names:
         unnamed = [code for code in written if code not in config.class_names]
         if unnamed:
-            raise SourceError(f"params data.class_names names no class for label(s) {unnamed[:5]} of the data "
-                              f"(labels: {written[:10]}); add them, or set class_names: {{}} to keep labels as written")
+            raise SourceError(
+                f"params data.class_names names no class for label(s) {unnamed[:5]} of the data "
+                f"(labels: {written[:10]}); add them, or set class_names: {{}} to keep labels as written"
+            )
     named = train.assign(label=train["label"].map(lambda code: config.class_names.get(code, code)))
     as_written = {config.class_names.get(code, code): code for code in written}
     present = set(named["label"])
     for name in [*config.drop_classes, *config.merge_classes, *config.merge_classes.values()]:
         if name not in present:
-            raise SourceError(f"params data.drop_classes/merge_classes name class {name!r}, which is not in the data (classes: {sorted(present)})")
+            raise SourceError(
+                f"params data.drop_classes/merge_classes name class {name!r}, which is not in the data (classes: "
+                f"{sorted(present)})"
+            )
     kept = named[~named["label"].isin(config.drop_classes)].copy()
     kept["label"] = kept["label"].replace(config.merge_classes)
     classes = sorted(set(kept["label"]))
     if len(classes) < 2:
-        raise SourceError(f"the train images hold {len(classes)} class ({classes}) after data.drop_classes/merge_classes; "
-                          "a classifier needs at least 2: check the layout found (train/<class>/ folders, the label column)")
+        raise SourceError(
+            f"the train images hold {len(classes)} class ({classes}) after data.drop_classes/merge_classes; "
+            "a classifier needs at least 2: check the layout found (train/<class>/ folders, the label column)"
+        )
     return kept, classes, as_written
 
 
@@ -58,9 +65,11 @@ def submission_labels(classes: list[str], as_written: dict[str, str], sample: pd
         return list(classes)
     if sample_labels <= codes:
         return [as_written[name] for name in classes]
-    raise SourceError(f"{where}: its labels {sorted(sample_labels)[:5]} are neither class names {sorted(names)[:7]} nor the "
-                      f"labels as the train data writes them {sorted(codes)[:7]}, so the form submissions must take is unknown; "
-                      "check data.class_names")
+    raise SourceError(
+        f"{where}: its labels {sorted(sample_labels)[:5]} are neither class names {sorted(names)[:7]} nor the "
+        f"labels as the train data writes them {sorted(codes)[:7]}, so the form submissions must take is unknown; "
+        "check data.class_names"
+    )
 
 
 def prepare(source: str | Path, config: DataConfig, out_dir: Path) -> None:
@@ -72,7 +81,9 @@ def prepare(source: str | Path, config: DataConfig, out_dir: Path) -> None:
     target_names = list(config.targets) if targets is not None else []
     with atomic_dir(out_dir) as tmp:
         train_images = decode_rows(files, train, config.image_size, config.channels, tmp / "train_images.npy", "train")
-        test_images = decode_rows(files, competition.test, config.image_size, config.channels, tmp / "test_images.npy", "test")
+        test_images = decode_rows(
+            files, competition.test, config.image_size, config.channels, tmp / "test_images.npy", "test"
+        )
         mean, std = pixel_mean_std(train_images)
         meta = {
             "source": str(source),
@@ -94,13 +105,18 @@ def prepare(source: str | Path, config: DataConfig, out_dir: Path) -> None:
         write_csv(competition.test[["id"]], tmp / "test.csv")
         (tmp / "sample_submission.csv").write_bytes(competition.sample_submission)
         write_json(classes, tmp / "classes.json")
-        write_json(submission_labels(classes, as_written, competition.sample, "the sample submission"),
-                   tmp / "submission_labels.json")
+        write_json(
+            submission_labels(classes, as_written, competition.sample, "the sample submission"),
+            tmp / "submission_labels.json",
+        )
         write_json(meta, tmp / "meta.json")
     seconds = time.perf_counter() - started
     per_class = train["label"].value_counts().reindex(classes).to_dict()
-    print(f"prepare: {competition.layout} layout; {len(train)} train images in {len(classes)} classes {per_class}, "
-          f"{len(competition.test)} test images → {out_dir} ({seconds:.1f} s, {(len(train) + len(competition.test)) / seconds:.0f} images/s)")
+    print(
+        f"prepare: {competition.layout} layout; {len(train)} train images in {len(classes)} classes {per_class}, "
+        f"{len(competition.test)} test images → {out_dir} ({seconds:.1f} s, "
+        f"{(len(train) + len(competition.test)) / seconds:.0f} images/s)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,13 +5,13 @@ interval, per-fold mean ± std, TTA gain, per-class recall, training time, param
 inference time per image; then the ensemble with its weights, and for each backbone trained under
 `train.time_budget_minutes` its budget beside the minutes it took and the epochs each fold trained.
 The expected leaderboard accuracy is the ensemble's OOF accuracy plus the gain of averaging the fold
-models, estimated on the test images (pipeline/expectation.py), with a prediction interval.
+models, estimated on the test images (pipeline/evaluation/expectation.py), with a prediction interval.
 Writes metrics/report.json for `dvc metrics show/diff` and `dvc exp show`, per-fold training curves
 (report/curves/) and a grid of the most confidently wrong OOF images (report/confident_errors.png),
 and warns when OOF may not predict the leaderboard. With several backbones, how often each pair
-predicts the same class on OOF: what makes the ensemble's members diverse. When the data has regression targets (valence, arousal), a table of their
-OOF RMSE and CCC with 95% bootstrap intervals per backbone and for the ensemble, beside the RMSE of
-predicting the train mean.
+predicts the same class on OOF: what makes the ensemble's members diverse. When the data has
+regression targets (valence, arousal), a table of their OOF RMSE and CCC with 95% bootstrap
+intervals per backbone and for the ensemble, beside the RMSE of predicting the train mean.
 """
 
 from __future__ import annotations
@@ -25,34 +25,23 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.affect import rmse, target_scores
-from pipeline.augment import Normalizer
-from pipeline.config import Config, FoldsConfig, TrainConfig, load_config
+from pipeline.config import Config, FoldsConfig, load_config
 from pipeline.data import Prepared, fold_columns, load_prepared
-from pipeline.deployment import DeploymentRow, markdown
-from pipeline.engine import predict_proba
-from pipeline.blend import blend
-from pipeline.expectation import Expectation, expect, leaderboard_count
+from pipeline.evaluation.affect import rmse, target_scores
+from pipeline.evaluation.blend import blend
+from pipeline.evaluation.bootstrap import CONFIDENCE, bootstrap_interval
+from pipeline.evaluation.expectation import Expectation, expect, leaderboard_count
+from pipeline.evaluation.groups import shared_name_prefixes
+from pipeline.evaluation.metrics import score
+from pipeline.evaluation.predictions import fold_dir, read_fold_test_tables, read_oof_table, read_target_values
 from pipeline.files import atomic_dir, atomic_path, read_json, write_csv, write_json
-from pipeline.groups import shared_name_prefixes
-from pipeline.metrics import score
-from pipeline.models import create_model, load_weights, pick_device
-from pipeline.predictions import fold_dir, read_oof_table, read_target_values, read_test_table
+from pipeline.runtime.deployment import DeploymentRow, markdown
+from pipeline.training.augment import Normalizer
+from pipeline.training.models import load_trained, pick_device
+from pipeline.training.predict import predict
 
-CONFIDENCE = 0.95  # width of the bootstrap interval
-BOOTSTRAP_SAMPLES = 1000
 # Fold accuracies further apart than this many binomial standard errors make OOF suspect.
 FOLD_SPREAD_LIMIT = 4.0
-
-
-def bootstrap_interval(correct: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of a 0/1 vector."""
-    rng = np.random.default_rng(seed)
-    n = len(correct)
-    means = np.concatenate([correct[rng.integers(0, n, size=(min(100, samples - start), n))].mean(axis=1)
-                            for start in range(0, samples, 100)])
-    tail = (1 - CONFIDENCE) / 2 * 100
-    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
 
 
 @dataclass
@@ -71,51 +60,90 @@ class Row:
     fold_epochs: tuple[int, ...] = ()  # epochs each fold trained within its budget
 
     def as_metrics(self) -> dict:
-        return {"accuracy": self.accuracy, "ci_low": self.interval[0], "ci_high": self.interval[1],
-                "fold_mean": self.fold_mean, "fold_std": self.fold_std, "tta_gain": self.tta_gain,
-                "per_class": self.per_class, "train_minutes": self.train_minutes,
-                "params_millions": self.params_millions, "ms_per_image": self.ms_per_image, "budget_minutes": self.budget_minutes}
+        return {
+            "accuracy": self.accuracy,
+            "ci_low": self.interval[0],
+            "ci_high": self.interval[1],
+            "fold_mean": self.fold_mean,
+            "fold_std": self.fold_std,
+            "tta_gain": self.tta_gain,
+            "per_class": self.per_class,
+            "train_minutes": self.train_minutes,
+            "params_millions": self.params_millions,
+            "ms_per_image": self.ms_per_image,
+            "budget_minutes": self.budget_minutes,
+        }
 
 
-def summarize(name: str, probs: np.ndarray, labels: np.ndarray, folds: np.ndarray, classes: list[str],
-              plain: np.ndarray | None = None) -> Row:
+def summarize(
+    name: str,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    folds: np.ndarray,
+    classes: list[str],
+    plain: np.ndarray | None = None,
+) -> Row:
     figures = score(probs, labels, folds, classes)
     per_fold = np.array(list(figures["per_fold"].values()))
     tta_gain = None if plain is None else figures["accuracy"] - float((plain.argmax(1) == labels).mean())
-    return Row(name, figures["accuracy"], bootstrap_interval((probs.argmax(1) == labels).astype(np.float64)),
-               float(per_fold.mean()), float(per_fold.std()), tta_gain, figures["per_class"], None, None, None)
+    return Row(
+        name,
+        figures["accuracy"],
+        bootstrap_interval(np.mean, (probs.argmax(1) == labels).astype(np.float64)),
+        float(per_fold.mean()),
+        float(per_fold.std()),
+        tta_gain,
+        figures["per_class"],
+        None,
+        None,
+        None,
+    )
 
 
-def inference_ms_per_image(config: TrainConfig, weights: Path, data: Prepared, images: int = 512) -> tuple[float, float]:
-    """(milliseconds per image with the TTA views, parameters in millions) of one fold's model."""
+def inference_ms_per_image(
+    weights: Path, views: tuple[dict, ...], data: Prepared, images: int = 512
+) -> tuple[float, float]:
+    """(milliseconds per image with the test-time views, parameters in millions) of one fold's model."""
     device = pick_device()
-    model = load_weights(create_model(config, data.channels, len(data.classes) + len(data.target_names)), weights).to(device)
+    model, config = load_trained(weights, data.channels, len(data.classes) + len(data.target_names))
+    model = model.to(device)
     normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last)
     sample = np.asarray(data.test_images[:images])
-    predict_proba(model, sample[:config.eval_batch_size], normalize, config, config.tta)  # warm-up
+    predict(model, sample[: config.eval_batch_size], normalize, config, views)  # warm-up
     started = time.perf_counter()
-    predict_proba(model, sample, normalize, config, config.tta)
+    predict(model, sample, normalize, config, views)
     seconds = time.perf_counter() - started
     return 1000 * seconds / len(sample), sum(p.numel() for p in model.parameters()) / 1e6
 
 
-def oof_warnings(folds: np.ndarray, labels: np.ndarray, classes: list[str], per_fold: dict[str, float],
-                 group: np.ndarray, files: np.ndarray, grouping: FoldsConfig) -> list[str]:
+def oof_warnings(
+    folds: np.ndarray,
+    labels: np.ndarray,
+    classes: list[str],
+    per_fold: dict[str, float],
+    group: np.ndarray,
+    files: np.ndarray,
+    grouping: FoldsConfig,
+) -> list[str]:
     warnings = []
     accuracies = np.array(list(per_fold.values()))
     sizes = np.bincount(folds)
     standard_error = np.sqrt(accuracies.mean() * (1 - accuracies.mean()) / sizes.mean())
     if accuracies.max() - accuracies.min() > FOLD_SPREAD_LIMIT * standard_error:
-        warnings.append(f"fold accuracies range {accuracies.min():.4f}–{accuracies.max():.4f}, wider than chance "
-                        f"({FOLD_SPREAD_LIMIT:.0f} standard errors = {FOLD_SPREAD_LIMIT * standard_error:.4f}): check the folds")
+        warnings.append(
+            f"fold accuracies range {accuracies.min():.4f}–{accuracies.max():.4f}, wider than chance "
+            f"({FOLD_SPREAD_LIMIT:.0f} standard errors = {FOLD_SPREAD_LIMIT * standard_error:.4f}): check the folds"
+        )
     for fold in np.unique(folds):
         missing = sorted(set(range(len(classes))) - set(labels[folds == fold].tolist()))
         if missing:
             warnings.append(f"fold {fold} holds no image of {[classes[i] for i in missing]}: its accuracy ignores them")
     split = pd.DataFrame({"group": group, "fold": folds}).groupby("group")["fold"].nunique()
     if (split > 1).any():
-        warnings.append(f"{int((split > 1).sum())} groups of images that must share a fold (pixel-identical images, "
-                        "folds.group_pattern, folds.groups_csv) are split across folds: OOF is optimistic; re-run `folds`")
+        warnings.append(
+            f"{int((split > 1).sum())} groups of images that must share a fold (pixel-identical images, "
+            "folds.group_pattern, folds.groups_csv) are split across folds: OOF is optimistic; re-run `folds`"
+        )
     ungrouped = ungrouped_names_warning(files, labels, grouping)
     if ungrouped:
         warnings.append(ungrouped)
@@ -129,13 +157,17 @@ def ungrouped_names_warning(files: np.ndarray, labels: np.ndarray, grouping: Fol
     shared = shared_name_prefixes(files, labels)
     if shared is None or shared.count < grouping.k:  # fewer prefixes than folds name splits of the data, not subjects
         return None
-    return (f"{shared.count} file-name prefixes (e.g. {shared.example!r}) are shared by images of several classes, "
-            f"{shared.mean_images:.1f} images each, and no grouping is set: if a prefix names a subject or session, "
-            "its images are split across folds and OOF is optimistic; keep them together with "
-            f"folds.group_pattern: '{shared.pattern}' (or folds.groups_csv)")
+    return (
+        f"{shared.count} file-name prefixes (e.g. {shared.example!r}) are shared by images of several classes, "
+        f"{shared.mean_images:.1f} images each, and no grouping is set: if a prefix names a subject or session, "
+        "its images are split across folds and OOF is optimistic; keep them together with "
+        f"folds.group_pattern: '{shared.pattern}' (or folds.groups_csv)"
+    )
 
 
-def confident_errors_grid(data: Prepared, probs: np.ndarray, labels: np.ndarray, path: Path, count: int = 24, scale: int = 3) -> None:
+def confident_errors_grid(
+    data: Prepared, probs: np.ndarray, labels: np.ndarray, path: Path, count: int = 24, scale: int = 3
+) -> None:
     """PNG grid of the OOF images the model got wrong with the most confidence, captioned true and predicted."""
     wrong = np.flatnonzero(probs.argmax(1) != labels)
     worst = wrong[np.argsort(-probs[wrong].max(1))][:count]
@@ -146,23 +178,41 @@ def confident_errors_grid(data: Prepared, probs: np.ndarray, labels: np.ndarray,
     draw = ImageDraw.Draw(grid)
     font = ImageFont.load_default(size=11)
     for slot, index in enumerate(worst):
-        image = Image.fromarray(np.asarray(data.train_images[index])).convert("RGB").resize((size, size), Image.Resampling.NEAREST)
+        image = (
+            Image.fromarray(np.asarray(data.train_images[index]))
+            .convert("RGB")
+            .resize((size, size), Image.Resampling.NEAREST)
+        )
         x, y = slot % columns * size, slot // columns * (size + caption)
         grid.paste(image, (x, y))
         predicted = probs[index].argmax()
         draw.text((x + 2, y + size + 1), f"true {data.classes[labels[index]]}", fill="black", font=font)
-        draw.text((x + 2, y + size + 12), f"pred {data.classes[predicted]} {probs[index, predicted]:.2f}", fill="firebrick", font=font)
+        draw.text(
+            (x + 2, y + size + 12),
+            f"pred {data.classes[predicted]} {probs[index, predicted]:.2f}",
+            fill="firebrick",
+            font=font,
+        )
     with atomic_path(path) as tmp:
         grid.save(tmp, format="PNG")
 
 
 def format_table(rows: list[Row], classes: list[str]) -> str:
-    header = ["model", "OOF acc", "95% CI", "folds mean±std", "TTA gain", "train min", "params M", "ms/img"] + [f"{c[:7]}" for c in classes]
+    header = ["model", "OOF acc", "95% CI", "folds mean±std", "TTA gain", "train min", "params M", "ms/img"] + [
+        f"{c[:7]}" for c in classes
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row.name, f"{row.accuracy:.4f}", f"{row.interval[0]:.4f}–{row.interval[1]:.4f}",
-                 f"{row.fold_mean:.4f}±{row.fold_std:.4f}", _maybe(row.tta_gain, "+.4f"), _maybe(row.train_minutes, ".1f"),
-                 _maybe(row.params_millions, ".2f"), _maybe(row.ms_per_image, ".3f")]
+        cells = [
+            row.name,
+            f"{row.accuracy:.4f}",
+            f"{row.interval[0]:.4f}–{row.interval[1]:.4f}",
+            f"{row.fold_mean:.4f}±{row.fold_std:.4f}",
+            _maybe(row.tta_gain, "+.4f"),
+            _maybe(row.train_minutes, ".1f"),
+            _maybe(row.params_millions, ".2f"),
+            _maybe(row.ms_per_image, ".3f"),
+        ]
         cells += [_maybe(row.per_class[c], ".3f") for c in classes]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -179,7 +229,9 @@ def backbone_row(name: str, config: Config, data: Prepared, oof_dir: Path, model
     first = fold_dir(models_dir, name, config.folds.ids[0])
     runs = [read_json(fold_dir(models_dir, name, f) / "run.json") for f in config.folds.ids]
     add_training_time(row, runs)
-    row.ms_per_image, row.params_millions = inference_ms_per_image(_train_config(runs[0]["config"]), first / "model.safetensors", data)
+    row.ms_per_image, row.params_millions = inference_ms_per_image(
+        first / "model.safetensors", config.tta.of(name), data
+    )
     return row
 
 
@@ -193,12 +245,12 @@ def add_training_time(row: Row, runs: list[dict]) -> None:
 
 
 def budget_lines(rows: list[Row]) -> list[str]:
-    return [f"Time budget of {row.name}: {row.budget_minutes:.1f} min, {row.train_minutes:.1f} min taken, "
-            f"epochs per fold {', '.join(map(str, row.fold_epochs))}." for row in rows if row.budget_minutes is not None]
-
-
-def _train_config(saved: dict) -> TrainConfig:
-    return TrainConfig(**{**saved, "augment": tuple(saved["augment"]), "tta": tuple(saved["tta"])})
+    return [
+        f"Time budget of {row.name}: {row.budget_minutes:.1f} min, {row.train_minutes:.1f} min taken, "
+        f"epochs per fold {', '.join(map(str, row.fold_epochs))}."
+        for row in rows
+        if row.budget_minutes is not None
+    ]
 
 
 def targets_section(names: list[str], data: Prepared, oof_dir: Path, ensemble_dir: Path) -> tuple[str, dict]:
@@ -206,27 +258,51 @@ def targets_section(names: list[str], data: Prepared, oof_dir: Path, ensemble_di
     predicting the train mean (its RMSE is the targets' spread: a head that learned nothing scores it)."""
     true = data.train_targets
     sources = {name: oof_dir / f"{name}.csv" for name in names} | {"ensemble": ensemble_dir / "oof.csv"}
-    scores = {model: target_scores(read_target_values(path, data.target_names, data.train_ids), true, data.target_names)
-              for model, path in sources.items()}
-    baseline = {target: rmse(np.full(len(true), np.nanmean(true[:, i])), true[:, i]) for i, target in enumerate(data.target_names)}
-    lines = ["## Regression targets (OOF, rows with a value)", "",
-             "| model | target | RMSE | 95% CI | CCC | 95% CI | train-mean RMSE | n |", "|---|---|---|---|---|---|---|---|"]
+    scores = {
+        model: target_scores(read_target_values(path, data.target_names, data.train_ids), true, data.target_names)
+        for model, path in sources.items()
+    }
+    baseline = {
+        target: rmse(np.full(len(true), np.nanmean(true[:, i])), true[:, i])
+        for i, target in enumerate(data.target_names)
+    }
+    lines = [
+        "## Regression targets (OOF, rows with a value)",
+        "",
+        "| model | target | RMSE | 95% CI | CCC | 95% CI | train-mean RMSE | n |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for model, per_target in scores.items():
         for target, s in per_target.items():
-            lines.append(f"| {model} | {target} | {s['rmse']:.4f} | {s['rmse_ci'][0]:.4f}–{s['rmse_ci'][1]:.4f} | {s['ccc']:.4f} | "
-                         f"{s['ccc_ci'][0]:.4f}–{s['ccc_ci'][1]:.4f} | {baseline[target]:.4f} | {s['n']} |")
+            lines.append(
+                f"| {model} | {target} | {s['rmse']:.4f} | {s['rmse_ci'][0]:.4f}–{s['rmse_ci'][1]:.4f} | "
+                f"{s['ccc']:.4f} | "
+                f"{s['ccc_ci'][0]:.4f}–{s['ccc_ci'][1]:.4f} | {baseline[target]:.4f} | {s['n']} |"
+            )
     return "\n".join(lines), {**scores, "train_mean_rmse": baseline}
 
 
 def agreement_section(names: list[str], data: Prepared, oof_dir: Path) -> tuple[str, dict]:
     """How often two backbones predict the same class on the OOF images: members that agree less, at
     similar accuracy, have more for a blend to gain."""
-    predicted = {name: read_oof_table(oof_dir / f"{name}.csv", data.classes, data.train_ids)[0].argmax(1) for name in names}
-    pairs = {f"{a}|{b}": float((predicted[a] == predicted[b]).mean()) for i, a in enumerate(names) for b in names[i + 1:]}
-    lines = ["## Agreement of the backbones' OOF predictions (same class predicted)", "",
-             "| | " + " | ".join(names[1:]) + " |", "|---|" + "---|" * (len(names) - 1)]
+    predicted = {
+        name: read_oof_table(oof_dir / f"{name}.csv", data.classes, data.train_ids)[0].argmax(1) for name in names
+    }
+    pairs = {
+        f"{a}|{b}": float((predicted[a] == predicted[b]).mean()) for i, a in enumerate(names) for b in names[i + 1 :]
+    }
+    lines = [
+        "## Agreement of the backbones' OOF predictions (same class predicted)",
+        "",
+        "| | " + " | ".join(names[1:]) + " |",
+        "|---|" + "---|" * (len(names) - 1),
+    ]
     for i, a in enumerate(names[:-1]):
-        lines.append(f"| {a} | " + " | ".join("" if j <= i else f"{pairs[f'{a}|{b}']:.3f}" for j, b in enumerate(names) if j > 0) + " |")
+        lines.append(
+            f"| {a} | "
+            + " | ".join("" if j <= i else f"{pairs[f'{a}|{b}']:.3f}" for j, b in enumerate(names) if j > 0)
+            + " |"
+        )
     return "\n".join(lines), pairs
 
 
@@ -236,30 +312,56 @@ def deployment_section(deployment: dict) -> str:
     return "## Deployment (ONNX export, export/)\n\n" + markdown(rows, deployment["caption"])
 
 
-def fold_test_probs(config: Config, data: Prepared, models_dir: Path, weights: dict[str, float]) -> list[np.ndarray]:
+def fold_test_probs(config: Config, data: Prepared, test_dir: Path, weights: dict[str, float]) -> list[np.ndarray]:
     """Per fold, the test probabilities of that fold's models blended with the ensemble's weights."""
     names = list(config.backbones)
-    return [blend([read_test_table(fold_dir(models_dir, name, fold) / "test_tta.csv", data.classes, data.test_ids) for name in names],
-                  np.array([weights[name] for name in names]))
-            for fold in config.folds.ids]
+    per_backbone = [
+        read_fold_test_tables(test_dir / f"{name}.folds.csv", data.classes, data.test_ids, config.folds.ids)
+        for name in names
+    ]
+    return [
+        blend([tables[i] for tables in per_backbone], np.array([weights[name] for name in names]))
+        for i in range(len(config.folds.ids))
+    ]
 
 
 def expectation_lines(expected: Expectation, test_count: int) -> list[str]:
     share = f"{leaderboard_count(test_count)} of the {test_count} test images"
     if expected.temperature is None:
-        gain = ("The gain of averaging the fold models could not be estimated (no temperature makes the fold models' "
-                "test probabilities reproduce their OOF accuracy), so it is taken as 0.")
+        gain = (
+            "The gain of averaging the fold models could not be estimated (no temperature makes the fold models' "
+            "test probabilities reproduce their OOF accuracy), so it is taken as 0."
+        )
     else:
-        gain = (f"That is the OOF accuracy {expected.oof_accuracy:.4f}, which scores one fold model per image, plus {expected.gain:+.4f} "
-                f"(± {expected.gain_se:.4f}) for averaging the fold models, as the submission does: estimated on the test images, "
-                f"where a fold model's class differs from their average's on {expected.disagreement:.1%}.")
-    return [f"Expected leaderboard accuracy of submissions/ensemble.csv: {expected.accuracy:.4f} "
-            f"(95% interval {expected.interval[0]:.4f}–{expected.interval[1]:.4f} for a leaderboard scored on {share}).", gain]
+        gain = (
+            f"That is the OOF accuracy {expected.oof_accuracy:.4f}, which scores one fold model per image, plus "
+            f"{expected.gain:+.4f} "
+            f"(± {expected.gain_se:.4f}) for averaging the fold models, as the submission does: estimated on the test "
+            "images, "
+            f"where a fold model's class differs from their average's on {expected.disagreement:.1%}."
+        )
+    return [
+        f"Expected leaderboard accuracy of submissions/ensemble.csv: {expected.accuracy:.4f} "
+        f"(95% interval {expected.interval[0]:.4f}–{expected.interval[1]:.4f} for a leaderboard scored on {share}).",
+        gain,
+    ]
 
 
-def build_report(config: Config, data: Prepared, oof_dir: Path, models_dir: Path, ensemble_dir: Path, fold_of: np.ndarray,
-                 group_of: np.ndarray, deployment: dict, out_dir: Path) -> tuple[str, dict]:
-    rows = sorted((backbone_row(name, config, data, oof_dir, models_dir) for name in config.backbones), key=lambda r: -r.accuracy)
+def build_report(
+    config: Config,
+    data: Prepared,
+    oof_dir: Path,
+    test_dir: Path,
+    models_dir: Path,
+    ensemble_dir: Path,
+    fold_of: np.ndarray,
+    group_of: np.ndarray,
+    deployment: dict,
+    out_dir: Path,
+) -> tuple[str, dict]:
+    rows = sorted(
+        (backbone_row(name, config, data, oof_dir, models_dir) for name in config.backbones), key=lambda r: -r.accuracy
+    )
     weights = read_json(ensemble_dir / "weights.json")
     probs, labels, folds = read_oof_table(ensemble_dir / "oof.csv", data.classes, data.train_ids)
     ensemble = summarize("ensemble", probs, labels, folds, data.classes)
@@ -268,18 +370,38 @@ def build_report(config: Config, data: Prepared, oof_dir: Path, models_dir: Path
     ensemble.ms_per_image = sum(r.ms_per_image for r in used)
     ensemble.params_millions = sum(r.params_millions for r in used)
     gain = ensemble.accuracy - rows[0].accuracy
-    expected = expect(fold_test_probs(config, data, models_dir, weights["weights"]), ensemble.accuracy, len(labels), CONFIDENCE)
-    warnings = oof_warnings(fold_of, data.train_labels, data.classes, score(probs, labels, folds, data.classes)["per_fold"],
-                            group_of, data.train_files, config.folds)
+    expected = expect(
+        fold_test_probs(config, data, test_dir, weights["weights"]), ensemble.accuracy, len(labels), CONFIDENCE
+    )
+    warnings = oof_warnings(
+        fold_of,
+        data.train_labels,
+        data.classes,
+        score(probs, labels, folds, data.classes)["per_fold"],
+        group_of,
+        data.train_files,
+        config.folds,
+    )
 
     weight_text = ", ".join(f"{name} {w:.2f}" for name, w in weights["weights"].items() if w > 0)
-    text = "\n".join([
-        "## OOF leaderboard (best first)", "", format_table(rows + [ensemble], data.classes), "",
-        f"Ensemble weights: {weight_text}. {weights['verdict']}.",
-        f"Ensemble gain over the best single backbone ({rows[0].name}): {gain:+.4f}.", *budget_lines(rows), "",
-        *expectation_lines(expected, len(data.test_ids)),
-        *([""] + [f"WARNING: {w}" for w in warnings] if warnings else ["", "No warnings: folds agree, every class is in every fold, repeated images share folds."]),
-    ])
+    text = "\n".join(
+        [
+            "## OOF leaderboard (best first)",
+            "",
+            format_table(rows + [ensemble], data.classes),
+            "",
+            f"Ensemble weights: {weight_text}. {weights['verdict']}.",
+            f"Ensemble gain over the best single backbone ({rows[0].name}): {gain:+.4f}.",
+            *budget_lines(rows),
+            "",
+            *expectation_lines(expected, len(data.test_ids)),
+            *(
+                [""] + [f"WARNING: {w}" for w in warnings]
+                if warnings
+                else ["", "No warnings: folds agree, every class is in every fold, repeated images share folds."]
+            ),
+        ]
+    )
     target_metrics = None
     if data.target_names:
         target_text, target_metrics = targets_section(list(config.backbones), data, oof_dir, ensemble_dir)
@@ -303,27 +425,47 @@ def build_report(config: Config, data: Prepared, oof_dir: Path, models_dir: Path
             for f in config.folds.ids:
                 history = pd.read_csv(fold_dir(models_dir, name, f) / "history.csv")
                 scored = history.dropna(subset=["val_acc"])  # epochs skipped by train.eval_every
-                write_csv(scored[["epoch", "train_loss", "val_loss", "val_acc"]], tmp / "curves" / f"{name}_fold{f}.csv")
+                write_csv(
+                    scored[["epoch", "train_loss", "val_loss", "val_acc"]], tmp / "curves" / f"{name}_fold{f}.csv"
+                )
         confident_errors_grid(data, probs, labels, tmp / "confident_errors.png")
     return text, metrics
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=Path("data/prepared"))
     parser.add_argument("--folds", type=Path, default=Path("folds/folds.csv"))
     parser.add_argument("--oof", type=Path, default=Path("oof"))
+    parser.add_argument(
+        "--test", type=Path, default=Path("test_predictions"), help="the backbones' test probabilities, per fold model"
+    )
     parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--ensemble", type=Path, default=Path("ensemble"))
     parser.add_argument("--out", type=Path, default=Path("report"))
-    parser.add_argument("--deployment", type=Path, default=Path("metrics/export.json"), help="the export stage's deployment table")
+    parser.add_argument(
+        "--deployment", type=Path, default=Path("metrics/export.json"), help="the export stage's deployment table"
+    )
     parser.add_argument("--metrics", type=Path, default=Path("metrics/report.json"))
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     config = load_config(args.params)
     data = load_prepared(args.data)
     fold_of, group_of = fold_columns(args.folds, data.train_ids, "fold", "group")
-    text, metrics = build_report(config, data, args.oof, args.models, args.ensemble, fold_of, group_of, read_json(args.deployment), args.out)
+    text, metrics = build_report(
+        config,
+        data,
+        args.oof,
+        args.test,
+        args.models,
+        args.ensemble,
+        fold_of,
+        group_of,
+        read_json(args.deployment),
+        args.out,
+    )
     write_json(metrics, args.metrics)
     print(text)
     print(f"\nreport: wrote {args.out}/report.md, {args.out}/curves/, {args.out}/confident_errors.png, {args.metrics}")

@@ -11,15 +11,17 @@ from pathlib import Path
 
 from pipeline.config import load_config
 from pipeline.data import load_prepared
+from pipeline.evaluation.predictions import read_test_table
+from pipeline.evaluation.submission_format import make_submission, read_sample, to_csv_bytes
 from pipeline.files import atomic_dir
-from pipeline.predictions import read_test_table
-from pipeline.submission_format import make_submission, read_sample, to_csv_bytes
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline submission", description=__doc__)
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--test", type=Path, required=True, help="folder of the backbones' test probabilities (test_predictions/)")
+    parser.add_argument(
+        "--test", type=Path, required=True, help="folder of the backbones' test probabilities (test_predictions/)"
+    )
     parser.add_argument("--ensemble", type=Path, required=True, help="folder with the ensemble's test.csv")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--params", default="params.yaml")
@@ -31,5 +33,10 @@ def main(argv: list[str] | None = None) -> None:
     probs["ensemble"] = read_test_table(args.ensemble / "test.csv", data.classes, data.test_ids)
     with atomic_dir(args.out) as tmp:
         for name, p in probs.items():
-            (tmp / f"{name}.csv").write_bytes(to_csv_bytes(make_submission(p, data.test_ids, sample, data.submission_labels, f"{name}.csv")))
-    print(f"submission: wrote {', '.join(f'{n}.csv' for n in probs)} ({len(sample)} rows each, validated against sample_submission.csv) → {args.out}")
+            (tmp / f"{name}.csv").write_bytes(
+                to_csv_bytes(make_submission(p, data.test_ids, sample, data.submission_labels, f"{name}.csv"))
+            )
+    print(
+        f"submission: wrote {', '.join(f'{n}.csv' for n in probs)} ({len(sample)} rows each, validated against "
+        f"sample_submission.csv) → {args.out}"
+    )

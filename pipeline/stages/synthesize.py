@@ -3,7 +3,7 @@
 Writes `competition/` in Kaggle's image layout (train/<class>/*.png, test/*.png,
 sample_submission.csv, and train_affect.csv: each train image's path with its valence and arousal,
 -2 where not annotated) with the hidden `answers.csv` and `train_truth.csv` beside it. The faces
-come from pipeline/synthetic.py, deterministic from `synthetic.seed`.
+come from pipeline/ingest/synthetic.py, deterministic from `synthetic.seed`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pandas as pd
 
 from pipeline.config import SyntheticConfig, load_config
 from pipeline.files import atomic_dir, write_csv
-from pipeline.synthetic import CLASSES, TARGETS, generate
+from pipeline.ingest.synthetic import CLASSES, TARGETS, generate
 
 AFFECT_FILE = "train_affect.csv"
 
@@ -35,12 +35,19 @@ def write_competition(config: SyntheticConfig, out_dir: Path) -> None:
         order = np.random.default_rng(config.seed + 1).permutation(len(answers))
         sample = pd.DataFrame({"id": answers["id"].to_numpy()[order], "label": CLASSES[-1]})
         write_csv(sample, competition / "sample_submission.csv")
-        affect = pd.DataFrame({"id": [f"train/{row.label}/{row.id}.png" for row in train.itertuples()],
-                               **{name: train[name] for name in TARGETS}})
+        affect = pd.DataFrame(
+            {
+                "id": [f"train/{row.label}/{row.id}.png" for row in train.itertuples()],
+                **{name: train[name] for name in TARGETS},
+            }
+        )
         write_csv(affect, competition / AFFECT_FILE)
         write_csv(answers, tmp / "answers.csv")
         write_csv(train, tmp / "train_truth.csv")
-    print(f"synthesize: wrote {len(train)} train and {len(answers)} test faces to {out_dir}/competition, answers in {out_dir}/answers.csv")
+    print(
+        f"synthesize: wrote {len(train)} train and {len(answers)} test faces to {out_dir}/competition, answers in "
+        f"{out_dir}/answers.csv"
+    )
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:

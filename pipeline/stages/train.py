@@ -1,13 +1,14 @@
 """Stage `train@<backbone>-<fold>`: one backbone trained on the other folds, scored on its own.
 
+Test-time views are not made here: `oof@<backbone>` makes them from the saved model, so editing
+`tta` re-runs that stage and those after it, never this one.
+
 Writes to its output folder:
   model.safetensors   the kept epoch's weights; metadata holds config, data fingerprint, epoch and
                       `targets`, the regression target names whose outputs follow the class logits
-  oof_plain.csv       id, fold, label, one probability column per class (no TTA), one value column per target
-  oof_tta.csv         the same with the configured TTA views
-  test_tta.csv        id, one probability column per class and one value column per target, TTA views averaged
+  oof_plain.csv       id, fold, label, one probability column per class (the plain view), one value column per target
   history.csv         per-epoch loss, accuracy, learning rate, speed
-  run.json           resolved settings (`auto` precision and channels-last as measured: pipeline/speed.py),
+  run.json            resolved settings (`auto` precision and channels-last as measured: pipeline/training/speed.py),
                       best epoch, timings; under train.time_budget_minutes the run's budget, the epochs
                       planned within it and the seconds per epoch they were planned from (the first
                       epoch's, and the probe's before it)
@@ -17,7 +18,7 @@ deletes before re-running a stage): a run killed at any point resumes after its 
 and ends with the same outputs an uninterrupted run would have written. A checkpoint is resumed
 only by a run of the same settings, data and folds, and is deleted once the outputs are written.
 `--checkpoints` also holds speed.json, the measured choices of `auto` precision and channels-last
-(pipeline/speed.py), which stays for the next run on this machine.
+(pipeline/training/speed.py), which stays for the next run on this machine.
 """
 
 from __future__ import annotations
@@ -30,13 +31,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import checkpoint as checkpoints
 from pipeline.config import load_config, tuned_config
 from pipeline.data import Prepared, load_folds, load_prepared
-from pipeline.engine import FoldRun, fit_fold, fold_checkpoint
+from pipeline.evaluation.predictions import probability_table, with_targets
 from pipeline.files import atomic_dir, write_csv, write_json
-from pipeline.models import check_backbones, save_weights
-from pipeline.predictions import probability_table, with_targets
+from pipeline.training import resume
+from pipeline.training.fold_run import FoldRun, fit_fold, fold_checkpoint
+from pipeline.training.models import check_backbones, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -51,27 +52,35 @@ def write_fold_outputs(run: FoldRun, data: Prepared, fold: int, backbone: str, o
         "fold": fold,
         "best_epoch": run.fit.best_epoch,
         "best_val_acc": run.fit.best_val_acc,
-        "oof_tta_acc": float((run.oof_tta.argmax(1) == data.train_labels[run.valid_index]).mean()),
         "seconds": run.seconds,
         "budget_seconds": None if run.plan is None else run.plan.budget_seconds,
         "planned_epochs": config.epochs if run.plan is None else run.plan.epochs,
         "seconds_per_epoch_measured": None if run.plan is None else run.plan.seconds_per_epoch,
-        "seconds_per_epoch_probe": None if run.plan is None else run.plan.probe_seconds_per_epoch,  # before the first epoch re-planned
-        "low_res_time_ratio": None if run.plan is None else run.plan.low_res_time_ratio,  # a step on smaller images over a full-size one
+        "seconds_per_epoch_probe": None
+        if run.plan is None
+        else run.plan.probe_seconds_per_epoch,  # before the first epoch re-planned
+        "low_res_time_ratio": None
+        if run.plan is None
+        else run.plan.low_res_time_ratio,  # a step on smaller images over a full-size one
         "data_fingerprint": data.fingerprint,
         "config": dataclasses.asdict(config),
         "targets": data.target_names,  # the model has len(classes) + len(targets) outputs, in that order
     }
     names = data.target_names
     with atomic_dir(out_dir) as tmp:
-        save_weights(run.fit.model, tmp / "model.safetensors",
-                     {k: summary[k] for k in ("backbone", "fold", "best_epoch", "data_fingerprint", "config", "targets")})
-        write_csv(with_targets(probability_table(ids, run.oof_plain, data.classes, fold=folds, label=labels), run.oof_plain_values, names),
-                  tmp / "oof_plain.csv")
-        write_csv(with_targets(probability_table(ids, run.oof_tta, data.classes, fold=folds, label=labels), run.oof_tta_values, names),
-                  tmp / "oof_tta.csv")
-        write_csv(with_targets(probability_table(data.test_ids, run.test_tta, data.classes), run.test_tta_values, names),
-                  tmp / "test_tta.csv")
+        save_weights(
+            run.fit.model,
+            tmp / "model.safetensors",
+            {k: summary[k] for k in ("backbone", "fold", "best_epoch", "data_fingerprint", "config", "targets")},
+        )
+        write_csv(
+            with_targets(
+                probability_table(ids, run.oof_plain, data.classes, fold=folds, label=labels),
+                run.oof_plain_values,
+                names,
+            ),
+            tmp / "oof_plain.csv",
+        )
         write_csv(pd.DataFrame(run.fit.history_rows()).assign(fold=fold), tmp / "history.csv")
         write_json(summary, tmp / "run.json")
 
@@ -85,8 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tuned", type=Path, help="tuning output whose best parameters override params.yaml")
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"),
-                        help="folder for the resumable state of unfinished runs (default: checkpoints)")
+    resumable = "folder for the resumable state of unfinished runs (default: checkpoints)"
+    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help=resumable)
     args = parser.parse_args(argv)
     params = load_config(args.params)
     config = tuned_config(params.backbone(args.backbone), args.tuned)
@@ -97,6 +106,12 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint = fold_checkpoint(args.checkpoints, args.backbone, data, fold_of, args.fold, config)
     run = fit_fold(data, fold_of, args.fold, config, label=label, checkpoint=checkpoint)
     write_fold_outputs(run, data, args.fold, args.backbone, args.out)
-    checkpoints.remove(checkpoint)
-    log.info("%s: best epoch %d, val acc %.4f (TTA %.4f), %.0fs → %s", label, run.fit.best_epoch, run.fit.best_val_acc,
-             (run.oof_tta.argmax(1) == data.train_labels[run.valid_index]).mean(), run.seconds, args.out)
+    resume.remove(checkpoint)
+    log.info(
+        "%s: kept epoch %d, val acc %.4f, %.0fs → %s",
+        label,
+        run.fit.best_epoch,
+        run.fit.best_val_acc,
+        run.seconds,
+        args.out,
+    )

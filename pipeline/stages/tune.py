@@ -1,6 +1,6 @@
 """Stage `tune@<backbone>`: an Optuna study over the backbone's `train` settings → tuning/<backbone>.json.
 
-The objective trains with the same code as `train` (pipeline.engine.fit_fold) for `tune.epochs` on
+The objective trains with the same code as `train` (pipeline.training.fold_run.fit_fold) for `tune.epochs` on
 the folds in `tune.folds` and returns the mean held-out accuracy. With one fold every epoch is
 reported and a pruner may stop the trial there; with several, each fold's accuracy is reported in
 turn for a pruner made for that (Wilcoxon). The first trial of a new study is the untuned setting
@@ -33,15 +33,26 @@ from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from pipeline.config import ConfigError, PipelineError, TrainConfig, TuneConfig, load_config
+from pipeline.config import TrainConfig, TuneConfig, load_config
 from pipeline.data import Prepared, load_folds, load_prepared
-from pipeline.engine import EpochRecord, NonFiniteLoss, TooFewImages, fit_fold
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.files import write_json
-from pipeline.models import check_backbones
+from pipeline.training.fold_run import fit_fold
+from pipeline.training.loop import EpochRecord, NonFiniteLoss, TooFewImages
+from pipeline.training.models import check_backbones
 
 log = logging.getLogger(__name__)
 DEFAULT_JOURNAL = Path("tuning/optuna.journal")
 STORAGE_ENV = "OPTUNA_STORAGE"
+# Workers starting together on a new database race to create its tables; five tries outlast that race.
+STORAGE_ATTEMPTS = 5
+# The median pruner compares a trial with finished ones: after 2 trials there is a median to compare with,
+# and before epoch 2 accuracy is too noisy to judge a trial by.
+MEDIAN_STARTUP_TRIALS = 2
+MEDIAN_WARMUP_EPOCHS = 2
+# The Wilcoxon pruner stops a trial whose folds so far score below the best's at this significance: loose,
+# because a fold or two is little evidence and a wrongly kept trial costs only time.
+WILCOXON_P = 0.1
 # Trials that fail for these reasons are recorded as FAIL and the study goes on.
 TRIAL_FAILURES = (NonFiniteLoss, TooFewImages, torch.OutOfMemoryError, MemoryError)
 
@@ -65,17 +76,17 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(url))
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    for attempt in range(5):
+    for attempt in range(STORAGE_ATTEMPTS):
         try:
             return RDBStorage(url, engine_kwargs=engine_kwargs)
         except sqlalchemy.exc.DBAPIError:
             # Workers starting together on a new database race to create its tables; the loser retries.
-            if attempt == 4:
+            if attempt == STORAGE_ATTEMPTS - 1:
                 raise
             time.sleep(0.5 + random.random())
 
 
-def redact(url: str) -> str:
+def without_password(url: str) -> str:
     """The URL without its password, fit for logs and output files."""
     if "://" in url and "@" in url:
         scheme, rest = url.split("://", 1)
@@ -86,7 +97,7 @@ def redact(url: str) -> str:
 
 # Settings that cannot change a trial's score: editing them keeps the study going. A trial trains
 # tune.epochs, so neither the full run's epochs nor its time budget reach it.
-NOT_IN_OBJECTIVE = ("epochs", "time_budget_minutes", "tta", "eval_batch_size", "workers")
+NOT_IN_OBJECTIVE = ("epochs", "time_budget_minutes", "eval_batch_size", "workers")
 
 
 def study_name(backbone: str, base: TrainConfig, tune: TuneConfig, data: Prepared, folds_path: Path) -> str:
@@ -95,7 +106,9 @@ def study_name(backbone: str, base: TrainConfig, tune: TuneConfig, data: Prepare
     recipe = {
         "data": data.fingerprint,
         "folds": hashlib.sha256(Path(folds_path).read_bytes()).hexdigest(),
-        "space": tune.space, "epochs": tune.epochs, "tune_folds": tune.folds,
+        "space": tune.space,
+        "epochs": tune.epochs,
+        "tune_folds": tune.folds,
         "base": settings,
     }
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:10]
@@ -109,11 +122,12 @@ def make_pruner(tune: TuneConfig) -> optuna.pruners.BasePruner:
     if name == "wilcoxon" and len(tune.folds) == 1:
         raise ConfigError("tune.pruner=wilcoxon compares folds and needs several tune.folds; use median for one fold")
     return {
-        # Epoch-1 accuracy is too noisy to judge a trial by.
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
+        "median": lambda: optuna.pruners.MedianPruner(
+            n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=MEDIAN_WARMUP_EPOCHS
+        ),
         "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(),
         "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=tune.epochs),
-        "wilcoxon": lambda: optuna.pruners.WilcoxonPruner(p_threshold=0.1),
+        "wilcoxon": lambda: optuna.pruners.WilcoxonPruner(p_threshold=WILCOXON_P),
         "none": lambda: optuna.pruners.NopPruner(),
     }[name]()
 
@@ -126,7 +140,9 @@ def suggest(trial: optuna.Trial, space: dict[str, dict]) -> dict[str, Any]:
         elif isinstance(spec["low"], int) and isinstance(spec["high"], int) and not spec.get("log"):
             values[name] = trial.suggest_int(name, spec["low"], spec["high"])
         else:
-            values[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)))
+            values[name] = trial.suggest_float(
+                name, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False))
+            )
     return values
 
 
@@ -135,7 +151,11 @@ def untuned_values(base: TrainConfig, space: dict[str, dict]) -> dict[str, Any]:
     values = {}
     for name, spec in space.items():
         value = getattr(base, name)
-        inside = value in spec["choices"] if "choices" in spec else value is not None and spec["low"] <= value <= spec["high"]
+        inside = (
+            value in spec["choices"]
+            if "choices" in spec
+            else value is not None and spec["low"] <= value <= spec["high"]
+        )
         if inside:
             values[name] = value
     return values
@@ -155,7 +175,7 @@ class Heartbeat:
             if self.stop.wait(self.every):
                 return
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self.thread.start()
         return self
 
@@ -172,7 +192,9 @@ def fail_stale_trials(study: optuna.Study, grace_seconds: float) -> list[int]:
         last = trial.system_attrs.get("heartbeat", trial.datetime_start.timestamp() if trial.datetime_start else now)
         if now - last > grace_seconds:
             try:
-                study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"no heartbeat for {now - last:.0f}s: its worker died")
+                study._storage.set_trial_user_attr(
+                    trial._trial_id, "fail_reason", f"no heartbeat for {now - last:.0f}s: its worker died"
+                )
                 study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
                 failed.append(trial.number)
             except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
@@ -198,13 +220,15 @@ class Objective:
             raise
 
     def _score(self, trial: optuna.Trial) -> float:
-        config = dataclasses.replace(self.base, epochs=self.tune.epochs, time_budget_minutes=None, **suggest(trial, self.tune.space))
+        config = dataclasses.replace(
+            self.base, epochs=self.tune.epochs, time_budget_minutes=None, **suggest(trial, self.tune.space)
+        )
         per_epoch = len(self.tune.folds) == 1
         scores = []
         for step, fold in enumerate(self.tune.folds):
             history: list[float] = []
 
-            def report(record: EpochRecord) -> None:
+            def report(record: EpochRecord, fold: int = fold, history: list[float] = history) -> None:
                 history.append(record.val_acc)
                 trial.set_user_attr(f"fold{fold}_val_acc", history)
                 trial.set_user_attr("epoch_seconds", record.seconds)
@@ -213,8 +237,14 @@ class Objective:
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"pruned at epoch {record.epoch} (val_acc {record.val_acc:.4f})")
 
-            run = fit_fold(self.data, self.fold_of, fold, config, on_epoch=report, predict_test=False,
-                           label=f"{self.label} trial {trial.number} fold {fold}")
+            run = fit_fold(
+                self.data,
+                self.fold_of,
+                fold,
+                config,
+                on_epoch=report,
+                label=f"{self.label} trial {trial.number} fold {fold}",
+            )
             scores.append(run.fit.best_val_acc)
             trial.set_user_attr("fold_accuracies", scores)
             if not per_epoch:
@@ -224,15 +254,27 @@ class Objective:
         return float(np.mean(scores))
 
 
-def run_study(backbone: str, data: Prepared, folds_path: Path, base: TrainConfig, tune: TuneConfig,
-              n_trials: int | None = None, storage: str | None = None, seed: int | None = None) -> optuna.Study:
+def run_study(
+    backbone: str,
+    data: Prepared,
+    folds_path: Path,
+    base: TrainConfig,
+    tune: TuneConfig,
+    n_trials: int | None = None,
+    storage: str | None = None,
+    seed: int | None = None,
+) -> optuna.Study:
     """Run trials: `n_trials` more, or (None) until the study holds `tune.n_trials` finished ones."""
     fold_of = load_folds(folds_path, data.train_ids)
     url = storage or storage_url(tune)
     study = optuna.create_study(
-        study_name=study_name(backbone, base, tune, data, folds_path), storage=open_storage(url),
-        direction="maximize", load_if_exists=True, pruner=make_pruner(tune),
-        sampler=optuna.samplers.TPESampler(seed=tune.sampler_seed if seed is None else seed, n_startup_trials=3))
+        study_name=study_name(backbone, base, tune, data, folds_path),
+        storage=open_storage(url),
+        direction="maximize",
+        load_if_exists=True,
+        pruner=make_pruner(tune),
+        sampler=optuna.samplers.TPESampler(seed=tune.sampler_seed if seed is None else seed, n_startup_trials=3),
+    )
     fail_stale_trials(study, tune.grace_seconds)
     if not study.get_trials(deepcopy=False):
         study.enqueue_trial(untuned_values(base, tune.space), user_attrs={"untuned_default": True}, skip_if_exists=True)
@@ -242,33 +284,52 @@ def run_study(backbone: str, data: Prepared, folds_path: Path, base: TrainConfig
         callbacks = [optuna.study.MaxTrialsCallback(tune.n_trials, states=finished)]
     else:
         callbacks = []
-    log.info("tune %s: study %s on %s, %d trial(s) to run", backbone, study.study_name, redact(url), n_trials)
+    log.info("tune %s: study %s on %s, %d trial(s) to run", backbone, study.study_name, without_password(url), n_trials)
     if n_trials:
-        study.optimize(Objective(data, fold_of, base, tune, backbone), n_trials=n_trials, timeout=tune.timeout,
-                       catch=TRIAL_FAILURES, callbacks=callbacks + [lambda s, t: fail_stale_trials(s, tune.grace_seconds)])
+        study.optimize(
+            Objective(data, fold_of, base, tune, backbone),
+            n_trials=n_trials,
+            timeout=tune.timeout,
+            catch=TRIAL_FAILURES,
+            callbacks=callbacks + [lambda s, t: fail_stale_trials(s, tune.grace_seconds)],
+        )
     return study
 
 
-def summarize(study: optuna.Study, backbone: str, url: str) -> dict:
+def study_summary(study: optuna.Study, backbone: str, url: str) -> dict:
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
-        raise PipelineError(f"tune {backbone}: no trial of study {study.study_name} completed; see the FAIL reasons in optuna-dashboard {redact(url)}")
+        raise PipelineError(
+            f"tune {backbone}: no trial of study {study.study_name} completed; see the FAIL reasons in "
+            f"optuna-dashboard {without_password(url)}"
+        )
     best = max(complete, key=lambda t: t.value)
     default = next((t for t in complete if t.user_attrs.get("untuned_default")), None)
     return {
-        "backbone": backbone, "enabled": True, "study": study.study_name, "storage": redact(url),
-        "best_params": best.params, "best_value": best.value, "best_trial": best.number,
+        "backbone": backbone,
+        "enabled": True,
+        "study": study.study_name,
+        "storage": without_password(url),
+        "best_params": best.params,
+        "best_value": best.value,
+        "best_trial": best.number,
         "untuned_value": default.value if default else None,
         "trials": {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState},
     }
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--backbone", required=True)
-    parser.add_argument("--n-trials", type=int, help="trials this worker runs (default: top the study up to tune.n_trials)")
-    parser.add_argument("--storage", help=f"journal file path or RDB URL (default: ${STORAGE_ENV}, tune.storage, {DEFAULT_JOURNAL})")
+    parser.add_argument(
+        "--n-trials", type=int, help="trials this worker runs (default: top the study up to tune.n_trials)"
+    )
+    parser.add_argument(
+        "--storage", help=f"journal file path or RDB URL (default: ${STORAGE_ENV}, tune.storage, {DEFAULT_JOURNAL})"
+    )
     parser.add_argument("--data", type=Path, default=Path("data/prepared"))
     parser.add_argument("--folds", type=Path, default=Path("folds/folds.csv"))
     parser.add_argument("--out", type=Path, help="where to write the best parameters (the DVC stage's output)")
@@ -288,9 +349,13 @@ def main(argv: list[str] | None = None) -> None:
     # Extra workers draw their own samples; the DVC stage alone is seeded from params.
     seed = None if args.n_trials is None else config.tune.sampler_seed + os.getpid()
     study = run_study(args.backbone, data, args.folds, base, config.tune, args.n_trials, url, seed)
-    summary = summarize(study, args.backbone, url)
+    summary = study_summary(study, args.backbone, url)
     if args.out:
         write_json(summary, args.out)
     untuned = "not run" if summary["untuned_value"] is None else f"{summary['untuned_value']:.4f}"
-    print(f"tune {args.backbone}: best accuracy {summary['best_value']:.4f} (untuned setting {untuned}) with {summary['best_params']}; "
-          f"trials {summary['trials']}; watch it with: optuna-dashboard {summary['storage']}" + (f" → {args.out}" if args.out else ""))
+    print(
+        f"tune {args.backbone}: best accuracy {summary['best_value']:.4f} (untuned setting {untuned}) with "
+        f"{summary['best_params']}; "
+        f"trials {summary['trials']}; watch it with: optuna-dashboard {summary['storage']}"
+        + (f" → {args.out}" if args.out else "")
+    )

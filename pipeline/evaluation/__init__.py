@@ -1,0 +1,1 @@
+"""Scoring and combining predictions: metrics, probability tables, the blend, the expected leaderboard."""

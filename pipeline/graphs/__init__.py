@@ -1,0 +1,1 @@
+"""The trained ensemble as one torch graph for ONNX, and its int8 quantisation."""

@@ -1,0 +1,1 @@
+"""Reading a competition download: its files, layout, labels and images, decoded once to uint8 arrays."""

@@ -1,0 +1,1 @@
+"""Kaggle's API through its own client: downloads, submissions, and its failures explained."""

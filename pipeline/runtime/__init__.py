@@ -1,0 +1,1 @@
+"""Inference without torch: the bundle's ONNX graphs, face detection, tracking, frames."""

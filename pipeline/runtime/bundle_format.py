@@ -1,0 +1,85 @@
+"""The model bundle: the ensemble a submission used, in files that need neither the workspace nor params.yaml.
+
+The `bundle` stage writes bundle/ensemble.onnx (every fold model of every member the blend kept,
+their test-time views and blend weights, in one graph: uint8 faces in, class probabilities out, and
+the regression targets' values, e.g. valence and arousal, when the data had them),
+bundle/fast.onnx (one fold model per member, no test-time views) and bundle/bundle.json (what the
+graphs carry in their metadata, for people). `predict` and `video` read only the .onnx file, so a
+copied ensemble.onnx works on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PipelineError
+
+FORMAT = "pipeline-bundle/1"
+METADATA_KEY = "bundle"  # the ONNX metadata_props entry that holds BundleInfo as JSON
+PROBABILITIES, TARGETS = "probabilities", "targets"  # the graphs' outputs: N×classes, and N×targets when info.targets
+FULL, FAST = "ensemble.onnx", "fast.onnx"
+DEFAULT_FOLDER = Path("bundle")
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str  # the backbone's run name in params.yaml
+    model: str  # timm model name
+    weight: float  # blend weight
+    folds: tuple[int, ...]
+    input_size: int | None  # None: the model reads image_size pixels
+    tta: tuple[dict, ...]
+    plain_view: dict = field(default_factory=dict)  # what the fast graph scores: {} or a crop model's centre window
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    classes: list[str]
+    image_size: int
+    channels: int
+    pixel_mean: float
+    pixel_std: float
+    members: tuple[Member, ...]
+    fast: bool = False  # True in fast.onnx: one fold model per member, no test-time views
+    targets: list[str] = field(default_factory=list)  # regression targets (valence, arousal) the graph also predicts
+    provenance: dict[str, Any] = field(default_factory=dict)  # OOF accuracy, data source, fingerprint
+    format: str = FORMAT
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> BundleInfo:
+        try:
+            raw = json.loads(text)
+            if raw.get("format") != FORMAT:
+                raise PipelineError(
+                    f"{where}: bundle format {raw.get('format')!r}, expected {FORMAT!r}; rebuild it with `dvc repro "
+                    "bundle`"
+                )
+            members = tuple(
+                Member(**{**m, "folds": tuple(m["folds"]), "tta": tuple(m["tta"])}) for m in raw.pop("members")
+            )
+            return cls(**raw, members=members)
+        except (ValueError, TypeError, KeyError) as error:
+            raise PipelineError(
+                f"{where}: unreadable bundle metadata ({error}); rebuild it with `dvc repro bundle`"
+            ) from error
+
+
+def bundle_file(path: str | Path, fast: bool) -> Path:
+    """The .onnx file to load: `path` itself, or FULL/FAST inside the bundle folder `path`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / (FAST if fast else FULL)
+    elif fast and path.suffix == ".onnx" and path.name != FAST and (path.parent / FAST).is_file():
+        path = path.parent / FAST
+    if not path.is_file():
+        raise PipelineError(
+            f"no model bundle at {path}; run `dvc repro bundle` (or `make run`) first, or pass --model <bundle folder "
+            "or .onnx file>"
+        )
+    return path

