@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,10 +67,8 @@ def oof_under_views(
     probs = {name: np.zeros((len(fold_of), num_classes)) for name in view_sets}
     seconds = dict.fromkeys(view_sets, 0.0)
     for fold in config.folds.ids:
-        model, train = load_trained(
-            fold_dir(workspace / "models", backbone, fold) / "model.safetensors", data.channels, outputs
-        )
-        model = model.to(device, memory_format=torch.channels_last if train.channels_last else torch.contiguous_format)
+        weights = fold_dir(workspace / "models", backbone, fold) / "model.safetensors"
+        model, train = load_trained(weights, data.channels, outputs, device)
         normalize = Normalizer(data.pixel_mean, data.pixel_std, train.input_size, device, train.channels_last)
         held = np.flatnonzero(fold_of == fold)
         for name, views in view_sets.items():

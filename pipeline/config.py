@@ -425,10 +425,14 @@ class TtaConfig:
     ]  # {hflip: bool, shift: [dx, dy], scale: s} or {crop: px, shift, hflip}; {} = the image as it is
     backbones: dict[str, tuple[dict, ...]]  # backbone run name -> its own views, instead of `views`
 
+    def __post_init__(self) -> None:
+        # YAML gives each backbone's views as a list; they are compared and hashed as tuples, like `views`.
+        backbones = {name: tuple(views) if isinstance(views, list) else views for name, views in self.backbones.items()}
+        object.__setattr__(self, "backbones", backbones)
+
     def validate(self, where: str) -> None:
         for name, views in {"views": self.views, **{f"backbones.{b}": v for b, v in self.backbones.items()}}.items():
             check_views(views, f"{where}.{name}")
-        object.__setattr__(self, "backbones", {name: tuple(views) for name, views in self.backbones.items()})
 
     def of(self, backbone: str) -> tuple[dict, ...]:
         """The views a backbone's fold models are scored on."""

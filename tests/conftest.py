@@ -126,6 +126,13 @@ def ctrl_c_reaches_child() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def start_interruptible(command: list[str], cwd, env: dict, stderr=subprocess.PIPE) -> subprocess.Popen:
+    """`command` started as from a terminal, its output piped, so that the test can press Ctrl-C in it."""
+    return subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True, preexec_fn=ctrl_c_reaches_child
+    )
+
+
 def run_pipeline(*args: str, cwd) -> subprocess.CompletedProcess:
     """`python -m pipeline ARGS` in `cwd`, as a user would run it there."""
     return subprocess.run(

@@ -4,7 +4,6 @@ the real onnxruntime and real video files, on a bundle trained by the real `dvc 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from skimage import data
 
 from pipeline.runtime.faces import CenterFace, HaarCascade, face_crop_box
 from pipeline.runtime.tracking import Tracks, iou
-from tests.conftest import PIPELINE_ENV, ctrl_c_reaches_child, run_pipeline
+from tests.conftest import PIPELINE_ENV, run_pipeline, start_interruptible
 from tests.media import count_frames, face_frames, write_sequence, write_video
 
 ASTRONAUT_FACE = np.array([[165, 55, 290, 185]])  # where her face is in the 512×512 photo, by eye
@@ -164,15 +163,8 @@ def test_ctrl_c_ends_a_live_session_and_keeps_what_was_recorded(e2e_project, tmp
     pattern = write_sequence(tmp_path / "frames", face_frames(400, faces=1, side=200, step=1))
     out = tmp_path / "live.mp4"
     # --realtime: 400 frames at 25 a second take 16 s on any machine, so Ctrl-C lands in a running session.
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "video", pattern, "--out", str(out), "--realtime", "--fps", "25"],
-        cwd=root,
-        env=PIPELINE_ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=ctrl_c_reaches_child,
-    )
+    command = [sys.executable, "-m", "pipeline", "video", pattern, "--out", str(out), "--realtime", "--fps", "25"]
+    process = start_interruptible(command, root, PIPELINE_ENV)
     partial = tmp_path / ".live.partial.mp4"
     # The writer opens at the first frame, but its data reaches the file in buffered blocks: wait for one,
     # so at least a frame is recorded before Ctrl-C, however slowly a loaded machine runs the child.

@@ -26,7 +26,7 @@ from pipeline.errors import PipelineError
 from pipeline.evaluation.groups import duplicate_groups
 from pipeline.stages.folds import assign_folds
 from pipeline.stages.tune import Objective, fail_stale_trials, open_storage, run_study, study_name, study_summary
-from tests.conftest import PROJECT, ctrl_c_reaches_child, tiny_params
+from tests.conftest import PROJECT, start_interruptible, tiny_params
 
 POSTGRES_ENV = "PIPELINE_TEST_POSTGRES_URL"
 SPACE = {"lr": {"low": 0.001, "high": 0.01, "log": True}, "label_smoothing": {"low": 0.0, "high": 0.2}}
@@ -99,15 +99,7 @@ def start_worker(
     options += ["--storage", storage] if storage else []
     entry = ["-c", HELD_WORKER, str(hold_at)] if hold_at else ["-m", "pipeline", "tune"]
     env = dict(os.environ, PYTHONPATH=str(PROJECT))
-    return subprocess.Popen(
-        [sys.executable, *entry, *options],
-        cwd=workspace,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=ctrl_c_reaches_child,
-    )
+    return start_interruptible([sys.executable, *entry, *options], workspace, env, stderr=subprocess.STDOUT)
 
 
 def load_study(url: str) -> optuna.Study:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from pipeline.config import load_config
 from pipeline.data import Prepared, load_folds, load_prepared
@@ -36,8 +35,7 @@ def fold_predictions(weights: Path, data: Prepared, valid_index: np.ndarray, vie
     """A fold model's (validation probabilities, values) and (test probabilities, values) under `views`."""
     device = pick_device()
     num_classes = len(data.classes)
-    model, config = load_trained(weights, data.channels, num_classes + len(data.target_names))
-    model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
+    model, config = load_trained(weights, data.channels, num_classes + len(data.target_names), device)
     normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last)
     valid = predict(model, data.train_images[valid_index], normalize, config, views, num_classes)
     test = predict(model, data.test_images, normalize, config, views, num_classes)
@@ -64,23 +62,21 @@ def main(argv: list[str] | None = None) -> None:
     names, classes = data.target_names, data.classes
     plain = load_plain_oof(args.models, args.backbone, config.folds.ids, classes, data.train_ids, names)
     oof_probs, oof_values = np.zeros_like(plain.probs), np.zeros_like(plain.values)
-    test_tables = []
+    test_tables, fold_test_probs, fold_test_values = [], [], []
     for fold in config.folds.ids:
         valid_index = np.flatnonzero(fold_of == fold)
         (probs, values), (test_probs, test_values) = fold_predictions(
             fold_dir(args.models, args.backbone, fold) / "model.safetensors", data, valid_index, views
         )
         oof_probs[valid_index], oof_values[valid_index] = probs, values
+        fold_test_probs.append(test_probs.astype(np.float64))
+        fold_test_values.append(test_values.astype(np.float64))
+        fold_column = np.full(len(test_probs), fold)
         test_tables.append(
-            with_targets(
-                probability_table(data.test_ids, test_probs, classes, fold=np.full(len(test_probs), fold)),
-                test_values,
-                names,
-            )
+            with_targets(probability_table(data.test_ids, test_probs, classes, fold=fold_column), test_values, names)
         )
     by_fold = pd.concat(test_tables, ignore_index=True)
-    test_probs = by_fold.groupby("id", sort=False)[classes].mean().loc[data.test_ids].to_numpy(np.float64)
-    test_values = by_fold.groupby("id", sort=False)[list(names)].mean().loc[data.test_ids].to_numpy(np.float64)
+    test_probs, test_values = np.mean(fold_test_probs, axis=0), np.mean(fold_test_values, axis=0)
     metrics = score(oof_probs, plain.labels, plain.folds, classes)
     plain_accuracy = score(plain.probs, plain.labels, plain.folds, classes)["accuracy"]
     metrics |= {"accuracy_no_tta": plain_accuracy, "tta_gain": metrics["accuracy"] - plain_accuracy}

@@ -105,8 +105,7 @@ def inference_ms_per_image(
 ) -> tuple[float, float]:
     """(milliseconds per image with the test-time views, parameters in millions) of one fold's model."""
     device = pick_device()
-    model, config = load_trained(weights, data.channels, len(data.classes) + len(data.target_names))
-    model = model.to(device)
+    model, config = load_trained(weights, data.channels, len(data.classes) + len(data.target_names), device)
     normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last)
     sample = np.asarray(data.test_images[:images])
     predict(model, sample[: config.eval_batch_size], normalize, config, views)  # warm-up

@@ -111,10 +111,11 @@ def fit_fold(
     seed = config.seed + fold  # folds differ in their draws, runs repeat exactly
     seed_everything(seed)
     model = model_on(config, data.channels, num_classes + len(data.target_names), device)
+    valid = split_of(data, valid_index)  # sliced once: scored every epoch and predicted at the end
     result = fit(
         model,
         split_of(data, train_index),
-        split_of(data, valid_index),
+        valid,
         config,
         normalize,
         num_classes,
@@ -124,9 +125,8 @@ def fit_fold(
         checkpoint=checkpoint,
         replan=replan,
     )
-    valid_images = data.train_images[valid_index]
     oof_plain, oof_plain_values = predict(
-        result.model, valid_images, normalize, config, (plain_view(config.augment),), num_classes
+        result.model, valid.images, normalize, config, (plain_view(config.augment),), num_classes
     )
     seconds = time.perf_counter() - started + result.resumed_seconds  # the whole run's time, across interruptions
     return FoldRun(result, valid_index, oof_plain, oof_plain_values, seconds, config=resolved, plan=plan)

@@ -67,7 +67,12 @@ def create_model(config: TrainConfig, in_chans: int, num_classes: int) -> torch.
 
 def model_on(config: TrainConfig, in_chans: int, num_outputs: int, device: torch.device) -> torch.nn.Module:
     """A fresh model on `device`, in the memory format the config trains with."""
-    model = create_model(config, in_chans, num_outputs).to(device)
+    return on_device(create_model(config, in_chans, num_outputs), config, device)
+
+
+def on_device(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.nn.Module:
+    """`model` on `device`, in the memory format `config` trains (and so predicts) with."""
+    model = model.to(device)
     return model.to(memory_format=torch.channels_last) if config.channels_last else model
 
 
@@ -109,12 +114,16 @@ def saved_settings(path: str | Path) -> tuple[TrainConfig, list[str]]:
     return TrainConfig(**{**saved, "augment": tuple(saved["augment"])}), json.loads(metadata.get("targets", "[]"))
 
 
-def load_trained(path: str | Path, in_chans: int, num_outputs: int) -> tuple[torch.nn.Module, TrainConfig]:
-    """A trained fold model, in eval mode on the CPU, and the settings it trained with: the one way every
-    stage after `train` rebuilds one (never from `init_weights`, which only started its training)."""
+def load_trained(
+    path: str | Path, in_chans: int, num_outputs: int, device: torch.device | None = None
+) -> tuple[torch.nn.Module, TrainConfig]:
+    """A trained fold model in eval mode, and the settings it trained with: the one way every stage after
+    `train` rebuilds one (never from `init_weights`, which only started its training). On the CPU as
+    stored, or on `device` in the memory format it trained with."""
     config, _ = saved_settings(path)
     model = timm.create_model(config.model, pretrained=False, in_chans=in_chans, num_classes=num_outputs)
-    return load_weights(model, path).eval(), config
+    model = load_weights(model, path).eval()
+    return (model if device is None else on_device(model, config, device)), config
 
 
 def check_backbones(config: Config) -> None:
