@@ -3,7 +3,15 @@ import pytest
 import torch
 
 from pipeline.errors import ConfigError
-from pipeline.training.augment import Normalizer, apply_view, build_augment, make_train_loader, plain_view
+from pipeline.training.augment import (
+    DeviceBatches,
+    EpochBatches,
+    Normalizer,
+    apply_view,
+    build_augment,
+    make_train_loader,
+    plain_view,
+)
 from tests.conftest import train_config
 
 
@@ -40,6 +48,29 @@ def test_loader_processes_only_where_augmentations_run_per_image(augment_on, pro
     config = train_config(batch_size=4, workers=2, augment_on=augment_on, augment=({"HorizontalFlip": {"p": 0.5}},))
     loader = make_train_loader(np.zeros((20, 8, 8), np.uint8), np.zeros(20, np.int64), config, seed=0)
     assert loader.num_workers == processes
+
+
+def test_batches_held_on_the_device_are_the_loaders_batches_in_its_order():
+    rng = np.random.default_rng(1)
+    images, labels = rng.integers(0, 255, (43, 6, 6), dtype=np.uint8), np.arange(43)
+    targets = rng.normal(size=(43, 2)).astype(np.float32)
+    config = train_config(batch_size=8, augment_on="batch")
+    loader = make_train_loader(images, labels, config, seed=5, targets=targets)
+    held = DeviceBatches(images, labels, targets, EpochBatches(43, 8, seed=5), torch.device("cpu"))
+    assert len(held) == len(loader) == 5
+    for epoch in (1, 2):
+        loader.batch_sampler.set_epoch(epoch)
+        held.batch_sampler.set_epoch(epoch)
+        for ours, theirs in zip(held, loader, strict=True):
+            assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+
+
+def test_a_cpu_run_keeps_its_training_set_in_the_loader():
+    config = train_config(batch_size=4, augment_on="batch")
+    loader = make_train_loader(
+        np.zeros((8, 4, 4), np.uint8), np.zeros(8, np.int64), config, 0, device=torch.device("cpu")
+    )
+    assert isinstance(loader, torch.utils.data.DataLoader)
 
 
 def test_normalizer_makes_nchw_float_and_resizes():

@@ -1,7 +1,8 @@
 """The training data path and test-time views.
 
 Training batches are uint8 arrays, decoded once. Under `augment_on: batch` (the default) they are
-sliced in the training process and augmented there, batched in torch (pipeline/training/batch_augment.py);
+sliced in the training process and augmented there, batched in torch (pipeline/training/batch_augment.py),
+and on a GPU the whole training set is held there as uint8 (DeviceBatches);
 under `augment_on: loader`, per image with albumentations in `workers` loader processes. Conversion
 to float, normalisation and resizing happen once per batch, on the model's device. Batch order and
 augmentations are a function of (seed, epoch, batch number) alone, so a resumed run repeats an
@@ -102,9 +103,13 @@ class EpochBatches(torch.utils.data.Sampler):
     def __len__(self) -> int:
         return self.size // self.batch_size
 
+    def order(self) -> np.ndarray:
+        """This epoch's permutation of the images; batch `b` is its slice `b·batch_size` onwards."""
+        return np.random.default_rng((self.seed % 2**64, self.epoch)).permutation(self.size)
+
     def __iter__(self) -> Iterator[tuple[int, list[int]]]:
         epoch = self.epoch  # read now: a loader's workers prefetch from this iterator later
-        order = np.random.default_rng((self.seed % 2**64, epoch)).permutation(self.size)
+        order = self.order()
         return (
             (
                 batch_seed(self.seed, epoch, number),
@@ -112,6 +117,35 @@ class EpochBatches(torch.utils.data.Sampler):
             )
             for number in range(len(self))
         )
+
+
+class DeviceBatches:
+    """The training set held on the model's device as uint8, each batch indexed there: on a GPU the steps
+    then never wait on the CPU to slice, pin and copy a batch. The same batches, in the same order, as the
+    loader under augment_on: batch (the augmentations run in the training step either way)."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        targets: np.ndarray | None,
+        sampler: EpochBatches,
+        device: torch.device,
+    ):
+        self.arrays = [torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in (images, labels)]
+        if targets is not None:
+            self.arrays.append(torch.from_numpy(np.ascontiguousarray(targets)).to(device))
+        self.batch_sampler, self.device = sampler, device
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        size = self.batch_sampler.batch_size
+        order = torch.from_numpy(self.batch_sampler.order()).to(self.device)
+        for number in range(len(self)):
+            rows = order[number * size : (number + 1) * size]
+            yield tuple(array[rows] for array in self.arrays)
 
 
 def _keep_batch(batch: Any) -> Any:
@@ -122,14 +156,28 @@ def _init_worker(worker_id: int) -> None:
     cv2.setNumThreads(1)  # one loader process, one core: OpenCV's own threads would fight the model's
 
 
+# The share of the device's free memory a training set may take to be held there whole.
+DEVICE_RESIDENT_SHARE = 0.25
+
+
 def make_train_loader(
-    images: np.ndarray, labels: np.ndarray, config: TrainConfig, seed: int, targets: np.ndarray | None = None
-) -> torch.utils.data.DataLoader:
+    images: np.ndarray,
+    labels: np.ndarray,
+    config: TrainConfig,
+    seed: int,
+    targets: np.ndarray | None = None,
+    device: torch.device | None = None,
+) -> torch.utils.data.DataLoader | DeviceBatches:
     """Augmented uint8 batches, (images, labels) or with `targets` (N×T float) (images, labels, targets);
     call `loader.batch_sampler.set_epoch(epoch)` before each epoch.
 
-    Batches depend only on (seed, epoch, batch number), whatever `config.workers` is.
+    Batches depend only on (seed, epoch, batch number), whatever `config.workers` is. On a CUDA `device`,
+    under augment_on: batch, a training set that fits in a quarter of its free memory is held there
+    (:class:`DeviceBatches`).
     """
+    sampler = EpochBatches(len(images), config.batch_size, seed)
+    if config.augment_on == "batch" and fits_on(device, images.nbytes + labels.nbytes):
+        return DeviceBatches(images, labels, targets, sampler, device)
     per_image = config.augment if config.augment_on == "loader" else ()  # batched ones run in the training step
     dataset = AugmentedImages(images, labels, build_augment(per_image, seed, config.augment_strength), targets)
     # Under augment_on: batch the loader only slices uint8 arrays; a loader process would add
@@ -143,7 +191,7 @@ def make_train_loader(
     cv2.setNumThreads(1)
     return torch.utils.data.DataLoader(
         dataset,
-        batch_sampler=EpochBatches(len(dataset), config.batch_size, seed),
+        batch_sampler=sampler,
         num_workers=workers,
         collate_fn=_keep_batch,
         # The loader draws its workers' base seed once per iterator; a generator of its own keeps that
@@ -154,6 +202,14 @@ def make_train_loader(
         prefetch_factor=4 if workers else None,
         pin_memory=torch.cuda.is_available(),
     )
+
+
+def fits_on(device: torch.device | None, nbytes: int) -> bool:
+    """Whether `nbytes` of training data may live on `device`: a CUDA device with room to spare."""
+    if device is None or device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= DEVICE_RESIDENT_SHARE * free
 
 
 def standardize(pixels: torch.Tensor, mean: float, std: float) -> torch.Tensor:

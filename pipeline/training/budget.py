@@ -138,7 +138,12 @@ def plan_epochs(
     probe_index = train_index[: (warmup + timed) * config.batch_size]  # only the images the probe trains on are read
     targets = None if data.train_targets is None else data.train_targets[probe_index]
     loader = make_train_loader(
-        data.train_images[probe_index], data.train_labels[probe_index], config, seed=config.seed, targets=targets
+        data.train_images[probe_index],
+        data.train_labels[probe_index],
+        config,
+        seed=config.seed,
+        targets=targets,
+        device=normalize.device,
     )
     step = TrainStep(
         model,

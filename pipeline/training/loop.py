@@ -161,7 +161,9 @@ def fit(
     """
     check_enough_images(len(train.images), config, label or "the training set")
     seed = config.seed if seed is None else seed
-    loader = make_train_loader(train.images, train.labels, config, seed=seed, targets=train.targets)
+    loader = make_train_loader(
+        train.images, train.labels, config, seed=seed, targets=train.targets, device=normalize.device
+    )
     num_targets = 0 if train.targets is None else train.targets.shape[1]
     step = TrainStep(
         model, config, normalize, num_classes, steps_per_epoch=len(loader), num_targets=num_targets, seed=seed
