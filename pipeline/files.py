@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import PipelineError
+
 BYTES_PER_READ = 1 << 23  # of an image array hashed or summed at once: bounded memory for memory-mapped sets
 
 
@@ -50,6 +52,30 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_writable(path: str | Path, option: str) -> None:
+    """Refuse an output that cannot be written, before the work whose result it would hold: its folder is made
+    (as the atomic writers would) and a file is created there and removed."""
+    path = Path(path)
+    blocking = next((folder for folder in path.parents if folder.exists() and not folder.is_dir()), None)
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a folder")
+        if blocking is not None:
+            raise NotADirectoryError(f"{blocking} is a file, not a folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        ours = isinstance(error, (IsADirectoryError, NotADirectoryError))  # raised above, with the path in them
+        reason = str(error) if ours else error.strerror or str(error)
+        if isinstance(error, PermissionError) and path.parent.is_dir():
+            reason = "the folder is read-only for this user"
+        raise PipelineError(
+            f"{option} {path}: cannot write there ({reason}); give a path in a writable folder"
+        ) from None
 
 
 def write_text(text: str, path: str | Path) -> None:

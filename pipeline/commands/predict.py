@@ -19,6 +19,7 @@ import argparse
 import glob
 import json
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.errors import PipelineError
-from pipeline.files import atomic_path
+from pipeline.files import atomic_path, check_writable
 from pipeline.ingest.images import IMAGE_SUFFIXES
 from pipeline.runtime.frames import HelpFormatter, add_face_options, classify_boxes, open_models
 
@@ -47,7 +48,7 @@ def expand(paths: list[str]) -> list[Path]:
     """Files as given, folders walked for images, globs expanded; in order, without repeats."""
     found: list[Path] = []
     for given in paths:
-        if any(ch in given for ch in "*?["):
+        if any(ch in given for ch in "*?[") and not Path(given).exists():  # photo[1].png may be a file's own name
             matches = sorted(Path(m) for m in glob.glob(given, recursive=True))
             if not matches:
                 raise PipelineError(f"{given}: the pattern matches no file")
@@ -61,9 +62,21 @@ def expand(paths: list[str]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+SIXTEEN_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I")  # PIL's convert("RGB") clips these to white
+
+
 def read_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    """The image as 8-bit RGB, upright by its EXIF; 16-bit grayscale scaled down to 8 bits rather than clipped."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PIL's notes on odd metadata: the pixels still read, or an error says why
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            if image.mode not in SIXTEEN_BIT_GRAY:
+                return np.asarray(image.convert("RGB"))
+            pixels = np.asarray(image).astype(np.uint32)
+    if pixels.max(initial=0) > 0xFFFF:
+        raise ValueError(f"{image.mode} pixels above 16 bits; convert the image to 8 bits")
+    return np.repeat((pixels >> 8).astype(np.uint8)[..., None], 3, axis=2)
 
 
 def predict(files: list[Path], args: argparse.Namespace) -> tuple[list[Found], list[str], list[str], list[str]]:
@@ -121,7 +134,7 @@ def write(frame: pd.DataFrame, path: Path) -> None:
             frame.to_csv(tmp, index=False)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline predict", description=__doc__, formatter_class=HelpFormatter
     )
@@ -137,16 +150,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out is not None and args.out.suffix.lower() not in (".csv", ".json"):
         parser.error(f"--out must end in .csv or .json, got {args.out.name}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.out is not None:
+        check_writable(args.out, "--out")  # before the work, which an unwritable output would lose
     files = expand(args.paths)
     if not files:
         raise PipelineError(f"no image files in {' '.join(args.paths)} (looked for {' '.join(sorted(IMAGE_SUFFIXES))})")
     found, skipped, classes, targets = predict(files, args)
     result = table(found, classes, targets)
-    shown = result[["file", "face", "x1", "y1", "x2", "y2", "label"]].assign(
-        probability=result[classes].astype(float).max(axis=1).round(3)
-    )
-    shown[targets] = result[targets].astype(float).round(3)
-    print(shown.to_string(index=False, na_rep="-"))
+    if len(result):
+        shown = result[["file", "face", "x1", "y1", "x2", "y2", "label"]].assign(
+            probability=result[classes].astype(float).max(axis=1).round(3)
+        )
+        shown[targets] = result[targets].astype(float).round(3)
+        print(shown.astype(object).where(shown.notna(), "-").to_string(index=False))
     if args.out is not None:
         write(result, args.out)
         print(f"predict: {len(result)} rows → {args.out}")

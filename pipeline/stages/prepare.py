@@ -25,6 +25,27 @@ from pipeline.ingest.target_table import read_targets
 __all__ = ["SourceError", "prepare", "relabel", "submission_labels"]
 
 
+def one_spelling_per_class(labels: pd.Series, sample: pd.DataFrame) -> pd.Series:
+    """The train labels with one spelling per class: codes written as floats (`3.0`) as integers, and labels that
+    differ only in letter case (`Angry`, `angry`) as the one the sample submission writes, else the commonest."""
+    numbers = pd.to_numeric(labels, errors="coerce")
+    if numbers.notna().all() and (numbers == numbers.round()).all() and not labels.str.fullmatch(r"-?\d+").all():
+        print(f"prepare: label codes written as {sorted(set(labels))[:3]}... are read as integers")
+        labels = numbers.astype("int64").astype(str)
+    in_sample = set(sample.iloc[:, 1].str.strip())
+    counts = labels.value_counts()
+    respelled = {}
+    for _, spellings in counts.groupby(counts.index.str.casefold()):
+        if len(spellings) == 1:
+            continue
+        sampled = [spelling for spelling in spellings.index if spelling in in_sample]
+        kept = sampled[0] if len(sampled) == 1 else spellings.idxmax()
+        described = ", ".join(f"{spelling!r} ({count} images)" for spelling, count in spellings.items())
+        print(f"prepare: labels {described} differ only in letter case: one class, {kept!r}")
+        respelled.update({spelling: kept for spelling in spellings.index if spelling != kept})
+    return labels.replace(respelled) if respelled else labels
+
+
 def relabel(train: pd.DataFrame, config: DataConfig) -> tuple[pd.DataFrame, list[str], dict[str, str]]:
     """Name the labels (data.class_names), then apply data.drop_classes and data.merge_classes.
 
@@ -61,14 +82,15 @@ def submission_labels(classes: list[str], as_written: dict[str, str], sample: pd
     """Each class as submissions write it: as the sample's labels are written, class names or the data's codes."""
     sample_labels = set(sample.iloc[:, 1].str.strip())
     names, codes = set(as_written), set(as_written.values())
-    if sample_labels <= names or names == codes:
+    if sample_labels <= names:
         return list(classes)
     if sample_labels <= codes:
         return [as_written[name] for name in classes]
+    strangers = sorted(sample_labels - names - codes)
     raise SourceError(
-        f"{where}: its labels {sorted(sample_labels)[:5]} are neither class names {sorted(names)[:7]} nor the "
-        f"labels as the train data writes them {sorted(codes)[:7]}, so the form submissions must take is unknown; "
-        "check data.class_names"
+        f"{where}: its labels {strangers[:5]} are neither class names {sorted(names)[:7]} nor the labels as the "
+        f"train data writes them {sorted(codes)[:7]}, so the form submissions must take is unknown; set "
+        "data.class_names to map the train labels to the sample's spelling"
     )
 
 
@@ -76,7 +98,8 @@ def prepare(source: str | Path, config: DataConfig, out_dir: Path) -> None:
     started = time.perf_counter()
     files = CompetitionFiles(source, config.sample_submission)
     competition = read_competition(files, config)
-    train, classes, as_written = relabel(competition.train, config)
+    spelled = competition.train.assign(label=one_spelling_per_class(competition.train["label"], competition.sample))
+    train, classes, as_written = relabel(spelled, config)
     targets = read_targets(files, train, config.targets, config.sample_submission)
     target_names = list(config.targets) if targets is not None else []
     with atomic_dir(out_dir) as tmp:

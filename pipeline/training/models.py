@@ -29,7 +29,7 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 def check_model_name(name: str, where: str = "params.yaml") -> None:
     if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.7)
         raise ConfigError(
             f"{where}: unknown timm model {name!r}; similar names: {close or 'none'} (see timm.list_models())"
         )
