@@ -82,9 +82,8 @@ def pack(args: argparse.Namespace) -> None:
 
 def pack_competition(source: Path, target: Path) -> None:
     """The competition's files (a .zip or a folder) in one tar.xz; xz stores the JPEG headers they share once."""
-    stamp = target.with_suffix(".source.json")
     identity = {"source": str(source.resolve()), "size": source.stat().st_size, "mtime": source.stat().st_mtime}
-    if target.exists() and stamp.exists() and json.loads(stamp.read_text()) == identity:
+    if built_from(target, identity):
         return
     with tarfile.open(target, "w:xz", preset=9 | lzma.PRESET_EXTREME) as packed:
         if source.is_dir():
@@ -96,14 +95,13 @@ def pack_competition(source: Path, target: Path) -> None:
                     info = tarfile.TarInfo(member.filename)
                     info.size = member.file_size
                     packed.addfile(info, io.BytesIO(archive.read(member)))
-    stamp.write_text(json.dumps(identity))
+    recipe_of(target).write_text(json.dumps(identity))
 
 
 def pack_site(target: Path, python: str) -> None:
     """The packages in MISSING_THERE, at this environment's versions, installed for `python` and tarred."""
     wanted = [f"{name}=={importlib.metadata.version(name)}" for name in MISSING_THERE]
-    stamp = target.with_suffix(".wanted.json")
-    if target.exists() and stamp.exists() and json.loads(stamp.read_text()) == [python, wanted]:
+    if built_from(target, [python, wanted]):
         return
     with tempfile.TemporaryDirectory() as scratch:
         site = Path(scratch) / "site"
@@ -115,7 +113,17 @@ def pack_site(target: Path, python: str) -> None:
         )  # fmt: skip
         with tarfile.open(target, "w:xz", preset=9) as packed:
             packed.add(site, arcname="site")
-    stamp.write_text(json.dumps([python, wanted]))
+    recipe_of(target).write_text(json.dumps([python, wanted]))
+
+
+def recipe_of(target: Path) -> Path:
+    """Where what `target` was built from is recorded, so that a second `pack` skips what has not changed."""
+    return target.with_name(target.name + ".recipe.json")
+
+
+def built_from(target: Path, recipe: object) -> bool:
+    recorded = recipe_of(target)
+    return target.exists() and recorded.exists() and json.loads(recorded.read_text()) == recipe
 
 
 def device_params(preset: Path, sets: list[str]) -> str:

@@ -59,23 +59,22 @@ def check_writable(path: str | Path, option: str) -> None:
     (as the atomic writers would) and a file is created there and removed."""
     path = Path(path)
     blocking = next((folder for folder in path.parents if folder.exists() and not folder.is_dir()), None)
-    try:
-        if path.is_dir():
-            raise IsADirectoryError(f"{path} is a folder")
-        if blocking is not None:
-            raise NotADirectoryError(f"{blocking} is a file, not a folder")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check", dir=path.parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as error:
-        ours = isinstance(error, (IsADirectoryError, NotADirectoryError))  # raised above, with the path in them
-        reason = str(error) if ours else error.strerror or str(error)
-        if isinstance(error, PermissionError) and path.parent.is_dir():
-            reason = "the folder is read-only for this user"
-        raise PipelineError(
-            f"{option} {path}: cannot write there ({reason}); give a path in a writable folder"
-        ) from None
+    if path.is_dir():
+        reason = f"{path} is a folder"
+    elif blocking is not None:
+        reason = f"{blocking} is a file, not a folder"
+    else:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check", dir=path.parent)
+            os.close(fd)
+            os.unlink(probe)
+            return
+        except PermissionError as error:
+            reason = "the folder is read-only for this user" if path.parent.is_dir() else error.strerror
+        except OSError as error:
+            reason = error.strerror or str(error)
+    raise PipelineError(f"{option} {path}: cannot write there ({reason}); give a path in a writable folder")
 
 
 def write_text(text: str, path: str | Path) -> None:

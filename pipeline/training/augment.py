@@ -132,9 +132,9 @@ class DeviceBatches:
         sampler: EpochBatches,
         device: torch.device,
     ):
-        self.arrays = [torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in (images, labels)]
-        if targets is not None:
-            self.arrays.append(torch.from_numpy(np.ascontiguousarray(targets)).to(device))
+        self.arrays = [
+            torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in (images, labels, targets) if a is not None
+        ]
         self.batch_sampler, self.device = sampler, device
 
     def __len__(self) -> int:
@@ -176,7 +176,8 @@ def make_train_loader(
     (:class:`DeviceBatches`).
     """
     sampler = EpochBatches(len(images), config.batch_size, seed)
-    if config.augment_on == "batch" and fits_on(device, images.nbytes + labels.nbytes):
+    held = [a for a in (images, labels, targets) if a is not None]
+    if config.augment_on == "batch" and fits_on(device, sum(a.nbytes for a in held)):
         return DeviceBatches(images, labels, targets, sampler, device)
     per_image = config.augment if config.augment_on == "loader" else ()  # batched ones run in the training step
     dataset = AugmentedImages(images, labels, build_augment(per_image, seed, config.augment_strength), targets)
