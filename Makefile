@@ -1,10 +1,11 @@
 # `make run`: set up .venv and reproduce the pipeline on the embedded synthetic competition.
 # `make test`: the test suite (what CI runs); `make test-fast`: the tests not marked slow; `make lint`: ruff.
+# `make distribute`: `dvc repro` with the tuning and training runs on a Ray cluster (docs/distribute.md).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 FER2013 ?= ../shared/data/fer2013.zip
 
-.PHONY: setup run test test-fast lint fer2013 fer2013-cpu fer2013-gpu benchmark
+.PHONY: setup setup-ray run distribute test test-fast lint fer2013 fer2013-cpu fer2013-gpu benchmark
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,13 +16,22 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 
 setup: $(VENV)/.installed
 
+$(VENV)/.installed-ray: $(VENV)/.installed requirements-ray.txt
+	$(PY) -m pip install --quiet -r requirements-ray.txt
+	touch $@
+
+setup-ray: $(VENV)/.installed-ray
+
 run: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m dvc repro
 
-test: setup
+distribute: setup-ray
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pipeline distribute $(ARGS)
+
+test: setup-ray
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q --durations=15 tests
 
-test-fast: setup
+test-fast: setup-ray
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q -m "not slow" --durations=15 tests
 
 lint: setup

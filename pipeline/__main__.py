@@ -7,8 +7,10 @@ hand (they spend a Kaggle submission, edit params.yaml, ...) live in pipeline/co
 from __future__ import annotations
 
 import ast
+import fnmatch
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +20,9 @@ KINDS = {
     "commands": "commands run by hand",
 }
 INTERRUPTED = 130  # the shell's exit status for a process ended by Ctrl-C
+# Stage names (patterns) that must not run here: `distribute` sets it for the head's `dvc repro`, which
+# restores them from the run-cache; DVC runs a stage's command only when that finds nothing.
+RESTORE_ONLY_ENV = "PIPELINE_RESTORE_ONLY"
 
 
 def available() -> dict[str, dict[str, str]]:
@@ -47,6 +52,19 @@ def module_of(name: str) -> str | None:
     return None
 
 
+def refused_here() -> str | None:
+    """Why the stage DVC is running (DVC_STAGE) must not run in this process, or None."""
+    stage = os.environ.get("DVC_STAGE", "")
+    patterns = [p for p in os.environ.get(RESTORE_ONLY_ENV, "").split(",") if p]
+    if stage and any(fnmatch.fnmatchcase(stage, pattern) for pattern in patterns):
+        return (
+            f"{stage} was to be restored from DVC's run-cache, which has no entry for it, so it would run here "
+            "instead of on the cluster: run `python -m pipeline distribute` again, which runs what is missing "
+            f"(or unset {RESTORE_ONLY_ENV} to run it here)"
+        )
+    return None
+
+
 def main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help", "help"):
         print(usage())
@@ -56,6 +74,10 @@ def main(argv: list[str]) -> int:
         unknown = f"unknown name {argv[0]!r}\n" if argv else ""
         print(f"{unknown}{usage()}", file=sys.stderr)
         return 2
+    refusal = refused_here()
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 1
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     from pipeline.errors import PipelineError  # here: `--help` stays fast
 

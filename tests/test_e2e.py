@@ -274,7 +274,8 @@ def test_changing_one_backbone_reruns_only_that_backbone_and_what_follows(projec
     first, second = list(params["backbones"])
     params["backbones"][first] = {**(params["backbones"][first] or {}), "epochs": 1}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    ran = stages_run(repro(root, env))
+    ran = stages_run(repro(root, env, "submission"))
     expected = {f"tune@{first}"} | {f"train@{first}-{f}" for f in params["folds"]["ids"]}
-    expected |= {f"oof@{first}", "ensemble", "submission", "bundle", "export", "report"}
-    assert ran == expected
+    assert ran == expected | {f"oof@{first}", "ensemble", "submission"}
+    # The rest of what follows, told by DVC without spending the int8 export's minute on it.
+    assert changed_stages(root, env) == {"bundle", "export", "report"}

@@ -15,6 +15,7 @@ import yaml
 from tests.conftest import PROJECT
 
 TINY_BUDGETS = [
+    "folds.ids=[0,1]",
     "train.time_budget_minutes=null",
     "train.epochs=1",
     "train.batch_size=16",
@@ -50,7 +51,7 @@ def test_every_stage_of_the_gpu_preset_runs_and_the_submission_comes_back(device
     assert done.returncode == 0, done.stderr[-3000:]
     assert results["failed"] == [] and results["not_run"] == [], results
     preset = yaml.safe_load((PROJECT / "presets" / "fer2013-gpu.yaml").read_text())
-    folds, members = len(preset["folds"]["ids"]), list(preset["backbones"])
+    folds, members = 2, list(preset["backbones"])  # TINY_BUDGETS's folds: the preset's own are 5
     assert {f"train@{m}-{k}" for m in members for k in range(folds)} <= set(results["stages"])
     assert len(results["runs"]) == folds * len(members)
     assert set(members) <= set(results["members"])

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import socket
@@ -263,8 +264,10 @@ def run_study(
     n_trials: int | None = None,
     storage: str | None = None,
     seed: int | None = None,
+    share_of: int = 1,
 ) -> optuna.Study:
-    """Run trials: `n_trials` more, or (None) until the study holds `tune.n_trials` finished ones."""
+    """Run trials: `n_trials` more, or (None) until the study holds `tune.n_trials` finished ones, of which
+    this worker, one of `share_of` started together, runs its share."""
     fold_of = load_folds(folds_path, data.train_ids)
     url = storage or storage_url(tune)
     study = optuna.create_study(
@@ -280,7 +283,8 @@ def run_study(
         study.enqueue_trial(untuned_values(base, tune.space), user_attrs={"untuned_default": True}, skip_if_exists=True)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     if n_trials is None:
-        n_trials = max(0, tune.n_trials - len(study.get_trials(deepcopy=False, states=finished)))
+        missing = max(0, tune.n_trials - len(study.get_trials(deepcopy=False, states=finished)))
+        n_trials = math.ceil(missing / share_of)
         callbacks = [optuna.study.MaxTrialsCallback(tune.n_trials, states=finished)]
     else:
         callbacks = []
@@ -328,6 +332,12 @@ def main(argv: list[str] | None = None) -> None:
         "--n-trials", type=int, help="trials this worker runs (default: top the study up to tune.n_trials)"
     )
     parser.add_argument(
+        "--share-of",
+        type=int,
+        default=1,
+        help="one of this many workers started together: top the study up to tune.n_trials, running its share",
+    )
+    parser.add_argument(
         "--storage", help=f"journal file path or RDB URL (default: ${STORAGE_ENV}, tune.storage, {DEFAULT_JOURNAL})"
     )
     parser.add_argument("--data", type=Path, default=Path("data/prepared"))
@@ -347,8 +357,9 @@ def main(argv: list[str] | None = None) -> None:
     data = load_prepared(args.data)
     url = args.storage or storage_url(config.tune)
     # Extra workers draw their own samples; the DVC stage alone is seeded from params.
-    seed = None if args.n_trials is None else config.tune.sampler_seed + os.getpid()
-    study = run_study(args.backbone, data, args.folds, base, config.tune, args.n_trials, url, seed)
+    extra_worker = args.n_trials is not None or args.share_of > 1
+    seed = config.tune.sampler_seed + os.getpid() if extra_worker else None
+    study = run_study(args.backbone, data, args.folds, base, config.tune, args.n_trials, url, seed, args.share_of)
     summary = study_summary(study, args.backbone, url)
     if args.out:
         write_json(summary, args.out)
