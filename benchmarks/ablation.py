@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline.config import TrainConfig, load_config  # noqa: E402
 from pipeline.data import Prepared, load_folds, load_prepared  # noqa: E402
 from pipeline.evaluation.blend import cross_fitted_blend  # noqa: E402
+from pipeline.evaluation.metrics import METRICS  # noqa: E402
 from pipeline.files import read_json, save_array, write_csv, write_json, write_text  # noqa: E402
 from pipeline.training.augment import Normalizer, plain_view  # noqa: E402
 from pipeline.training.fold_run import fit_fold  # noqa: E402
@@ -113,6 +114,10 @@ ROWS: dict[str, tuple[str, dict]] = {
         "augmentations per image with albumentations in the loader, not batched in torch",
         {"augment_on": "loader"},
     ),
+    # imbalanced classes (train.class_balance), judged by balanced accuracy and macro-F1 as well as accuracy
+    "class_weights": ("loss weighted by inverse class frequency", {"class_balance": "weights"}),
+    "balanced_sampler": ("batches drawn class-balanced, with replacement", {"class_balance": "sampler"}),
+    "logit_adjustment": ("loss on logits + log class prior (Menon et al. 2021)", {"class_balance": "logit_adjustment"}),
 }
 BACKBONE_ROWS = (
     "base",
@@ -173,6 +178,9 @@ def run_row(name: str, config: TrainConfig, data: Prepared, fold_of: np.ndarray,
         started = time.perf_counter()
         probs = predict(run.fit.model, data.train_images[run.valid_index], normalize, trained, views=views)[0]
         result[f"acc_{setting}"] = float((probs.argmax(1) == labels).mean())
+        if setting == "flip":  # the imbalance rows' other measures
+            result["bal_acc_flip"] = METRICS["balanced_accuracy"](probs, labels)
+            result["macro_f1_flip"] = METRICS["macro_f1"](probs, labels)
         result[f"ms_per_img_{setting}"] = 1000 * (time.perf_counter() - started) / len(labels)
         save_array(probs, work / f"{name}.{setting}.npy")
     write_json(result, done)
@@ -275,6 +283,8 @@ def write_table(rows: list[dict], out: Path) -> None:
         "acc_flip",
         "acc_ten_crop",
         "acc_crop_ten",
+        "bal_acc_flip",
+        "macro_f1_flip",
         "train_img_s",
         "train_min",
         "ms_per_img_flip",
@@ -290,7 +300,7 @@ def markdown(table: pd.DataFrame) -> str:
     def cell(column: str, value) -> str:
         if isinstance(value, float) and np.isnan(value):
             return "–"
-        if column.startswith("acc_"):
+        if column.startswith(("acc_", "bal_acc_", "macro_f1_")):
             return f"{value:.4f}"
         if isinstance(value, float):
             return f"{value:.0f}" if value.is_integer() else f"{value:.1f}"

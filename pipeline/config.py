@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 import types
 import typing
@@ -55,6 +56,11 @@ LAYOUTS = ("auto", "class_folders", "label_table", "pixel_table")
 # How the regression targets (valence, arousal) are scored in training: mean squared error, 1 - concordance
 # correlation (CCC, the AffectNet measure), or their sum.
 TARGET_LOSSES = ("mse", "ccc", "mse+ccc")
+# What training does about classes of very different sizes (pipeline/training/class_balance.py).
+CLASS_BALANCES = ("none", "weights", "sampler", "logit_adjustment")
+SUBMISSION_FORMS = ("label", "probability")  # pipeline/data.py's LABEL_FORM and PROBABILITY_FORM
+# competition.metric: auto, or a metric of pipeline/evaluation/metrics.py (tests keep the two lists equal).
+METRIC_NAMES = ("auto", "accuracy", "balanced_accuracy", "macro_f1", "qwk", "log_loss", "roc_auc")
 
 
 Rule = tuple[str, Callable[[Any], bool], str]  # (key, test of its value, what the value must be)
@@ -148,6 +154,17 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class CompetitionConfig:
+    # How the leaderboard scores: what training keeps (keep_epoch: best), tuning maximises, the blend
+    # optimises and the report shows. auto: log_loss for a sample submission with one probability column
+    # per class, accuracy for one with a label column.
+    metric: str
+
+    def validate(self, where: str) -> None:
+        _check_rules(self, [("metric", lambda v: v in METRIC_NAMES, f"one of {', '.join(METRIC_NAMES)}")], where)
+
+
+@dataclass(frozen=True)
 class SyntheticConfig:
     seed: int
     train_per_class: int  # before the FER-like class imbalance is applied
@@ -156,11 +173,13 @@ class SyntheticConfig:
     label_noise: float  # fraction of labels replaced by a random class
     duplicate_fraction: float  # train images repeated verbatim, as FER-2013 has them
     spread: float  # per-face feature variation; lower is an easier task
+    submission_form: str  # label: sample id,label | probability: sample id and one probability column per class
 
     def validate(self, where: str) -> None:
         _check_rules(
             self,
             [
+                ("submission_form", lambda v: v in SUBMISSION_FORMS, f"one of {', '.join(SUBMISSION_FORMS)}"),
                 ("train_per_class", _between(1, 1e6), "at least 1"),
                 ("test_size", _between(1, 1e6), "at least 1"),
                 ("image_size", _between(16, 512), "between 16 and 512 pixels"),
@@ -242,6 +261,7 @@ class TrainConfig:
     seed: int
     target_loss_weight: float  # λ: loss = cross-entropy + λ·target loss (when the data has regression targets)
     target_loss: str  # mse | ccc | mse+ccc, on the targets present in a batch (missing ones are masked)
+    class_balance: str  # none | weights | sampler | logit_adjustment
     # Wall-clock minutes for one backbone's K fold runs together (budget/K each), so that `dvc repro` ends on
     # time on any machine: `epochs` becomes the upper bound and each run trains what its measured speed fits.
     # None: `epochs` as given.
@@ -294,6 +314,7 @@ class TrainConfig:
                 ("model", lambda v: v is None or bool(v.strip()), "a timm model name"),
                 ("target_loss_weight", _between(0, 1000), "0 (targets not trained) or more, e.g. 1.0"),
                 ("target_loss", lambda v: v in TARGET_LOSSES, f"one of {list(TARGET_LOSSES)}"),
+                ("class_balance", lambda v: v in CLASS_BALANCES, f"one of {list(CLASS_BALANCES)}"),
                 (
                     "time_budget_minutes",
                     _optional(_between(0, math.inf, low_open=True, high_open=True)),
@@ -439,13 +460,17 @@ class TtaConfig:
         return self.backbones.get(backbone, self.views)
 
 
+DEFAULT_JOURNAL = Path("tuning/optuna.journal")  # the study's storage when tune.storage is null
+STORAGE_ENV = "OPTUNA_STORAGE"  # a storage URL in the environment wins over tune.storage
+
+
 @dataclass(frozen=True)
 class TuneConfig:
     enabled: bool  # false: `train` uses the values in params as they are
     n_trials: int  # finished trials (complete or pruned) the study should hold per backbone
     timeout: float | None  # seconds one worker may spend; None: no limit
     epochs: int  # training budget of one trial, per fold
-    folds: tuple[int, ...]  # folds whose held-out accuracy is the objective
+    folds: tuple[int, ...]  # folds whose held-out score (competition.metric) is the objective
     pruner: str  # auto: median for one fold (reports per epoch), wilcoxon for several (per fold)
     sampler_seed: int
     # null: a journal file in tuning/. Or an RDB URL such as postgresql://user:pass@host/db for
@@ -454,6 +479,10 @@ class TuneConfig:
     heartbeat_seconds: float  # a running trial refreshes its heartbeat this often
     grace_seconds: float  # a RUNNING trial silent this long belonged to a dead worker: FAIL
     space: dict[str, dict]  # name: {low, high[, log]} or {choices: [...]}; names are `train` keys
+
+    def storage_url(self) -> str:
+        """Where the studies live: $OPTUNA_STORAGE, else tune.storage, else the journal file."""
+        return os.environ.get(STORAGE_ENV) or self.storage or str(DEFAULT_JOURNAL)
 
     def validate(self, where: str) -> None:
         _check_rules(
@@ -536,6 +565,7 @@ class ExportConfig:
 
 SECTIONS = {
     "data": DataConfig,
+    "competition": CompetitionConfig,
     "synthetic": SyntheticConfig,
     "folds": FoldsConfig,
     "train": TrainConfig,
@@ -549,6 +579,7 @@ SECTIONS = {
 @dataclass(frozen=True)
 class Config:
     data: DataConfig
+    competition: CompetitionConfig
     synthetic: SyntheticConfig
     folds: FoldsConfig
     train: TrainConfig  # settings shared by every backbone

@@ -6,7 +6,9 @@ Layout of the prepared folder:
   test_images.npy    uint8, in sample_submission.csv order
   test.csv           id                      (sample_submission.csv order)
   classes.json       class names; a label's index in this list is its model output
-  submission_labels.json  per class, the label a submission writes (the sample's form: name or code)
+  submission_labels.json  per class, how a submission writes it (as the sample does: name or code), as a label
+                     or as the name of its probability column
+  meta.json's submission_form: label (id,label) or probability (id and one probability column per class)
   sample_submission.csv  the competition's own file, the template submissions must match
   meta.json          source, sizes, pixel mean/std, a content fingerprint and the regression target names
   train_targets.npy  float32, N×targets (NaN: missing); only when the data has targets
@@ -25,6 +27,8 @@ from pipeline.errors import MissingInputError, PipelineError
 from pipeline.files import read_json
 
 TARGETS_FILE = "train_targets.npy"
+# The sample submission's form (meta.json submission_form): id,label, or id and one probability column per class.
+LABEL_FORM, PROBABILITY_FORM = "label", "probability"
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class Prepared:
     test_ids: np.ndarray
     classes: list[str]
     submission_labels: list[str]  # classes as the competition's submissions spell them
+    submission_form: str  # LABEL_FORM or PROBABILITY_FORM
     pixel_mean: float
     pixel_std: float
     fingerprint: str
@@ -66,12 +71,18 @@ def load_prepared(folder: str | Path) -> Prepared:
         test_ids=test["id"].to_numpy(),
         classes=classes,
         submission_labels=read_json(folder / "submission_labels.json"),
+        submission_form=meta["submission_form"],
         pixel_mean=meta["pixel_mean"],
         pixel_std=meta["pixel_std"],
         fingerprint=meta["fingerprint"],
         target_names=list(meta.get("targets", [])),
         train_targets=np.load(folder / TARGETS_FILE) if meta.get("targets") else None,
     )
+
+
+def submission_form(sample: pd.DataFrame) -> str:
+    """LABEL_FORM for a sample submission id,label; PROBABILITY_FORM for an id and one probability column per class."""
+    return LABEL_FORM if sample.shape[1] == 2 else PROBABILITY_FORM
 
 
 def load_folds(path: str | Path, train_ids: np.ndarray) -> np.ndarray:

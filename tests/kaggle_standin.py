@@ -22,7 +22,9 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+import numpy as np
 import pandas as pd
+from sklearn import metrics as sk
 
 API = "/api/v1/competitions.CompetitionApiService/"
 INTROSPECT = "/api/v1/security.OAuthService/IntrospectToken"
@@ -32,6 +34,8 @@ INTROSPECT = "/api/v1/security.OAuthService/IntrospectToken"
 class Competition:
     archive: bytes  # what DownloadDataFiles serves
     answers: pd.DataFrame  # id,label of the test set; the first half is public, the rest private
+    # How the leaderboard scores: a label column by accuracy, macro_f1, ...; probability columns by log_loss.
+    metric: str = "accuracy"
 
 
 @dataclass
@@ -103,17 +107,35 @@ class StandIn:
         return base64.b64decode(header[6:]).decode() == f"{self.username}:{self.key}"
 
     def score(self, competition: Competition, content: bytes) -> tuple[str | None, str | None, str | None]:
-        """(public, private, error) accuracy of an uploaded CSV."""
+        """(public, private, error) score of an uploaded CSV by the competition's metric."""
         try:
             submitted = pd.read_csv(io.BytesIO(content), dtype=str, keep_default_na=False)
             merged = competition.answers.merge(submitted, on="id", how="left", suffixes=("", "_submitted"))
-            if len(submitted) != len(competition.answers) or merged["label_submitted"].isna().any():
+            predicted = [column for column in merged.columns if column not in ("id", "label")]
+            if len(submitted) != len(competition.answers) or merged[predicted].isna().any().any():
                 return None, None, "Submission must have one row per test id"
+            half = len(merged) // 2
+            scores = [score_rows(rows, predicted, competition.metric) for rows in (merged[:half], merged[half:])]
         except (pd.errors.ParserError, KeyError, ValueError) as error:
             return None, None, f"Could not parse submission: {error}"
-        correct = (merged["label"] == merged["label_submitted"]).to_numpy()
-        half = len(correct) // 2
-        return f"{correct[:half].mean():.5f}", f"{correct[half:].mean():.5f}", None
+        return f"{scores[0]:.5f}", f"{scores[1]:.5f}", None
+
+
+def score_rows(rows: pd.DataFrame, predicted: list[str], metric: str) -> float:
+    """Kaggle's scoring of merged answer and submission rows: a label column, or one probability column per class
+    (log-loss clipped to [1e-15, 1 - 1e-15], each row rescaled to sum to one)."""
+    if metric == "log_loss":
+        probs = np.clip(rows[predicted].astype(float).to_numpy(), 1e-15, 1 - 1e-15)
+        probs /= probs.sum(axis=1, keepdims=True)
+        truth = rows["label"].map({name: i for i, name in enumerate(predicted)}).to_numpy()
+        return float(-np.log(probs[np.arange(len(rows)), truth]).mean())
+    truth, guess = rows["label"].to_numpy(), rows["label_submitted"].to_numpy()
+    scorers = {
+        "accuracy": sk.accuracy_score,
+        "balanced_accuracy": sk.balanced_accuracy_score,
+        "macro_f1": lambda t, g: sk.f1_score(t, g, average="macro"),
+    }
+    return float(scorers[metric](truth, guess))
 
 
 def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:

@@ -139,7 +139,7 @@ def test_member_subsets_blend_as_the_ensemble_stage_does(project, tmp_path):
             json.loads((root / "metrics" / f"{name}.json").read_text())["accuracy"]
         )
     assert rows[names]["oof_acc"] == pytest.approx(
-        json.loads((root / "metrics" / "ensemble.json").read_text())["blend_accuracy"]
+        json.loads((root / "metrics" / "ensemble.json").read_text())["blend_score"]
     )
     assert rows[names]["train_minutes"] == pytest.approx(
         rows[(names[0],)]["train_minutes"] + rows[(names[1],)]["train_minutes"]
@@ -172,7 +172,7 @@ def test_tta_views_rescore_a_run_as_its_oof_and_ensemble_stages_did(project, tmp
     assert rows["params.yaml"]["oof_acc"] == pytest.approx(metrics["accuracy"])
     assert rows["plain"]["oof_acc"] == pytest.approx(metrics["accuracy_no_tta"])
     assert rows["params.yaml"]["blend_oof_acc"] == pytest.approx(
-        json.loads((root / "metrics" / "ensemble.json").read_text())["blend_accuracy"]
+        json.loads((root / "metrics" / "ensemble.json").read_text())["blend_score"]
     )
     assert [rows[key]["count"] for key in ("params.yaml", "plain", "shifted")] == [
         len(E2E_PARAMS["tta"]["views"]),
@@ -262,7 +262,8 @@ def test_same_seed_gives_the_same_folds_and_fold_predictions_in_a_fresh_process(
         assert (root / path).read_bytes() == (again / path).read_bytes(), path
     weights, expected = load_file(again / run / "model.safetensors"), load_file(root / run / "model.safetensors")
     assert weights.keys() == expected.keys() and all(torch.equal(weights[name], expected[name]) for name in expected)
-    learned = ["epoch", "train_loss", "val_loss", "val_acc", "lr"]  # the history's other columns are timings
+    # The history's other columns are timings.
+    learned = ["epoch", "train_loss", "val_loss", "val_acc", "val_score", "lr"]
     pd.testing.assert_frame_equal(
         pd.read_csv(root / run / "history.csv")[learned], pd.read_csv(again / run / "history.csv")[learned]
     )

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import os
 import socket
 import subprocess
@@ -12,6 +14,7 @@ import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 import requests
@@ -20,7 +23,8 @@ import yaml
 
 from pipeline.errors import ConfigError
 from pipeline.kaggle.api import Kaggle, KaggleError, competition_slug
-from tests.conftest import PROJECT, make_project, project_params, repro, stages_run, tiny_params
+from pipeline.stages.synthesize import write_competition
+from tests.conftest import PROJECT, TINY, make_project, project_params, repro, stages_run, tiny_params
 from tests.kaggle_standin import Competition, StandIn
 
 SLUG = "tiny-faces"
@@ -151,38 +155,67 @@ def test_kaggle_cli_downloads_submits_and_lists_the_score(standin, served, tmp_p
     assert_never_shown(standin.key, downloaded, submitted, *listings)
 
 
+@pytest.fixture(scope="module")
+def served_probabilities(tmp_path_factory) -> tuple[Competition, Path]:
+    """The tiny synthetic competition with a sample asking for one probability column per class, scored by
+    log-loss."""
+    root = tmp_path_factory.mktemp("probabilities") / "synthetic"
+    write_competition(dataclasses.replace(TINY, submission_form="probability"), root)
+    answers = pd.read_csv(root / "answers.csv", dtype=str)
+    return Competition(zipped(root / "competition"), answers, metric="log_loss"), root
+
+
 @pytest.mark.slow
-def test_dvc_repro_downloads_the_competition_then_submit_reports_its_score(standin, served, tmp_path):
+def test_dvc_repro_downloads_a_log_loss_competition_then_submit_reports_its_score(served_probabilities, tmp_path):
+    """Only data.source set: the probability form is read from the sample, log-loss is the metric everywhere, and
+    the submission is tempered probabilities in the sample's columns."""
     params = tiny_params(backbones={"resnet10t": {}}, folds={**project_params()["folds"], "ids": [0, 1]})
     params["data"] = {**params["data"], "source": f"data/kaggle/{SLUG}.zip"}
     params["train"] = {**params["train"], "epochs": 2}
     params["tune"] = {**params["tune"], "enabled": False}
-    env = clean_env(tmp_path, standin.env())
-    root = make_project(tmp_path / "project", params, env)
-    first = repro(root, env, "submission")  # the stages a submission needs, not the bundle's and export's
-    assert {"download", "prepare", "train@resnet10t-0", "submission"} <= stages_run(first)
-    assert (root / "data" / "kaggle" / f"{SLUG}.zip").read_bytes() == served[0].archive
-    assert (root / "submissions" / "ensemble.csv").is_file()
-    calls_after_first = list(standin.calls)
-    again = repro(root, env, "submission")
-    assert stages_run(again) == set() and standin.calls == calls_after_first  # nothing fetched twice
+    with StandIn({SLUG: served_probabilities[0]}) as standin:
+        env = clean_env(tmp_path, standin.env())
+        root = make_project(tmp_path / "project", params, env)
+        first = repro(root, env, "submission")  # the stages a submission needs, not the bundle's and export's
+        assert {"download", "prepare", "train@resnet10t-0", "submission"} <= stages_run(first)
+        assert (root / "data" / "kaggle" / f"{SLUG}.zip").read_bytes() == served_probabilities[0].archive
+        calls_after_first = list(standin.calls)
+        again = repro(root, env, "submission")
+        assert stages_run(again) == set() and standin.calls == calls_after_first  # nothing fetched twice
 
-    done = run(
-        [sys.executable, "-m", "pipeline", "submit", "submissions/ensemble.csv", "-m", "first try", "--wait", "120"],
-        env,
-        root,
-    )
-    assert done.returncode == 0, done.stderr
-    stored = standin.submissions[SLUG][0]
-    assert stored.content == (root / "submissions" / "ensemble.csv").read_bytes()
-    oof = pd.read_json(root / "metrics" / "ensemble.json", typ="series")["accuracy"]
-    assert (
-        stored.description.startswith("first try")
-        and f"OOF {oof:.4f}" in stored.description
-        and "commit " in stored.description
-    )
-    assert f"score: public {stored.public_score}, private {stored.private_score}" in done.stdout
-    assert_never_shown(standin.key, done)
+        submission = pd.read_csv(root / "submissions" / "ensemble.csv", dtype={"id": str})
+        sample = pd.read_csv(served_probabilities[1] / "competition" / "sample_submission.csv", dtype={"id": str})
+        assert list(submission.columns) == list(sample.columns) and submission["id"].tolist() == sample["id"].tolist()
+        probs = submission[sample.columns[1:]].to_numpy()
+        assert ((probs >= 0) & (probs <= 1)).all() and np.allclose(probs.sum(1), 1, atol=1e-5)
+        ensemble = json.loads((root / "metrics" / "ensemble.json").read_text())
+        weights = json.loads((root / "ensemble" / "weights.json").read_text())
+        assert ensemble["metric"] == weights["metric"] == "log_loss" and weights["sharpness"] is not None
+
+        done = run(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "submit",
+                "submissions/ensemble.csv",
+                "-m",
+                "first try",
+                "--wait",
+                "120",
+            ],
+            env,
+            root,
+        )
+        assert done.returncode == 0, done.stderr
+        stored = standin.submissions[SLUG][0]
+        assert stored.content == (root / "submissions" / "ensemble.csv").read_bytes()
+        assert stored.description.startswith("first try") and "commit " in stored.description
+        assert f"OOF log_loss {ensemble['score']:.4f}" in stored.description
+        assert f"score: public {stored.public_score}, private {stored.private_score}" in done.stdout
+        # Better than an equal probability for each class, which scores ln(classes): the columns are the classes'.
+        assert max(float(stored.public_score), float(stored.private_score)) < np.log(len(sample.columns) - 1)
+        assert_never_shown(standin.key, done)
 
 
 @pytest.mark.parametrize(

@@ -254,10 +254,10 @@ def test_damaged_image_is_named(competition, tmp_path, damage):
         (b"\n\n", "the file is empty"),
         ("id,label\n\u00e9t\u00e9,0\n".encode("latin-1"), "not a UTF-8 CSV file"),
         (b"id,label\n", "lists no test ids"),
-        (b"id,label\nx,0,extra,more\n", r"expected two columns \(id,label\), got 4 on line 2"),
-        (b"id\nx\n", r"expected two columns \(id,label\), got 1 on line 1"),
+        (b"id,label\nx,0,extra,more\n", r"line 2 has 4 cells, the header 2"),
+        (b"id\nx\n", r"its header \['id'\] has one column; expected id,label or id and one probability column"),
         (bytes(range(256)), "not a UTF-8 CSV file"),
-        (b'id,label\n"x,0\n', r"expected two columns"),
+        (b'id,label\n"x,0\n', r"line 2 has 1 cells, the header 2"),
     ],
 )
 def test_malformed_sample_submission_is_named(competition, tmp_path, content, message):

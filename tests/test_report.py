@@ -3,6 +3,7 @@ import pytest
 
 from pipeline.evaluation.bootstrap import bootstrap_interval
 from pipeline.evaluation.groups import pattern_groups
+from pipeline.evaluation.metrics import ACCURACY, METRICS
 from pipeline.evaluation.predictions import oof_table
 from pipeline.files import write_csv
 from pipeline.stages.report import (
@@ -45,7 +46,7 @@ def test_accuracy_and_per_class_recall_match_hand_computed_values():
     labels = np.array([0, 0, 1, 1, 1, 2])
     probs = one_hot([0, 1, 1, 1, 0, 2])  # right: 0, 2, 3, 5
     folds = np.array([0, 1, 0, 1, 0, 1])
-    row = summarize("m", probs, labels, folds, CLASSES, plain=one_hot([1, 1, 1, 1, 0, 2]))
+    row = summarize("m", probs, labels, folds, CLASSES, ACCURACY, plain=one_hot([1, 1, 1, 1, 0, 2]))
     assert row.accuracy == pytest.approx(4 / 6)
     assert row.per_class == pytest.approx({"a": 1 / 2, "b": 2 / 3, "c": 1.0})
     assert row.fold_mean == pytest.approx((2 / 3 + 2 / 3) / 2) and row.fold_std == pytest.approx(0.0)
@@ -125,17 +126,34 @@ def test_no_warning_once_a_grouping_is_set():
 def test_table_lists_models_in_the_given_order_with_their_figures():
     labels = np.array([0, 1, 2, 0])
     rows = [
-        summarize(name, one_hot(pred), labels, np.array([0, 0, 1, 1]), CLASSES)
+        summarize(name, one_hot(pred), labels, np.array([0, 0, 1, 1]), CLASSES, ACCURACY)
         for name, pred in (("good", [0, 1, 2, 0]), ("bad", [1, 1, 2, 2]))
     ]
     table = format_table(rows, CLASSES)
     assert table.index("good") < table.index("bad") and "1.0000" in table and "0.5000" in table
 
 
+def test_under_another_metric_the_table_ranks_and_heads_by_it_with_accuracy_beside():
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 2])
+    folds = np.array([0, 1] * 4)
+    majority, finder = (
+        summarize(name, one_hot(pred), labels, folds, CLASSES, METRICS["macro_f1"])
+        for name, pred in (("majority", [0] * 8), ("finder", [0, 0, 0, 1, 1, 2, 1, 2]))
+    )
+    assert (majority.score, majority.accuracy) == (pytest.approx(0.2857, abs=1e-4), 0.75)
+    assert finder.score > majority.score and finder.accuracy < majority.accuracy
+    table = format_table([finder, majority], CLASSES)
+    header = table.splitlines()[0]
+    assert "OOF macro_f1" in header and "OOF acc" in header
+    assert header.index("OOF macro_f1") < header.index("OOF acc")
+    assert f"| finder | {finder.score:.4f} |" in table
+
+
 def test_a_budgeted_backbone_shows_its_budget_beside_the_minutes_it_took():
     labels = np.array([0, 1, 2, 0])
     budgeted, free = (
-        summarize(name, one_hot([0, 1, 2, 0]), labels, np.array([0, 0, 1, 1]), CLASSES) for name in ("budgeted", "free")
+        summarize(name, one_hot([0, 1, 2, 0]), labels, np.array([0, 0, 1, 1]), CLASSES, ACCURACY)
+        for name in ("budgeted", "free")
     )
     add_training_time(
         budgeted,

@@ -243,7 +243,7 @@ def test_fit_resumes_the_best_epoch_bookkeeping(tmp_path):
         run(where, stop_after=KILL_AFTER)
     assert checkpoints.load(where)["epoch"] == KILL_AFTER
     resumed, uninterrupted = run(where), run()
-    assert (resumed.best_epoch, resumed.best_val_acc) == (uninterrupted.best_epoch, uninterrupted.best_val_acc)
+    assert (resumed.best_epoch, resumed.best_val_score) == (uninterrupted.best_epoch, uninterrupted.best_val_score)
     assert [dataclasses.astuple(r)[:5] for r in resumed.history] == [
         dataclasses.astuple(r)[:5] for r in uninterrupted.history
     ]

@@ -8,6 +8,7 @@ import torch
 from safetensors import safe_open
 
 from pipeline.data import load_prepared
+from pipeline.evaluation.metrics import ACCURACY
 from pipeline.files import read_json
 from pipeline.stages.report import inference_ms_per_image
 from pipeline.stages.train import write_fold_outputs
@@ -156,7 +157,7 @@ def test_train_run_with_auto_trains_plans_and_saves_the_resolved_settings(prepar
     assert [(c.precision, c.channels_last) for c in planned] == [resolved]  # the budget timed what trains
     assert (tmp_path / "checkpoints" / speed.CACHE_NAME).is_file()  # beside the run's checkpoint
 
-    write_fold_outputs(run, data, 0, "resnet10t", tmp_path / "out")
+    write_fold_outputs(run, data, 0, "resnet10t", ACCURACY, tmp_path / "out")
     saved = read_json(tmp_path / "out" / "run.json")["config"]
     assert (saved["precision"], saved["channels_last"]) == resolved
     with safe_open(str(tmp_path / "out" / "model.safetensors"), framework="pt") as weights:

@@ -24,8 +24,9 @@ from pipeline.config import config_from_dict
 from pipeline.data import load_prepared
 from pipeline.errors import PipelineError
 from pipeline.evaluation.groups import duplicate_groups
+from pipeline.evaluation.metrics import ACCURACY, METRICS, Metric
 from pipeline.stages.folds import assign_folds
-from pipeline.stages.tune import Objective, fail_stale_trials, open_storage, run_study, study_name, study_summary
+from pipeline.training.tuning import Objective, fail_stale_trials, open_storage, run_study, study_name, study_summary
 from tests.conftest import PROJECT, start_interruptible, tiny_params
 
 POSTGRES_ENV = "PIPELINE_TEST_POSTGRES_URL"
@@ -73,7 +74,7 @@ def write_params(workspace: Path, params: dict) -> Path:
 HELD_WORKER = """
 import sys, time
 from pathlib import Path
-import pipeline.stages.tune as tune
+import pipeline.training.tuning as tune
 from pipeline.__main__ import main
 
 marker, fit_fold = Path(sys.argv[1]), tune.fit_fold
@@ -108,7 +109,9 @@ def load_study(url: str) -> optuna.Study:
     return optuna.load_study(study_name=summary.study_name, storage=storage)
 
 
-def run_here(workspace: Path, prepared: Path, params: dict, n_trials: int | None = None) -> optuna.Study:
+def run_here(
+    workspace: Path, prepared: Path, params: dict, n_trials: int | None = None, metric: Metric = ACCURACY
+) -> optuna.Study:
     config = config_from_dict(params)
     return run_study(
         "resnet10t",
@@ -116,6 +119,7 @@ def run_here(workspace: Path, prepared: Path, params: dict, n_trials: int | None
         workspace / "folds.csv",
         config.backbone("resnet10t"),
         config.tune,
+        metric,
         n_trials=n_trials,
     )
 
@@ -129,7 +133,7 @@ def test_study_starts_from_the_untuned_setting_and_records_epochs(workspace, pre
     first = trials[0]
     assert first.user_attrs["untuned_default"] is True
     assert first.params == {"lr": params["train"]["lr"], "label_smoothing": params["train"]["label_smoothing"]}
-    assert len(first.user_attrs["fold0_val_acc"]) == 2 and "epoch_seconds" in first.user_attrs
+    assert len(first.user_attrs["fold0_val_accuracy"]) == 2 and "epoch_seconds" in first.user_attrs
     summary = study_summary(study, "resnet10t", url)
     assert set(summary["best_params"]) == set(SPACE) and summary["untuned_value"] == first.value
 
@@ -144,11 +148,13 @@ def test_rerun_continues_the_study_and_new_data_starts_a_new_one(workspace, prep
     data = load_prepared(prepared)
     other = dataclasses.replace(data, fingerprint="another-dataset")
     base = config.backbone("resnet10t")
-    assert study_name("resnet10t", base, config.tune, data, workspace / "folds.csv") == study.study_name
-    assert study_name("resnet10t", base, config.tune, other, workspace / "folds.csv") != study.study_name
+    folds = workspace / "folds.csv"
+    assert study_name("resnet10t", base, config.tune, data, folds, ACCURACY) == study.study_name
+    assert study_name("resnet10t", base, config.tune, other, folds, ACCURACY) != study.study_name
+    assert study_name("resnet10t", base, config.tune, data, folds, METRICS["macro_f1"]) != study.study_name
     # The full run's epochs do not enter a trial (tune.epochs does): the study carries on.
     longer = dataclasses.replace(base, epochs=base.epochs + 5)
-    assert study_name("resnet10t", longer, config.tune, data, workspace / "folds.csv") == study.study_name
+    assert study_name("resnet10t", longer, config.tune, data, folds, ACCURACY) == study.study_name
 
 
 def test_pruned_trial_stops_at_the_epoch_it_is_pruned(workspace, prepared):
@@ -156,9 +162,9 @@ def test_pruned_trial_stops_at_the_epoch_it_is_pruned(workspace, prepared):
     data = load_prepared(prepared)
     fold_of = pd.read_csv(workspace / "folds.csv")["fold"].to_numpy()
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0))
-    study.optimize(Objective(data, fold_of, config.backbone("resnet10t"), config.tune, "t"), n_trials=1)
+    study.optimize(Objective(data, fold_of, config.backbone("resnet10t"), config.tune, ACCURACY, "t"), n_trials=1)
     (trial,) = study.get_trials()
-    assert trial.state == TrialState.PRUNED and len(trial.user_attrs["fold0_val_acc"]) == 1
+    assert trial.state == TrialState.PRUNED and len(trial.user_attrs["fold0_val_accuracy"]) == 1
 
 
 def test_a_time_budget_neither_shortens_a_trial_nor_starts_a_new_study(workspace, prepared):
@@ -168,21 +174,23 @@ def test_a_time_budget_neither_shortens_a_trial_nor_starts_a_new_study(workspace
     base, data = config.backbone("resnet10t"), load_prepared(prepared)
     fold_of = pd.read_csv(workspace / "folds.csv")["fold"].to_numpy()
     study = optuna.create_study(direction="maximize")
-    study.optimize(Objective(data, fold_of, base, config.tune, "t"), n_trials=1)
+    study.optimize(Objective(data, fold_of, base, config.tune, ACCURACY, "t"), n_trials=1)
     (trial,) = study.get_trials()
-    assert trial.state == TrialState.COMPLETE and len(trial.user_attrs["fold0_val_acc"]) == 2
+    assert trial.state == TrialState.COMPLETE and len(trial.user_attrs["fold0_val_accuracy"]) == 2
     unbudgeted = dataclasses.replace(base, time_budget_minutes=None)
     folds = workspace / "folds.csv"
-    assert study_name("resnet10t", base, config.tune, data, folds) == study_name(
-        "resnet10t", unbudgeted, config.tune, data, folds
+    assert study_name("resnet10t", base, config.tune, data, folds, ACCURACY) == study_name(
+        "resnet10t", unbudgeted, config.tune, data, folds, ACCURACY
     )
 
 
-def test_several_folds_report_one_value_per_fold(workspace, prepared):
-    study = run_here(workspace, prepared, tune_params(str(workspace / "j.journal"), n_trials=1, folds=[0, 1], epochs=1))
+@pytest.mark.parametrize("metric, direction", [("accuracy", "MAXIMIZE"), ("log_loss", "MINIMIZE")])
+def test_several_folds_report_one_value_per_fold_of_the_competitions_metric(workspace, prepared, metric, direction):
+    params = tune_params(str(workspace / f"{metric}.journal"), n_trials=1, folds=[0, 1], epochs=1)
+    study = run_here(workspace, prepared, params, metric=METRICS[metric])
     (trial,) = study.get_trials()
-    assert sorted(trial.intermediate_values) == [0, 1]
-    assert trial.value == pytest.approx(np.mean(trial.user_attrs["fold_accuracies"]))
+    assert sorted(trial.intermediate_values) == [0, 1] and study.direction.name == direction
+    assert trial.value == pytest.approx(np.mean(trial.user_attrs[f"fold_{metric}"]))
     assert type(study.pruner).__name__ == "WilcoxonPruner"
 
 
@@ -305,7 +313,11 @@ def test_optuna_dashboard_serves_the_pipelines_study(workspace, prepared):
             detail = json.load(response)
         assert detail["name"] == study.study_name
         (trial,) = detail["trials"]
-        assert {attr["key"] for attr in trial["user_attrs"]} >= {"fold0_val_acc", "epoch_seconds", "untuned_default"}
+        assert {attr["key"] for attr in trial["user_attrs"]} >= {
+            "fold0_val_accuracy",
+            "epoch_seconds",
+            "untuned_default",
+        }
     finally:
         dashboard.terminate()
         dashboard.wait(timeout=10)

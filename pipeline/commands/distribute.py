@@ -27,7 +27,7 @@ from pathlib import Path
 from pipeline.__main__ import INTERRUPTED, RESTORE_ONLY_ENV
 from pipeline.cluster import dvc_graph, snapshot
 from pipeline.cluster.task import Job, Outcome, run, this_python_first
-from pipeline.config import TuneConfig, load_config
+from pipeline.config import STORAGE_ENV, TuneConfig, load_config
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.files import write_json
 from pipeline.runtime.frames import HelpFormatter, in_range
@@ -160,9 +160,7 @@ def storage_env(root: Path, tune: TuneConfig) -> dict[str, str]:
     """The Optuna storage as every run must see it: a journal path made absolute."""
     if not tune.enabled:
         return {}
-    from pipeline.stages.tune import STORAGE_ENV, storage_url  # here: it imports torch and optuna
-
-    url = storage_url(tune)
+    url = tune.storage_url()
     return {STORAGE_ENV: url if "://" in url else str((root / url).resolve())}
 
 

@@ -2,9 +2,10 @@
 
 Not a DVC stage: submitting spends one of the day's submissions, so it is run by hand. FILE is
 checked against the competition's sample_submission.csv (header, ids and their order, row count,
-labels that are class names, no empty cells) before anything is uploaded. The message sent to
-Kaggle ends with what was submitted: the git commit, the DVC experiment whose results are in the
-workspace (when there is one) and the OOF accuracy from metrics/<FILE's name>.json.
+labels the competition knows or probabilities from 0 to 1, no empty cells) before anything is uploaded.
+The message sent to Kaggle ends with what was submitted: the git commit, the DVC experiment whose
+results are in the workspace (when there is one) and the OOF score by the competition's metric from
+metrics/<FILE's name>.json.
 """
 
 from __future__ import annotations
@@ -67,14 +68,17 @@ def experiment_name(lock_file: Path = Path("dvc.lock")) -> str | None:
     return None
 
 
-def oof_accuracy(file: Path, metrics_dir: Path) -> float | None:
-    metrics = metrics_dir / f"{file.stem}.json"
-    return float(read_json(metrics)["accuracy"]) if metrics.is_file() else None
+def oof_score(file: Path, metrics_dir: Path) -> str:
+    """The OOF score of the model behind `file`, by the competition's metric: `OOF accuracy 0.7012`."""
+    path = metrics_dir / f"{file.stem}.json"
+    if not path.is_file():
+        return "OOF n/a"
+    metrics = read_json(path)
+    return f"OOF {metrics['metric']} {metrics['score']:.4f}"
 
 
 def full_message(message: str, file: Path, metrics_dir: Path) -> str:
-    accuracy = oof_accuracy(file, metrics_dir)
-    parts = [f"OOF {accuracy:.4f}" if accuracy is not None else "OOF n/a", f"commit {commit_label()}"]
+    parts = [oof_score(file, metrics_dir), f"commit {commit_label()}"]
     experiment = experiment_name()
     if experiment:
         parts.append(f"exp {experiment}")

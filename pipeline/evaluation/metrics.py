@@ -1,23 +1,144 @@
-"""Scores shared by training, OOF scoring, the ensemble and the report (numpy only)."""
+"""The competition's metric and the scores shared by training, tuning, OOF scoring, the ensemble and the report.
+
+`competition.metric` names one of METRICS (scikit-learn's implementations, scored the way Kaggle
+scores them); `auto` takes log-loss where the sample submission asks for one probability column per
+class and accuracy where it asks for one label per image.
+"""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
+from pipeline.data import LABEL_FORM, PROBABILITY_FORM
+from pipeline.errors import ConfigError
+from pipeline.evaluation.bootstrap import bootstrap_interval
 
-def log_loss_and_accuracy(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    picked = probs[np.arange(len(labels)), labels]
-    loss = float(-np.log(np.clip(picked, 1e-7, 1.0)).mean())
-    return loss, float((probs.argmax(axis=1) == labels).mean())
+# Kaggle's log-loss clips each probability to [1e-15, 1 - 1e-15] and rescales rows to sum to one.
+LOG_LOSS_CLIP = 1e-15
 
 
-def score(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray, classes: list[str]) -> dict:
-    """Accuracy overall, per fold and per class (recall), and log-loss."""
-    pred = probs.argmax(axis=1)
-    correct = pred == labels
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    higher_is_better: bool
+    reads: str  # labels: the most probable class | probabilities | ranks: only the order of each class column
+    compute: Callable[[np.ndarray, np.ndarray], float]  # (N×C probabilities, N class indices) -> score
+
+    def __call__(self, probs: np.ndarray, labels: np.ndarray) -> float:
+        with warnings.catch_warnings():  # a class absent from a bootstrap draw is scored as Kaggle does, silently
+            warnings.simplefilter("ignore")
+            return float(self.compute(probs, labels))
+
+    def loss(self, value: float) -> float:
+        """`value` turned into something to minimise."""
+        return -value if self.higher_is_better else value
+
+    def better(self, value: float, than: float) -> bool:
+        return self.loss(value) < self.loss(than)
+
+    def gain(self, value: float, over: float) -> float:
+        """How much better `value` scores than `over` (positive: better), in the metric's units."""
+        return self.loss(over) - self.loss(value)
+
+    def interval(self, probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+        """The 95% bootstrap interval of the score over the rows."""
+        if self.name == "accuracy":  # a mean of per-row hits: resampling the hits is the same and far faster
+            return bootstrap_interval(np.mean, (_predicted(probs) == labels).astype(np.float64))
+        return bootstrap_interval(self, probs, labels)
+
+    @property
+    def worst(self) -> float:
+        return -np.inf if self.higher_is_better else np.inf
+
+
+def _predicted(probs: np.ndarray) -> np.ndarray:
+    return probs.argmax(axis=1)
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float((_predicted(probs) == labels).mean())
+
+
+def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
+    clipped = np.clip(probs, LOG_LOSS_CLIP, 1 - LOG_LOSS_CLIP)
+    clipped = clipped / clipped.sum(axis=1, keepdims=True)
+    return float(-np.log(clipped[np.arange(len(labels)), labels]).mean())
+
+
+def _sklearn():
+    """scikit-learn's metrics, imported when a metric needs them: importing them costs every stage process that
+    scores 0.7 s of start-up, most of which score accuracy and log-loss only."""
+    from sklearn import metrics
+
+    return metrics
+
+
+def balanced_accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    return _sklearn().balanced_accuracy_score(labels, _predicted(probs))
+
+
+def macro_f1(probs: np.ndarray, labels: np.ndarray) -> float:
+    return _sklearn().f1_score(labels, _predicted(probs), average="macro")
+
+
+def quadratic_weighted_kappa(probs: np.ndarray, labels: np.ndarray) -> float:
+    return _sklearn().cohen_kappa_score(labels, _predicted(probs), weights="quadratic")
+
+
+def macro_roc_auc(probs: np.ndarray, labels: np.ndarray) -> float:
+    """One-vs-rest ROC AUC averaged over the classes that have both positives and negatives (two classes: the
+    second class's AUC, as scikit-learn and Kaggle score a binary competition)."""
+    roc_auc_score = _sklearn().roc_auc_score
+    if probs.shape[1] == 2:
+        return roc_auc_score(labels == 1, probs[:, 1]) if 0 < (labels == 1).sum() < len(labels) else np.nan
+    scores = [
+        roc_auc_score(labels == c, probs[:, c]) for c in range(probs.shape[1]) if 0 < (labels == c).sum() < len(labels)
+    ]
+    return float(np.mean(scores)) if scores else np.nan
+
+
+METRICS = {
+    metric.name: metric
+    for metric in (
+        Metric("accuracy", True, "labels", accuracy),
+        Metric("balanced_accuracy", True, "labels", balanced_accuracy),
+        Metric("macro_f1", True, "labels", macro_f1),
+        Metric("qwk", True, "labels", quadratic_weighted_kappa),
+        Metric("log_loss", False, "probabilities", log_loss),
+        Metric("roc_auc", True, "ranks", macro_roc_auc),
+    )
+}
+
+ACCURACY = METRICS["accuracy"]
+
+
+def competition_metric(name: str, submission_form: str) -> Metric:
+    """The metric `competition.metric` names; `auto`: the one the submission form implies."""
+    if name == "auto":
+        name = "log_loss" if submission_form == PROBABILITY_FORM else "accuracy"
+    metric = METRICS[name]
+    if submission_form == LABEL_FORM and metric.reads != "labels":
+        raise ConfigError(
+            f"competition.metric {name} scores probabilities, but the sample submission takes one label per image: "
+            f"set competition.metric to one of {[m for m, v in METRICS.items() if v.reads == 'labels']} "
+            "(or auto), or check that data.sample_submission names the competition's own sample"
+        )
+    return metric
+
+
+def score(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray, classes: list[str], metric: Metric) -> dict:
+    """The metric overall and per fold, accuracy overall and per fold, recall per class, and log-loss."""
+    correct = _predicted(probs) == labels
     return {
+        "metric": metric.name,
+        "score": metric(probs, labels),
+        "score_per_fold": {str(f): metric(probs[folds == f], labels[folds == f]) for f in np.unique(folds)},
         "accuracy": float(correct.mean()),
-        "log_loss": log_loss_and_accuracy(probs, labels)[0],
+        "log_loss": log_loss(probs, labels),
         "per_fold": {str(f): float(correct[folds == f].mean()) for f in np.unique(folds)},
         "per_class": {
             name: float(correct[labels == i].mean()) if (labels == i).any() else None for i, name in enumerate(classes)

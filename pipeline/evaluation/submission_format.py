@@ -12,7 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.data import LABEL_FORM, submission_form
 from pipeline.errors import PipelineError
+
+# Probabilities to 7 significant digits: log-loss moves by about 1e-7, and the file is half the size of
+# full precision (Kaggle clips at 1e-15 and rescales each row to sum to one, as metrics.log_loss does).
+PROBABILITY_FORMAT = "%.7g"
 
 
 class SubmissionError(PipelineError):
@@ -26,41 +31,60 @@ def read_sample(path: str | Path) -> pd.DataFrame:
 def validate_submission(
     submission: pd.DataFrame, sample: pd.DataFrame, labels: list[str], name: str = "submission"
 ) -> None:
-    """`labels`: each class as the competition spells it (prepared submission_labels.json)."""
+    """What Kaggle checks before it scores: the sample's header, its ids in its order, no empty cell, and a label
+    the competition knows (label form) or a probability in [0, 1] (probability form). `labels`: each class as the
+    competition spells it (prepared submission_labels.json)."""
     if list(submission.columns) != list(sample.columns):
         raise SubmissionError(
             f"{name}: header {list(submission.columns)} differs from sample_submission.csv's {list(sample.columns)}"
         )
     if len(submission) != len(sample):
         raise SubmissionError(f"{name}: {len(submission)} rows, sample_submission.csv has {len(sample)}")
-    empty = submission.isna() | (submission.astype(str).apply(lambda column: column.str.strip()) == "")
+    text = submission.astype(str).apply(lambda column: column.str.strip())
+    empty = submission.isna() | (text == "")
     if empty.to_numpy().any():
         row = int(np.flatnonzero(empty.to_numpy().any(axis=1))[0])
         raise SubmissionError(f"{name}: empty or NaN cell in row {row + 2}")
-    id_column, label_column = sample.columns
-    ids, expected = submission[id_column].astype(str).to_numpy(), sample[id_column].to_numpy()
+    id_column = sample.columns[0]
+    ids, expected = text[id_column].to_numpy(), sample[id_column].to_numpy()
     if not np.array_equal(ids, expected):
         row = int(np.flatnonzero(ids != expected)[0])
         raise SubmissionError(
             f"{name}: row {row + 2} has id {ids[row]!r} where sample_submission.csv has {expected[row]!r}; keep its "
             "ids and order"
         )
-    unknown = sorted(set(submission[label_column].astype(str)) - set(labels))
-    if unknown:
-        raise SubmissionError(f"{name}: label(s) {unknown[:5]} are not among the competition's labels {labels}")
+    if submission_form(sample) == LABEL_FORM:
+        unknown = sorted(set(text[sample.columns[1]]) - set(labels))
+        if unknown:
+            raise SubmissionError(f"{name}: label(s) {unknown[:5]} are not among the competition's labels {labels}")
+        return
+    values = text[sample.columns[1:]].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    outside = ~np.isfinite(values) | (values < 0) | (values > 1)
+    if outside.any():
+        row, column = (int(i[0]) for i in np.nonzero(outside))
+        raise SubmissionError(
+            f"{name}: row {row + 2}, column {sample.columns[1 + column]!r} holds "
+            f"{text.iloc[row, 1 + column]!r}; a probability column takes numbers from 0 to 1"
+        )
 
 
 def make_submission(
     probs: np.ndarray, test_ids: np.ndarray, sample: pd.DataFrame, labels: list[str], name: str
 ) -> pd.DataFrame:
-    """One row per test id, labelled with the most probable class as the competition spells it."""
-    id_column, label_column = sample.columns
-    submission = pd.DataFrame({id_column: test_ids, label_column: np.array(labels)[probs.argmax(axis=1)]})
+    """One row per test id: the most probable class as the competition spells it (label form), or each class's
+    probability in the sample's columns (probability form)."""
+    id_column = sample.columns[0]
+    if submission_form(sample) == LABEL_FORM:
+        submission = pd.DataFrame({id_column: test_ids, sample.columns[1]: np.array(labels)[probs.argmax(axis=1)]})
+    else:
+        column_of = {label: i for i, label in enumerate(labels)}
+        columns = {column: probs[:, column_of[column.strip()]] for column in sample.columns[1:]}
+        submission = pd.DataFrame({id_column: test_ids, **columns})
     validate_submission(submission, sample, labels, name)
     return submission
 
 
 def to_csv_bytes(frame: pd.DataFrame) -> bytes:
     buffer = io.StringIO()
-    frame.to_csv(buffer, index=False)
+    frame.to_csv(buffer, index=False, float_format=PROBABILITY_FORMAT)
     return buffer.getvalue().encode()

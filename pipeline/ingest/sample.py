@@ -1,8 +1,9 @@
 """The sample submission, and the test images its ids name.
 
-A sample has two columns of any name (id, label). Its ids are the test file names with or without
-their extension (`0.jpg` or `0`), or row numbers for a pixel table; its order is the order the
-prepared test set and every submission keep.
+Its first column holds the ids: the test file names with or without their extension (`0.jpg` or `0`),
+or row numbers for a pixel table; its order is the order the prepared test set and every submission
+keep. The columns after it give the submission's form: one label column (id,label: the label form), or
+one probability column per class, named by the class (id,c0,c1,...: the probability form).
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from pathlib import PurePosixPath
 
 import pandas as pd
 
+from pipeline.data import LABEL_FORM, submission_form
 from pipeline.ingest.sources import SUFFIX_LIST, CompetitionFiles, SourceError, is_image
 
 TEST_FOLDERS = ("test", "test_images", "test_kaggle")  # where competitions put test images, preferred in this order
 
 
 def parse_sample(data: bytes, where: str) -> pd.DataFrame:
-    """The sample as text columns (id, label), in file order, under their own header."""
+    """The sample as text columns (id, then a label or one probability column per class), in file order, under
+    their own header."""
     try:
         reader = csv.reader(io.StringIO(data.decode("utf-8-sig")))
         rows = [(reader.line_num, row) for row in reader if row]
@@ -29,9 +32,15 @@ def parse_sample(data: bytes, where: str) -> pd.DataFrame:
         raise SourceError(
             f"{where}: the file is empty; expected a header id,label and one row per test image; download it again"
         )
+    width = len(rows[0][1])
+    if width < 2:
+        raise SourceError(
+            f"{where}: its header {rows[0][1]} has one column; expected id,label or id and one probability column "
+            "per class"
+        )
     for line, row in rows:
-        if len(row) != 2:
-            raise SourceError(f"{where}: expected two columns (id,label), got {len(row)} on line {line}: {row[:4]}")
+        if len(row) != width:
+            raise SourceError(f"{where}: line {line} has {len(row)} cells, the header {width}: {row[:4]}")
     if len(rows) == 1:
         raise SourceError(f"{where}: lists no test ids, only the header {rows[0][1]}; download it again")
     sample = pd.DataFrame([row for _, row in rows[1:]], columns=rows[0][1], dtype=str)
@@ -39,6 +48,13 @@ def parse_sample(data: bytes, where: str) -> pd.DataFrame:
     if len(duplicated):
         raise SourceError(f"{where}: id {duplicated.iloc[0]!r} appears more than once")
     return sample
+
+
+def class_spellings(sample: pd.DataFrame) -> list[str]:
+    """How the sample writes classes: its labels (label form) or its probability columns' names."""
+    if submission_form(sample) == LABEL_FORM:
+        return sorted(set(sample.iloc[:, 1].str.strip()))
+    return [str(column).strip() for column in sample.columns[1:]]
 
 
 def find_test_folder(files: CompetitionFiles, train_folders: set[str], named: str | None) -> str:

@@ -20,7 +20,7 @@ class Competition:
     train: pd.DataFrame  # id, label (as written), file; and pixels for a pixel table
     test: pd.DataFrame  # id, file (and pixels), in the sample submission's order
     sample_submission: bytes  # the competition's own, or one written for a pixel table that ships none
-    sample: pd.DataFrame  # those bytes parsed: id and label columns under the sample's own header
+    sample: pd.DataFrame  # those bytes parsed: the id column, then a label or a probability column per class
 
 
 def read_table(files: CompetitionFiles, name: str) -> pd.DataFrame:

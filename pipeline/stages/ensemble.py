@@ -1,11 +1,13 @@
-"""Stage `ensemble`: blend weights over the backbones, fitted on OOF probabilities only.
+"""Stage `ensemble`: blend weights over the backbones, fitted on OOF probabilities only, by the competition's metric.
 
 Greedy forward selection with replacement (Caruana et al., 2004) adds, one at a time, the backbone
-whose inclusion lowers the OOF log-loss (under each blend's best temperature) most, for
-`ensemble.max_steps` steps, and keeps the best blend seen. The ensemble's reported OOF
-accuracy is cross-fitted: each fold is blended with weights fitted on the other folds, so the figure
-is not flattered by having chosen the weights on the rows it scores. If the blend does not beat the
-best single backbone on that honest figure, the stage says so and submits that backbone alone.
+whose inclusion scores best by `competition.metric` (pipeline/evaluation/blend.py), for
+`ensemble.max_steps` steps, and keeps the best blend seen. Under log-loss the blend is also
+sharpened or softened by the one temperature that fits the OOF rows best, and submitted so; under a
+metric that only ranks (ROC AUC) the members' column ranks are blended. The ensemble's reported OOF
+score is cross-fitted: each fold is blended (and tempered) with what was fitted on the other folds, so
+the figure is not flattered by having been chosen on the rows it scores. If the blend does not beat
+the best single backbone on that honest figure, the stage says so and submits that backbone alone.
 
 Reads what `oof@<backbone>` wrote (oof/<backbone>.csv, test_predictions/<backbone>.csv); writes
 ensemble/oof.csv (OOF schema), ensemble/test.csv, ensemble/weights.json and metrics/ensemble.json.
@@ -16,6 +18,7 @@ of the probabilities (per fold on OOF, as the cross-fitted figure is) and scored
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +26,17 @@ import numpy as np
 from pipeline.config import load_config
 from pipeline.data import load_prepared
 from pipeline.evaluation.affect import target_scores
-from pipeline.evaluation.blend import blend, blend_by_fold, fold_weights, greedy_weights
-from pipeline.evaluation.metrics import score
+from pipeline.evaluation.blend import (
+    blend,
+    blend_by_fold,
+    column_ranks,
+    cross_fitted_sharpening,
+    fit_sharpness,
+    fold_weights,
+    greedy_weights,
+    sharpen,
+)
+from pipeline.evaluation.metrics import Metric, competition_metric, score
 from pipeline.evaluation.predictions import (
     oof_table,
     probability_table,
@@ -34,6 +46,66 @@ from pipeline.evaluation.predictions import (
     with_targets,
 )
 from pipeline.files import atomic_dir, write_csv, write_json
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The blend the ensemble submits, or the best single backbone where the blend does not beat it."""
+
+    weights: np.ndarray  # fitted on every OOF row: the test blend's
+    weights_of_fold: dict[int, np.ndarray]  # per fold, fitted on the other folds: the honest OOF blend's
+    oof: np.ndarray  # cross-fitted OOF predictions, as submitted (tempered under log-loss)
+    test: np.ndarray  # the test predictions submitted
+    blend_score: float  # the cross-fitted blend's OOF score
+    singles: dict[str, float]  # each backbone's OOF score, as it would be submitted
+    best_single: str
+    fallback: bool
+    sharpness: float | None  # under log-loss: the inverse temperature of the submitted probabilities
+    verdict: str
+
+
+def choose_blend(
+    names: list[str],
+    oof: list[np.ndarray],
+    test: list[np.ndarray],
+    labels: np.ndarray,
+    folds: np.ndarray,
+    metric: Metric,
+    max_steps: int,
+) -> Choice:
+    if metric.reads == "ranks":  # a ranking metric blends ranks: members on different scales count alike
+        oof, test = [column_ranks(p) for p in oof], [column_ranks(p) for p in test]
+    calibrate = metric.reads == "probabilities"
+
+    def as_submitted(probs: np.ndarray) -> np.ndarray:
+        """OOF probabilities as submitted: under log-loss, tempered as fitted on the other folds."""
+        return cross_fitted_sharpening(probs, labels, folds) if calibrate else probs
+
+    singles = {name: metric(as_submitted(p), labels) for name, p in zip(names, oof)}
+    best = min(singles, key=lambda name: metric.loss(singles[name]))
+    weights = greedy_weights(oof, labels, max_steps, metric)
+    weights_of_fold = fold_weights(oof, labels, folds, max_steps, metric)
+    blended_oof = as_submitted(blend_by_fold(oof, folds, weights_of_fold))
+    blend_score = metric(blended_oof, labels)
+    fallback = not metric.better(blend_score, than=singles[best])
+    verdict = (
+        f"The blend ({metric.name} {blend_score:.4f}) beats the best single backbone {best} ({singles[best]:.4f}) "
+        "on OOF"
+    )
+    if fallback:
+        weights = np.array([float(name == best) for name in names])
+        blended_oof = as_submitted(oof[names.index(best)])
+        verdict = (
+            f"The blend ({metric.name} {blend_score:.4f}) does not beat {best} alone ({singles[best]:.4f}) on OOF: "
+            f"falling back to {best}"
+        )
+    blended_test, sharpness = blend(test, weights), None
+    if calibrate:  # the temperature fitted on all the OOF rows, as the weights are
+        sharpness = fit_sharpness(blend(oof, weights), labels)
+        blended_test = sharpen(blended_test, sharpness)
+    return Choice(
+        weights, weights_of_fold, blended_oof, blended_test, blend_score, singles, best, fallback, sharpness, verdict
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,35 +129,20 @@ def main(argv: list[str] | None = None) -> None:
     targets = data.target_names
     oof_values = [read_target_values(args.oof / f"{name}.csv", targets, data.train_ids) for name in names]
     test_values = [read_target_values(args.test / f"{name}.csv", targets, data.test_ids) for name in names]
-    singles = {name: float((p.argmax(1) == labels).mean()) for name, p in zip(names, oof)}
-    best_name = max(singles, key=singles.get)
-
-    weights = greedy_weights(oof, labels, config.ensemble.max_steps)
-    weights_of_fold = fold_weights(oof, labels, folds, config.ensemble.max_steps)
-    blended_oof = blend_by_fold(oof, folds, weights_of_fold)
-    blended_oof_values = blend_by_fold(oof_values, folds, weights_of_fold)
-    blend_acc = float((blended_oof.argmax(1) == labels).mean())
-    fallback = blend_acc <= singles[best_name]
-    if fallback:
-        weights = np.array([float(name == best_name) for name in names])
-        blended_oof = oof[names.index(best_name)]
-        blended_oof_values = oof_values[names.index(best_name)]
-        verdict = (
-            f"The blend ({blend_acc:.4f}) does not beat {best_name} alone ({singles[best_name]:.4f}) on OOF: "
-            f"falling back to {best_name}"
-        )
-    else:
-        verdict = (
-            f"The blend ({blend_acc:.4f}) beats the best single backbone {best_name} ({singles[best_name]:.4f}) on OOF"
-        )
-
+    metric = competition_metric(config.competition.metric, data.submission_form)
+    chosen = choose_blend(names, oof, test, labels, folds, metric, config.ensemble.max_steps)
+    weights, blended_oof = chosen.weights, chosen.oof
+    blended_oof_values = blend_by_fold(oof_values, folds, chosen.weights_of_fold)
+    if chosen.fallback:
+        blended_oof_values = oof_values[names.index(chosen.best_single)]
+    best_single_score = chosen.singles[chosen.best_single]
     metrics = {
-        **score(blended_oof, labels, folds, data.classes),
-        "blend_accuracy": blend_acc,
-        "best_single": best_name,
-        "best_single_accuracy": singles[best_name],
-        "gain_over_best_single": blend_acc - singles[best_name],
-        "fallback": fallback,
+        **score(blended_oof, labels, folds, data.classes, metric),
+        "blend_score": chosen.blend_score,
+        "best_single": chosen.best_single,
+        "best_single_score": best_single_score,
+        "gain_over_best_single": metric.gain(chosen.blend_score, over=best_single_score),
+        "fallback": chosen.fallback,
     }
     if targets:
         metrics["targets"] = target_scores(blended_oof_values, data.train_targets, targets)
@@ -98,20 +155,20 @@ def main(argv: list[str] | None = None) -> None:
         )
         write_csv(
             with_targets(
-                probability_table(data.test_ids, blend(test, weights), data.classes),
-                blend(test_values, weights),
-                targets,
+                probability_table(data.test_ids, chosen.test, data.classes), blend(test_values, weights), targets
             ),
             tmp / "test.csv",
         )
         write_json(
             {
                 "weights": dict(zip(names, weights.tolist())),
-                "single_accuracy": singles,
-                "verdict": verdict,
-                "fallback": fallback,
+                "metric": metric.name,
+                "single_scores": chosen.singles,
+                "sharpness": chosen.sharpness,
+                "verdict": chosen.verdict,
+                "fallback": chosen.fallback,
             },
             tmp / "weights.json",
         )
     write_json(metrics, args.metrics)
-    print(f"ensemble: weights {dict(zip(names, np.round(weights, 3).tolist()))}; {verdict} → {args.out}")
+    print(f"ensemble: weights {dict(zip(names, np.round(weights, 3).tolist()))}; {chosen.verdict} → {args.out}")

@@ -6,7 +6,8 @@ oof/<backbone>.csv (with the views) and oof/<backbone>.no_tta.csv (the plain vie
 the OOF schema (id, fold, label, pred, one probability column per class); test_predictions/<backbone>.csv
 (id, one probability column per class: the fold models and views averaged) and
 test_predictions/<backbone>.folds.csv (the same per fold model, with a fold column); and
-metrics/<backbone>.json: accuracy overall, per fold and per class, log-loss, and the gain from the views.
+metrics/<backbone>.json: the competition's metric overall and per fold (`score`, `score_per_fold`, and without
+the views `score_no_tta`), accuracy overall, per fold and per class, log-loss, and the views' accuracy gain.
 When the data has regression targets, every table gets one column of predicted values per target
 (averaged like the probabilities) and the metrics a `targets` block: per target RMSE and CCC with 95%
 bootstrap intervals and the count of non-missing rows they are scored on.
@@ -23,7 +24,7 @@ import pandas as pd
 from pipeline.config import load_config
 from pipeline.data import Prepared, load_folds, load_prepared
 from pipeline.evaluation.affect import target_scores
-from pipeline.evaluation.metrics import score
+from pipeline.evaluation.metrics import competition_metric, score
 from pipeline.evaluation.predictions import fold_dir, load_plain_oof, oof_table, probability_table, with_targets
 from pipeline.files import write_csv, write_json
 from pipeline.training.augment import Normalizer
@@ -77,9 +78,14 @@ def main(argv: list[str] | None = None) -> None:
         )
     by_fold = pd.concat(test_tables, ignore_index=True)
     test_probs, test_values = np.mean(fold_test_probs, axis=0), np.mean(fold_test_values, axis=0)
-    metrics = score(oof_probs, plain.labels, plain.folds, classes)
-    plain_accuracy = score(plain.probs, plain.labels, plain.folds, classes)["accuracy"]
-    metrics |= {"accuracy_no_tta": plain_accuracy, "tta_gain": metrics["accuracy"] - plain_accuracy}
+    metric = competition_metric(config.competition.metric, data.submission_form)
+    metrics = score(oof_probs, plain.labels, plain.folds, classes, metric)
+    without_views = score(plain.probs, plain.labels, plain.folds, classes, metric)
+    metrics |= {
+        "accuracy_no_tta": without_views["accuracy"],
+        "tta_gain": metrics["accuracy"] - without_views["accuracy"],
+        "score_no_tta": without_views["score"],
+    }
     if names:
         metrics["targets"] = target_scores(oof_values, data.train_targets, names)
     write_csv(
@@ -96,10 +102,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     write_csv(by_fold, args.test_out / f"{args.backbone}.folds.csv")
     write_json(metrics, args.metrics)
-    folds = np.array(list(metrics["per_fold"].values()))
+    folds = np.array(list(metrics["score_per_fold"].values()))
     print(
-        f"oof {args.backbone}: accuracy {metrics['accuracy']:.4f} (folds {folds.mean():.4f} ± {folds.std():.4f}), "
-        f"without TTA {metrics['accuracy_no_tta']:.4f}, log-loss {metrics['log_loss']:.4f}"
+        f"oof {args.backbone}: {metric.name} {metrics['score']:.4f} (folds {folds.mean():.4f} ± {folds.std():.4f}), "
+        f"without TTA {metrics['score_no_tta']:.4f}"
+        + (f"; accuracy {metrics['accuracy']:.4f}" if metric.name != "accuracy" else "")
+        + (f", log-loss {metrics['log_loss']:.4f}" if metric.name != "log_loss" else "")
         + "".join(f", {name} CCC {s['ccc']:.4f} RMSE {s['rmse']:.4f}" for name, s in metrics.get("targets", {}).items())
         + f" → {args.out}/{args.backbone}.csv, {args.metrics}"
     )

@@ -15,10 +15,11 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config import DataConfig, load_config
-from pipeline.data import TARGETS_FILE
+from pipeline.data import PROBABILITY_FORM, TARGETS_FILE, submission_form
 from pipeline.files import atomic_dir, fingerprint, pixel_mean_std, save_array, write_csv, write_json
 from pipeline.ingest.decode import decode_rows
 from pipeline.ingest.layouts import read_competition
+from pipeline.ingest.sample import class_spellings
 from pipeline.ingest.sources import CompetitionFiles, SourceError
 from pipeline.ingest.target_table import read_targets
 
@@ -32,7 +33,7 @@ def one_spelling_per_class(labels: pd.Series, sample: pd.DataFrame) -> pd.Series
     if numbers.notna().all() and (numbers == numbers.round()).all() and not labels.str.fullmatch(r"-?\d+").all():
         print(f"prepare: label codes written as {sorted(set(labels))[:3]}... are read as integers")
         labels = numbers.astype("int64").astype(str)
-    in_sample = set(sample.iloc[:, 1].str.strip())
+    in_sample = set(class_spellings(sample))
     counts = labels.value_counts()
     respelled = {}
     for _, spellings in counts.groupby(counts.index.str.casefold()):
@@ -69,7 +70,7 @@ def relabel(train: pd.DataFrame, config: DataConfig) -> tuple[pd.DataFrame, list
             )
     kept = named[~named["label"].isin(config.drop_classes)].copy()
     kept["label"] = kept["label"].replace(config.merge_classes)
-    classes = sorted(set(kept["label"]))
+    classes = sorted(set(kept["label"]), key=class_order)
     if len(classes) < 2:
         raise SourceError(
             f"the train images hold {len(classes)} class ({classes}) after data.drop_classes/merge_classes; "
@@ -78,20 +79,36 @@ def relabel(train: pd.DataFrame, config: DataConfig) -> tuple[pd.DataFrame, list
     return kept, classes, as_written
 
 
+def class_order(label: str) -> tuple:
+    """Classes sort by name, and whole-number codes by value (grade 10 after grade 9: the order kappa reads)."""
+    return (0, int(label), "") if label.lstrip("-").isdigit() else (1, 0, label)
+
+
 def submission_labels(classes: list[str], as_written: dict[str, str], sample: pd.DataFrame, where: str) -> list[str]:
-    """Each class as submissions write it: as the sample's labels are written, class names or the data's codes."""
-    sample_labels = set(sample.iloc[:, 1].str.strip())
+    """Each class as submissions write it (a label, or its probability column's name): as the sample writes
+    classes, by class name or by the data's code."""
+    spelled = class_spellings(sample)
     names, codes = set(as_written), set(as_written.values())
-    if sample_labels <= names:
-        return list(classes)
-    if sample_labels <= codes:
-        return [as_written[name] for name in classes]
-    strangers = sorted(sample_labels - names - codes)
-    raise SourceError(
-        f"{where}: its labels {strangers[:5]} are neither class names {sorted(names)[:7]} nor the labels as the "
-        f"train data writes them {sorted(codes)[:7]}, so the form submissions must take is unknown; set "
-        "data.class_names to map the train labels to the sample's spelling"
-    )
+    probability_columns = submission_form(sample) == PROBABILITY_FORM
+    what = "probability columns" if probability_columns else "labels"
+    if set(spelled) <= names:
+        chosen = list(classes)
+    elif set(spelled) <= codes:
+        chosen = [as_written[name] for name in classes]
+    else:
+        strangers = sorted(set(spelled) - names - codes)
+        raise SourceError(
+            f"{where}: its {what} {strangers[:5]} are neither class names {sorted(names)[:7]} nor the labels as the "
+            f"train data writes them {sorted(codes)[:7]}, so the form submissions must take is unknown; set "
+            "data.class_names to map the train labels to the sample's spelling"
+        )
+    unnamed = [label for label in chosen if label not in spelled]
+    if probability_columns and unnamed:
+        raise SourceError(
+            f"{where}: has no probability column for class(es) {unnamed[:5]} of the train data (columns: "
+            f"{spelled[:10]}); drop or merge those classes (data.drop_classes, data.merge_classes), or check the sample"
+        )
+    return chosen
 
 
 def prepare(source: str | Path, config: DataConfig, out_dir: Path) -> None:
@@ -120,6 +137,7 @@ def prepare(source: str | Path, config: DataConfig, out_dir: Path) -> None:
             # The targets join the fingerprint only when present: data without them keeps its fingerprint.
             "fingerprint": fingerprint(train_images, test_images, *([] if targets is None else [targets])),
             "targets": target_names,
+            "submission_form": submission_form(competition.sample),
         }
         del train_images, test_images  # memory maps into the folder about to be renamed
         write_csv(train[["id", "label", "file"]], tmp / "train.csv")

@@ -1,11 +1,13 @@
 """Stage `report`: one leaderboard of the backbones and the ensemble, with what to expect on Kaggle.
 
-Prints (and writes to report/report.md) a table, best first: OOF accuracy with a 95% bootstrap
+Prints (and writes to report/report.md) a table, best first: the OOF score by the competition's metric
+(competition.metric; accuracy beside it when that is another) with a 95% bootstrap
 interval, per-fold mean ± std, TTA gain, per-class recall, training time, parameter count and
 inference time per image; then the ensemble with its weights, and for each backbone trained under
 `train.time_budget_minutes` its budget beside the minutes it took and the epochs each fold trained.
 The expected leaderboard accuracy is the ensemble's OOF accuracy plus the gain of averaging the fold
-models, estimated on the test images (pipeline/evaluation/expectation.py), with a prediction interval.
+models, estimated on the test images (pipeline/evaluation/expectation.py), with a prediction interval;
+under another metric, the OOF score and its interval.
 Writes metrics/report.json for `dvc metrics show/diff` and `dvc exp show`, per-fold training curves
 (report/curves/) and a grid of the most confidently wrong OOF images (report/confident_errors.png),
 and warns when OOF may not predict the leaderboard. With several backbones, how often each pair
@@ -29,10 +31,10 @@ from pipeline.config import Config, FoldsConfig, load_config
 from pipeline.data import Prepared, fold_columns, load_prepared
 from pipeline.evaluation.affect import rmse, target_scores
 from pipeline.evaluation.blend import blend
-from pipeline.evaluation.bootstrap import CONFIDENCE, bootstrap_interval
+from pipeline.evaluation.bootstrap import CONFIDENCE
 from pipeline.evaluation.expectation import Expectation, expect, leaderboard_count
 from pipeline.evaluation.groups import shared_name_prefixes
-from pipeline.evaluation.metrics import score
+from pipeline.evaluation.metrics import Metric, competition_metric, score
 from pipeline.evaluation.predictions import fold_dir, read_fold_test_tables, read_oof_table, read_target_values
 from pipeline.files import atomic_dir, atomic_path, read_json, write_csv, write_json
 from pipeline.runtime.deployment import DeploymentRow, markdown
@@ -47,6 +49,8 @@ FOLD_SPREAD_LIMIT = 4.0
 @dataclass
 class Row:
     name: str
+    metric: str  # the competition's, which `score`, its interval, the fold figures and the TTA gain are in
+    score: float
     accuracy: float
     interval: tuple[float, float]
     fold_mean: float
@@ -61,6 +65,8 @@ class Row:
 
     def as_metrics(self) -> dict:
         return {
+            "metric": self.metric,
+            "score": self.score,
             "accuracy": self.accuracy,
             "ci_low": self.interval[0],
             "ci_high": self.interval[1],
@@ -81,15 +87,18 @@ def summarize(
     labels: np.ndarray,
     folds: np.ndarray,
     classes: list[str],
+    metric: Metric,
     plain: np.ndarray | None = None,
 ) -> Row:
-    figures = score(probs, labels, folds, classes)
-    per_fold = np.array(list(figures["per_fold"].values()))
-    tta_gain = None if plain is None else figures["accuracy"] - float((plain.argmax(1) == labels).mean())
+    figures = score(probs, labels, folds, classes, metric)
+    per_fold = np.array(list(figures["score_per_fold"].values()))
+    tta_gain = None if plain is None else metric.gain(figures["score"], metric(plain, labels))
     return Row(
         name,
+        metric.name,
+        figures["score"],
         figures["accuracy"],
-        bootstrap_interval(np.mean, (probs.argmax(1) == labels).astype(np.float64)),
+        metric.interval(probs, labels),
         float(per_fold.mean()),
         float(per_fold.std()),
         tta_gain,
@@ -197,17 +206,29 @@ def confident_errors_grid(
 
 
 def format_table(rows: list[Row], classes: list[str]) -> str:
-    header = ["model", "OOF acc", "95% CI", "folds mean±std", "TTA gain", "train min", "params M", "ms/img"] + [
-        f"{c[:7]}" for c in classes
-    ]
+    """Per model: its OOF score by the competition's metric, then accuracy as well where the metric is another."""
+    metric = rows[0].metric
+    also_accuracy = metric != "accuracy"
+    header = [
+        "model",
+        f"OOF {metric}",
+        "95% CI",
+        "folds mean±std",
+        "TTA gain",
+        *(["OOF acc"] if also_accuracy else []),
+        "train min",
+        "params M",
+        "ms/img",
+    ] + [f"{c[:7]}" for c in classes]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [
             row.name,
-            f"{row.accuracy:.4f}",
+            f"{row.score:.4f}",
             f"{row.interval[0]:.4f}–{row.interval[1]:.4f}",
             f"{row.fold_mean:.4f}±{row.fold_std:.4f}",
             _maybe(row.tta_gain, "+.4f"),
+            *([f"{row.accuracy:.4f}"] if also_accuracy else []),
             _maybe(row.train_minutes, ".1f"),
             _maybe(row.params_millions, ".2f"),
             _maybe(row.ms_per_image, ".3f"),
@@ -221,10 +242,10 @@ def _maybe(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
-def backbone_row(name: str, config: Config, data: Prepared, oof_dir: Path, models_dir: Path) -> Row:
+def backbone_row(name: str, config: Config, data: Prepared, metric: Metric, oof_dir: Path, models_dir: Path) -> Row:
     probs, labels, folds = read_oof_table(oof_dir / f"{name}.csv", data.classes, data.train_ids)
     plain, _, _ = read_oof_table(oof_dir / f"{name}.no_tta.csv", data.classes, data.train_ids)
-    row = summarize(name, probs, labels, folds, data.classes, plain=plain)
+    row = summarize(name, probs, labels, folds, data.classes, metric, plain=plain)
     first = fold_dir(models_dir, name, config.folds.ids[0])
     runs = [read_json(fold_dir(models_dir, name, f) / "run.json") for f in config.folds.ids]
     add_training_time(row, runs)
@@ -346,6 +367,22 @@ def expectation_lines(expected: Expectation, test_count: int) -> list[str]:
     ]
 
 
+def expected_section(
+    ensemble: Row, metric: Metric, fold_test: list[np.ndarray], oof_count: int, test_count: int
+) -> tuple[list[str], dict]:
+    """What the ensemble's submission should score on the leaderboard: lines for the report and its metrics."""
+    if metric.name == "accuracy":
+        expected = expect(fold_test, ensemble.accuracy, oof_count, CONFIDENCE)
+        return expectation_lines(expected, test_count), expected.as_metrics()
+    low, high = ensemble.interval
+    lines = [
+        f"Expected leaderboard {metric.name} of submissions/ensemble.csv: about its OOF {ensemble.score:.4f} "
+        f"(95% bootstrap interval {low:.4f}–{high:.4f} over the OOF images). That scores one fold model per image; "
+        "the submission averages the fold models, whose gain is modelled for accuracy only."
+    ]
+    return lines, {"metric": metric.name, "score": ensemble.score, "interval": [low, high], "gain": None}
+
+
 def build_report(
     config: Config,
     data: Prepared,
@@ -358,25 +395,27 @@ def build_report(
     deployment: dict,
     out_dir: Path,
 ) -> tuple[str, dict]:
+    metric = competition_metric(config.competition.metric, data.submission_form)
     rows = sorted(
-        (backbone_row(name, config, data, oof_dir, models_dir) for name in config.backbones), key=lambda r: -r.accuracy
+        (backbone_row(name, config, data, metric, oof_dir, models_dir) for name in config.backbones),
+        key=lambda r: metric.loss(r.score),
     )
     weights = read_json(ensemble_dir / "weights.json")
     probs, labels, folds = read_oof_table(ensemble_dir / "oof.csv", data.classes, data.train_ids)
-    ensemble = summarize("ensemble", probs, labels, folds, data.classes)
+    ensemble = summarize("ensemble", probs, labels, folds, data.classes, metric)
     used = [r for r in rows if weights["weights"][r.name] > 0]
     ensemble.train_minutes = sum(r.train_minutes for r in used)
     ensemble.ms_per_image = sum(r.ms_per_image for r in used)
     ensemble.params_millions = sum(r.params_millions for r in used)
-    gain = ensemble.accuracy - rows[0].accuracy
-    expected = expect(
-        fold_test_probs(config, data, test_dir, weights["weights"]), ensemble.accuracy, len(labels), CONFIDENCE
+    gain = metric.gain(ensemble.score, rows[0].score)
+    expected_lines, expected_metrics = expected_section(
+        ensemble, metric, fold_test_probs(config, data, test_dir, weights["weights"]), len(labels), len(data.test_ids)
     )
     warnings = oof_warnings(
         fold_of,
         data.train_labels,
         data.classes,
-        score(probs, labels, folds, data.classes)["per_fold"],
+        score(probs, labels, folds, data.classes, metric)["per_fold"],
         group_of,
         data.train_files,
         config.folds,
@@ -390,10 +429,10 @@ def build_report(
             format_table(rows + [ensemble], data.classes),
             "",
             f"Ensemble weights: {weight_text}. {weights['verdict']}.",
-            f"Ensemble gain over the best single backbone ({rows[0].name}): {gain:+.4f}.",
+            f"Ensemble gain over the best single backbone ({rows[0].name}): {gain:+.4f} {metric.name}.",
             *budget_lines(rows),
             "",
-            *expectation_lines(expected, len(data.test_ids)),
+            *expected_lines,
             *(
                 [""] + [f"WARNING: {w}" for w in warnings]
                 if warnings
@@ -412,7 +451,7 @@ def build_report(
     text += "\n\n" + deployment_section(deployment)
     metrics = {r.name: r.as_metrics() for r in rows}
     metrics["ensemble"] = {**ensemble.as_metrics(), "weights": weights["weights"], "gain_over_best_single": gain}
-    metrics["expected_leaderboard"] = expected.as_metrics()
+    metrics["expected_leaderboard"] = expected_metrics
     metrics["warnings"] = len(warnings)
     if target_metrics is not None:
         metrics["targets"] = target_metrics
@@ -425,7 +464,8 @@ def build_report(
                 history = pd.read_csv(fold_dir(models_dir, name, f) / "history.csv")
                 scored = history.dropna(subset=["val_acc"])  # epochs skipped by train.eval_every
                 write_csv(
-                    scored[["epoch", "train_loss", "val_loss", "val_acc"]], tmp / "curves" / f"{name}_fold{f}.csv"
+                    scored[["epoch", "train_loss", "val_loss", "val_acc", "val_score"]],
+                    tmp / "curves" / f"{name}_fold{f}.csv",
                 )
         confident_errors_grid(data, probs, labels, tmp / "confident_errors.png")
     return text, metrics

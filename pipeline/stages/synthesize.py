@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import SyntheticConfig, load_config
+from pipeline.data import PROBABILITY_FORM
 from pipeline.files import atomic_dir, write_csv
 from pipeline.ingest.synthetic import CLASSES, TARGETS, generate
 
@@ -31,10 +32,7 @@ def write_competition(config: SyntheticConfig, out_dir: Path) -> None:
             _write_png(competition / "train" / row.label / f"{row.id}.png", image)
         for row, image in zip(answers.itertuples(), test_images):
             _write_png(competition / "test" / f"{row.id}.png", image)
-        # Kaggle's sample lists the ids in its own order with a placeholder label.
-        order = np.random.default_rng(config.seed + 1).permutation(len(answers))
-        sample = pd.DataFrame({"id": answers["id"].to_numpy()[order], "label": CLASSES[-1]})
-        write_csv(sample, competition / "sample_submission.csv")
+        write_csv(sample_submission(answers["id"].to_numpy(), config), competition / "sample_submission.csv")
         affect = pd.DataFrame(
             {
                 "id": [f"train/{row.label}/{row.id}.png" for row in train.itertuples()],
@@ -48,6 +46,14 @@ def write_competition(config: SyntheticConfig, out_dir: Path) -> None:
         f"synthesize: wrote {len(train)} train and {len(answers)} test faces to {out_dir}/competition, answers in "
         f"{out_dir}/answers.csv"
     )
+
+
+def sample_submission(test_ids: np.ndarray, config: SyntheticConfig) -> pd.DataFrame:
+    """Kaggle's sample lists the ids in its own order with a placeholder label, or an equal probability per class."""
+    ids = test_ids[np.random.default_rng(config.seed + 1).permutation(len(test_ids))]
+    if config.submission_form == PROBABILITY_FORM:
+        return pd.DataFrame({"id": ids, **{name: 1 / len(CLASSES) for name in CLASSES}})
+    return pd.DataFrame({"id": ids, "label": CLASSES[-1]})
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:

@@ -7,7 +7,7 @@ Writes to its output folder:
   model.safetensors   the kept epoch's weights; metadata holds config, data fingerprint, epoch and
                       `targets`, the regression target names whose outputs follow the class logits
   oof_plain.csv       id, fold, label, one probability column per class (the plain view), one value column per target
-  history.csv         per-epoch loss, accuracy, learning rate, speed
+  history.csv         per-epoch loss, accuracy, the competition's metric (val_score), learning rate, speed
   run.json            resolved settings (`auto` precision and channels-last as measured: pipeline/training/speed.py),
                       best epoch, timings; under train.time_budget_minutes the run's budget, the epochs
                       planned within it and the seconds per epoch they were planned from (the first
@@ -33,6 +33,7 @@ import pandas as pd
 
 from pipeline.config import load_config, tuned_config
 from pipeline.data import Prepared, load_folds, load_prepared
+from pipeline.evaluation.metrics import Metric, competition_metric
 from pipeline.evaluation.predictions import probability_table, with_targets
 from pipeline.files import atomic_dir, write_csv, write_json
 from pipeline.training import resume
@@ -42,7 +43,7 @@ from pipeline.training.models import check_backbones, save_weights
 log = logging.getLogger(__name__)
 
 
-def write_fold_outputs(run: FoldRun, data: Prepared, fold: int, backbone: str, out_dir: Path) -> None:
+def write_fold_outputs(run: FoldRun, data: Prepared, fold: int, backbone: str, metric: Metric, out_dir: Path) -> None:
     config = run.config  # as trained: inference reads its precision and channels-last, never `auto`
     ids = data.train_ids[run.valid_index]
     labels = np.array(data.classes)[data.train_labels[run.valid_index]]
@@ -51,7 +52,8 @@ def write_fold_outputs(run: FoldRun, data: Prepared, fold: int, backbone: str, o
         "backbone": backbone,
         "fold": fold,
         "best_epoch": run.fit.best_epoch,
-        "best_val_acc": run.fit.best_val_acc,
+        "metric": metric.name,
+        "best_val_score": run.fit.best_val_score,
         "seconds": run.seconds,
         "budget_seconds": None if run.plan is None else run.plan.budget_seconds,
         "planned_epochs": config.epochs if run.plan is None else run.plan.epochs,
@@ -103,15 +105,17 @@ def main(argv: list[str] | None = None) -> None:
     data = load_prepared(args.data)
     fold_of = load_folds(args.folds, data.train_ids)
     label = f"{args.backbone} fold {args.fold}"
-    checkpoint = fold_checkpoint(args.checkpoints, args.backbone, data, fold_of, args.fold, config)
-    run = fit_fold(data, fold_of, args.fold, config, label=label, checkpoint=checkpoint)
-    write_fold_outputs(run, data, args.fold, args.backbone, args.out)
+    metric = competition_metric(params.competition.metric, data.submission_form)
+    checkpoint = fold_checkpoint(args.checkpoints, args.backbone, data, fold_of, args.fold, config, metric)
+    run = fit_fold(data, fold_of, args.fold, config, label=label, checkpoint=checkpoint, metric=metric)
+    write_fold_outputs(run, data, args.fold, args.backbone, metric, args.out)
     resume.remove(checkpoint)
     log.info(
-        "%s: kept epoch %d, val acc %.4f, %.0fs → %s",
+        "%s: kept epoch %d, val %s %.4f, %.0fs → %s",
         label,
         run.fit.best_epoch,
-        run.fit.best_val_acc,
+        metric.name,
+        run.fit.best_val_score,
         run.seconds,
         args.out,
     )

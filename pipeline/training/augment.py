@@ -93,8 +93,9 @@ class EpochBatches(torch.utils.data.Sampler):
     batch and needs an even, full one).
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int):
+    def __init__(self, size: int, batch_size: int, seed: int, probabilities: np.ndarray | None = None):
         self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.probabilities = probabilities  # None: each image once an epoch; else drawn with replacement
         self.epoch = 1
 
     def set_epoch(self, epoch: int) -> None:
@@ -104,8 +105,12 @@ class EpochBatches(torch.utils.data.Sampler):
         return self.size // self.batch_size
 
     def order(self) -> np.ndarray:
-        """This epoch's permutation of the images; batch `b` is its slice `b·batch_size` onwards."""
-        return np.random.default_rng((self.seed % 2**64, self.epoch)).permutation(self.size)
+        """This epoch's permutation of the images (or draw, under `probabilities`); batch `b` is its slice
+        `b·batch_size` onwards."""
+        rng = np.random.default_rng((self.seed % 2**64, self.epoch))
+        if self.probabilities is None:
+            return rng.permutation(self.size)
+        return rng.choice(self.size, size=self.size, p=self.probabilities)
 
     def __iter__(self) -> Iterator[tuple[int, list[int]]]:
         epoch = self.epoch  # read now: a loader's workers prefetch from this iterator later
@@ -167,15 +172,17 @@ def make_train_loader(
     seed: int,
     targets: np.ndarray | None = None,
     device: torch.device | None = None,
+    probabilities: np.ndarray | None = None,
 ) -> torch.utils.data.DataLoader | DeviceBatches:
     """Augmented uint8 batches, (images, labels) or with `targets` (N×T float) (images, labels, targets);
     call `loader.batch_sampler.set_epoch(epoch)` before each epoch.
 
-    Batches depend only on (seed, epoch, batch number), whatever `config.workers` is. On a CUDA `device`,
+    Batches depend only on (seed, epoch, batch number), whatever `config.workers` is; with `probabilities`
+    (per image) they are drawn with replacement, as class_balance: sampler does. On a CUDA `device`,
     under augment_on: batch, a training set that fits in a quarter of its free memory is held there
     (:class:`DeviceBatches`).
     """
-    sampler = EpochBatches(len(images), config.batch_size, seed)
+    sampler = EpochBatches(len(images), config.batch_size, seed, probabilities)
     held = [a for a in (images, labels, targets) if a is not None]
     if config.augment_on == "batch" and fits_on(device, sum(a.nbytes for a in held)):
         return DeviceBatches(images, labels, targets, sampler, device)

@@ -12,6 +12,7 @@ import numpy as np
 from pipeline.config import TrainConfig
 from pipeline.data import Prepared
 from pipeline.errors import PipelineError
+from pipeline.evaluation.metrics import ACCURACY, Metric
 from pipeline.training import resume
 from pipeline.training.augment import Normalizer, plain_view
 from pipeline.training.budget import (
@@ -51,10 +52,12 @@ def fit_fold(
     on_epoch: EpochCallback | None = None,
     label: str = "",
     checkpoint: resume.Checkpoint | None = None,
+    metric: Metric = ACCURACY,
 ) -> FoldRun:
     """Train on every fold but `fold`; predict `fold` in its plain view (test-time views are `oof@`'s, from the saved
     model).
 
+    `metric`: the competition's, which the epoch log shows and `keep_epoch: best` keeps by.
     `checkpoint` (see :func:`fold_checkpoint`): resume from it and keep it up to date; None: no resume.
     With `config.time_budget_minutes`, the run trains the epochs `budget.plan_epochs` fits in its share
     of the budget (see :class:`EpochPlan`), planned again from its first epoch's time when the warm-up
@@ -119,6 +122,7 @@ def fit_fold(
         config,
         normalize,
         num_classes,
+        metric,
         on_epoch=on_epoch,
         label=label,
         seed=seed,
@@ -144,9 +148,17 @@ def fold_split(fold_of: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fold_checkpoint(
-    folder: str | Path, backbone: str, data: Prepared, fold_of: np.ndarray, fold: int, config: TrainConfig
+    folder: str | Path,
+    backbone: str,
+    data: Prepared,
+    fold_of: np.ndarray,
+    fold: int,
+    config: TrainConfig,
+    metric: Metric = ACCURACY,
 ) -> resume.Checkpoint:
-    """The checkpoint of one fold's run, keyed by its settings, data, fold and fold assignment."""
+    """The checkpoint of one fold's run, keyed by its settings, metric, data, fold and fold assignment."""
     train_index, valid_index = fold_split(fold_of, fold)
-    key = resume.run_key(config, data.fingerprint, fold, data.train_ids[train_index], data.train_ids[valid_index])
+    key = resume.run_key(
+        config, metric.name, data.fingerprint, fold, data.train_ids[train_index], data.train_ids[valid_index]
+    )
     return resume.path_for(folder, backbone, fold, key)

@@ -17,9 +17,10 @@ from tqdm import tqdm
 from pipeline.config import TrainConfig
 from pipeline.errors import PipelineError
 from pipeline.evaluation.affect import mean_ccc
-from pipeline.evaluation.metrics import log_loss_and_accuracy
+from pipeline.evaluation.metrics import ACCURACY, Metric, accuracy, log_loss
 from pipeline.training import resume
 from pipeline.training.augment import Normalizer, make_train_loader, plain_view
+from pipeline.training.class_balance import balanced_sampling, class_counts
 from pipeline.training.predict import predict
 from pipeline.training.step import TrainStep
 
@@ -36,6 +37,7 @@ class EpochRecord:
     train_loss: float
     val_loss: float
     val_acc: float
+    val_score: float  # the competition's metric (competition.metric) on the validation fold
     lr: float
     seconds: float
     train_images_per_s: float
@@ -45,7 +47,7 @@ class EpochRecord:
 class FitResult:
     model: torch.nn.Module  # holds the kept epoch's weights
     best_epoch: int
-    best_val_acc: float
+    best_val_score: float  # the competition's metric of the kept epoch on the validation fold
     history: list[EpochRecord] = field(default_factory=list)
     resumed_epochs: int = 0  # epochs restored from a checkpoint rather than trained by this process
 
@@ -137,13 +139,14 @@ def fit(
     config: TrainConfig,
     normalize: Normalizer,
     num_classes: int,
+    metric: Metric = ACCURACY,
     on_epoch: EpochCallback | None = None,
     label: str = "",
     seed: int | None = None,
     checkpoint: resume.Checkpoint | None = None,
     replan: Callable[[float], int] | None = None,
 ) -> FitResult:
-    """Train for `config.epochs` on `train`, scoring `valid` after each epoch.
+    """Train for `config.epochs` on `train`, scoring `valid` by `metric` (and accuracy, log-loss) after each epoch.
 
     The splits' targets are what the model's outputs after the `num_classes` class logits learn
     (pipeline/training/target_loss.py); their CCC joins the epoch log line.
@@ -162,14 +165,27 @@ def fit(
     check_enough_images(len(train.images), config, label or "the training set")
     seed = config.seed if seed is None else seed
     loader = make_train_loader(
-        train.images, train.labels, config, seed=seed, targets=train.targets, device=normalize.device
+        train.images,
+        train.labels,
+        config,
+        seed=seed,
+        targets=train.targets,
+        device=normalize.device,
+        probabilities=balanced_sampling(train.labels, num_classes) if config.class_balance == "sampler" else None,
     )
     num_targets = 0 if train.targets is None else train.targets.shape[1]
     step = TrainStep(
-        model, config, normalize, num_classes, steps_per_epoch=len(loader), num_targets=num_targets, seed=seed
+        model,
+        config,
+        normalize,
+        num_classes,
+        steps_per_epoch=len(loader),
+        num_targets=num_targets,
+        seed=seed,
+        class_counts=class_counts(train.labels, num_classes),
     )
     quiet = not sys.stderr.isatty()  # bars on a terminal; per-epoch log lines always
-    best_acc, best_epoch, best_state = -1.0, 0, None
+    best_score, best_epoch, best_state = metric.worst, 0, None
     history: list[EpochRecord] = []
     average = WeightAverage(config.average_last_fraction)
     done = 0
@@ -177,7 +193,7 @@ def fit(
     if saved is not None:
         step.load_state_dict(saved["step"])
         average.load_state_dict(saved["average"], normalize.device)
-        best_acc, best_epoch, best_state = saved["best_acc"], saved["best_epoch"], saved["best_state"]
+        best_score, best_epoch, best_state = saved["best_score"], saved["best_epoch"], saved["best_state"]
         history = [EpochRecord(**record) for record in saved["history"]]
         resume.set_rng_states(saved["rng"], normalize.device)
         done = saved["epoch"]
@@ -207,12 +223,16 @@ def fit(
             average.add(step.eval_model.state_dict())
         scored = average.applied_to(step.eval_model) if epoch == config.epochs and average.count else step.eval_model
         evaluated = epoch % config.eval_every == 0 or epoch == config.epochs
-        val_loss, val_acc, val_ccc = math.nan, math.nan, math.nan
+        val_loss, val_acc, val_score, val_ccc = math.nan, math.nan, math.nan, math.nan
         if evaluated:
             probs, values = predict(
                 scored, valid.images, normalize, config, views=(plain_view(config.augment),), num_classes=num_classes
             )
-            val_loss, val_acc = log_loss_and_accuracy(probs, valid.labels)
+            val_loss, val_acc, val_score = (
+                log_loss(probs, valid.labels),
+                accuracy(probs, valid.labels),
+                metric(probs, valid.labels),
+            )
             if num_targets and valid.targets is not None:
                 val_ccc = mean_ccc(values, valid.targets)
         record = EpochRecord(
@@ -220,6 +240,7 @@ def fit(
             train_loss,
             val_loss,
             val_acc,
+            val_score,
             step.lr,
             time.perf_counter() - started,
             len(loader) * config.batch_size / train_seconds,
@@ -228,6 +249,7 @@ def fit(
         line = (
             f"{label} epoch {epoch}/{config.epochs}  train_loss {train_loss:.4f}  val_loss {val_loss:.4f}  "
             f"val_acc {val_acc:.4f}  "
+            + (f"val_{metric.name} {val_score:.4f}  " if metric.name != "accuracy" else "")
             + (f"val_ccc {val_ccc:.4f}  " if num_targets else "")
             + f"{record.train_images_per_s:.0f} img/s  {record.seconds:.1f}s"
         )
@@ -236,9 +258,9 @@ def fit(
         else:
             tqdm.write(line)  # printed above the bars instead of through them
         if evaluated:
-            bar.set_postfix(val_acc=f"{val_acc:.4f}", refresh=False)
-            if config.keep_epoch == "last" or val_acc > best_acc:
-                best_acc, best_epoch = val_acc, epoch
+            bar.set_postfix({f"val_{metric.name}": f"{val_score:.4f}"}, refresh=False)
+            if config.keep_epoch == "last" or metric.better(val_score, best_score):
+                best_score, best_epoch = val_score, epoch
                 best_state = copy.deepcopy(scored.state_dict())
         if checkpoint is not None:
             resume.save(
@@ -247,7 +269,7 @@ def fit(
                     "epoch": epoch,
                     "step": step.state_dict(),
                     "average": average.state_dict(),
-                    "best_acc": best_acc,
+                    "best_score": best_score,
                     "best_epoch": best_epoch,
                     "best_state": None if best_state is None else _cpu(best_state),
                     "history": [asdict(record) for record in history],
@@ -260,4 +282,4 @@ def fit(
     bar.close()
     kept = step.eval_model
     kept.load_state_dict(best_state)
-    return FitResult(model=kept, best_epoch=best_epoch, best_val_acc=best_acc, history=history, resumed_epochs=done)
+    return FitResult(model=kept, best_epoch=best_epoch, best_val_score=best_score, history=history, resumed_epochs=done)

@@ -30,7 +30,7 @@ from pipeline.config import TrainConfig
 from pipeline.files import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
-FORMAT = 2  # bump when the saved state's layout changes; older files are then not resumed
+FORMAT = 3  # bump when the saved state's layout changes; older files are then not resumed
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,16 @@ class Checkpoint:
     key: str
 
 
-def run_key(config: TrainConfig, fingerprint: str, fold: int, train_ids: np.ndarray, valid_ids: np.ndarray) -> str:
-    """Hash of everything that decides what a run computes (sha256, hex)."""
+def run_key(
+    config: TrainConfig, metric: str, fingerprint: str, fold: int, train_ids: np.ndarray, valid_ids: np.ndarray
+) -> str:
+    """Hash of everything that decides what a run computes (sha256, hex); `metric` decides the epoch kept."""
     digest = hashlib.sha256()
     digest.update(
         json.dumps(
-            {"format": FORMAT, "config": asdict(config), "data": fingerprint, "fold": fold}, sort_keys=True, default=str
+            {"format": FORMAT, "config": asdict(config), "metric": metric, "data": fingerprint, "fold": fold},
+            sort_keys=True,
+            default=str,
         ).encode()
     )
     for ids in (train_ids, valid_ids):

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from timm.data import Mixup
-from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
@@ -18,6 +17,7 @@ from timm.utils import ModelEmaV3
 from pipeline.config import TrainConfig
 from pipeline.training.augment import Normalizer
 from pipeline.training.batch_augment import BatchAugment
+from pipeline.training.class_balance import class_loss
 from pipeline.training.models import autocast
 from pipeline.training.target_loss import mix_targets, split_outputs, target_loss
 
@@ -41,7 +41,8 @@ class TrainStep:
     """One optimisation step on a uint8 batch: normalise (augmenting first under augment_on: batch), mix, forward,
     backward, update.
 
-    The loss is cross-entropy on the class outputs plus, when the model has target outputs
+    The loss is cross-entropy on the class outputs (weighted or logit-adjusted under `class_balance`, from the
+    training images' `class_counts`: pipeline/training/class_balance.py) plus, when the model has target outputs
     (`num_targets`, see pipeline/training/target_loss.py), `target_loss_weight` times the target loss on the values
     present. Under mixup/cutmix the targets are mixed with the images' weight; a value mixed with a
     missing one is missing.
@@ -56,6 +57,7 @@ class TrainStep:
         steps_per_epoch: int,
         num_targets: int = 0,
         seed: int | None = None,
+        class_counts: np.ndarray | None = None,
     ):
         self.model, self.config, self.normalize = model, config, normalize
         self.num_classes, self.num_targets = num_classes, num_targets
@@ -71,9 +73,7 @@ class TrainStep:
                 label_smoothing=config.label_smoothing,
                 num_classes=num_classes,
             )
-            self.loss_fn = SoftTargetCrossEntropy()
-        else:
-            self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.loss_fn = class_loss(config, class_counts, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay else None
         self.augment = (
