@@ -58,7 +58,9 @@ LAYOUTS = ("auto", "class_folders", "label_table", "pixel_table")
 TARGET_LOSSES = ("mse", "ccc", "mse+ccc")
 # What training does about classes of very different sizes (pipeline/training/class_balance.py).
 CLASS_BALANCES = ("none", "weights", "sampler", "logit_adjustment")
-SUBMISSION_FORMS = ("label", "probability")  # pipeline/data.py's LABEL_FORM and PROBABILITY_FORM
+# The sample forms the synthetic competition writes: pipeline/data.py's LABEL_FORM and PROBABILITY_FORM (seven
+# classes, so never the two-class binary form).
+SYNTHETIC_FORMS = ("label", "probability")
 # competition.metric: auto, or a metric of pipeline/evaluation/metrics.py (tests keep the two lists equal).
 METRIC_NAMES = ("auto", "accuracy", "balanced_accuracy", "macro_f1", "qwk", "log_loss", "roc_auc")
 
@@ -179,7 +181,7 @@ class SyntheticConfig:
         _check_rules(
             self,
             [
-                ("submission_form", lambda v: v in SUBMISSION_FORMS, f"one of {', '.join(SUBMISSION_FORMS)}"),
+                ("submission_form", lambda v: v in SYNTHETIC_FORMS, f"one of {', '.join(SYNTHETIC_FORMS)}"),
                 ("train_per_class", _between(1, 1e6), "at least 1"),
                 ("test_size", _between(1, 1e6), "at least 1"),
                 ("image_size", _between(16, 512), "between 16 and 512 pixels"),

@@ -8,7 +8,8 @@ Layout of the prepared folder:
   classes.json       class names; a label's index in this list is its model output
   submission_labels.json  per class, how a submission writes it (as the sample does: name or code), as a label
                      or as the name of its probability column
-  meta.json's submission_form: label (id,label) or probability (id and one probability column per class)
+  meta.json's submission_form: label (id,label), probability (id and one probability column per class) or
+                     binary (id and the second class's probability, for two classes)
   sample_submission.csv  the competition's own file, the template submissions must match
   meta.json          source, sizes, pixel mean/std, a content fingerprint and the regression target names
   train_targets.npy  float32, N×targets (NaN: missing); only when the data has targets
@@ -27,8 +28,9 @@ from pipeline.errors import MissingInputError, PipelineError
 from pipeline.files import read_json
 
 TARGETS_FILE = "train_targets.npy"
-# The sample submission's form (meta.json submission_form): id,label, or id and one probability column per class.
-LABEL_FORM, PROBABILITY_FORM = "label", "probability"
+# The sample submission's form (meta.json submission_form): id,label; id and one probability column per class;
+# or, for two classes, id and the probability of the second (Dogs vs. Cats Redux's id,label with 0.5).
+LABEL_FORM, PROBABILITY_FORM, BINARY_FORM = "label", "probability", "binary"
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class Prepared:
     test_ids: np.ndarray
     classes: list[str]
     submission_labels: list[str]  # classes as the competition's submissions spell them
-    submission_form: str  # LABEL_FORM or PROBABILITY_FORM
+    submission_form: str  # LABEL_FORM, PROBABILITY_FORM or BINARY_FORM
     pixel_mean: float
     pixel_std: float
     fingerprint: str
@@ -81,8 +83,13 @@ def load_prepared(folder: str | Path) -> Prepared:
 
 
 def submission_form(sample: pd.DataFrame) -> str:
-    """LABEL_FORM for a sample submission id,label; PROBABILITY_FORM for an id and one probability column per class."""
-    return LABEL_FORM if sample.shape[1] == 2 else PROBABILITY_FORM
+    """PROBABILITY_FORM for an id and one probability column per class; for an id and one column, BINARY_FORM when
+    that column holds fractions (a probability), else LABEL_FORM."""
+    if sample.shape[1] > 2:
+        return PROBABILITY_FORM
+    values = pd.to_numeric(sample.iloc[:, 1], errors="coerce")
+    fractions = values.notna().all() and ((values >= 0) & (values <= 1)).all() and (values != values.round()).any()
+    return BINARY_FORM if fractions else LABEL_FORM
 
 
 def load_folds(path: str | Path, train_ids: np.ndarray) -> np.ndarray:

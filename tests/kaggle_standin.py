@@ -110,7 +110,8 @@ class StandIn:
         """(public, private, error) score of an uploaded CSV by the competition's metric."""
         try:
             submitted = pd.read_csv(io.BytesIO(content), dtype=str, keep_default_na=False)
-            merged = competition.answers.merge(submitted, on="id", how="left", suffixes=("", "_submitted"))
+            answers = competition.answers[["id", "label"]]  # not the answer table's other columns (valence, ...)
+            merged = answers.merge(submitted, on="id", how="left", suffixes=("", "_submitted"))
             predicted = [column for column in merged.columns if column not in ("id", "label")]
             if len(submitted) != len(competition.answers) or merged[predicted].isna().any().any():
                 return None, None, "Submission must have one row per test id"

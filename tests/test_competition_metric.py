@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import METRIC_NAMES, SUBMISSION_FORMS
-from pipeline.data import LABEL_FORM, PROBABILITY_FORM, load_prepared
+from pipeline.config import METRIC_NAMES, SYNTHETIC_FORMS
+from pipeline.data import BINARY_FORM, LABEL_FORM, PROBABILITY_FORM, load_prepared
 from pipeline.errors import ConfigError
-from pipeline.evaluation.blend import cross_fitted_sharpening, greedy_weights
+from pipeline.evaluation.blend import column_ranks, cross_fitted_sharpening, greedy_weights, sharpen
 from pipeline.evaluation.metrics import METRICS, competition_metric
 from pipeline.evaluation.submission_format import SubmissionError, make_submission, read_sample, validate_submission
+from pipeline.stages.ensemble import choose_blend
 from pipeline.stages.prepare import SourceError, prepare
 from pipeline.stages.synthesize import write_competition
 from tests.conftest import TINY, data_config
@@ -24,11 +25,12 @@ from tests.kaggle_standin import score_rows
 
 def test_the_metrics_params_accept_are_the_metrics_scored():
     assert METRIC_NAMES == ("auto", *METRICS)
-    assert SUBMISSION_FORMS == (LABEL_FORM, PROBABILITY_FORM)
+    assert SYNTHETIC_FORMS == (LABEL_FORM, PROBABILITY_FORM)
 
 
 def test_auto_is_log_loss_for_probability_columns_and_accuracy_for_a_label_column():
     assert competition_metric("auto", PROBABILITY_FORM).name == "log_loss"
+    assert competition_metric("auto", BINARY_FORM).name == "log_loss"
     assert competition_metric("auto", LABEL_FORM).name == "accuracy"
     assert competition_metric("macro_f1", PROBABILITY_FORM).name == "macro_f1"
 
@@ -108,3 +110,53 @@ def test_a_sample_without_a_column_for_a_class_is_refused_naming_it(probability_
     sample.drop(columns=missing).to_csv(damaged / "sample_submission.csv", index=False)
     with pytest.raises(SourceError, match=rf"has no probability column for class\(es\) \['{missing}'\]"):
         prepare(damaged, data_config(), tmp_path / "out")
+
+
+def members_on_two_scales(rng: np.random.Generator, rows: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Two informative members, one sure of itself and one timid: what a blend of ranks puts on one scale."""
+    labels = rng.integers(0, 3, rows)
+    members = []
+    for sharpness in (4.0, 0.3):
+        logits = rng.normal(size=(rows, 3)) + 1.5 * np.eye(3)[labels]
+        probs = np.exp(sharpness * logits)
+        members.append(probs / probs.sum(1, keepdims=True))
+    return members, labels
+
+
+def test_under_roc_auc_the_ensemble_blends_ranks_and_submits_values_from_0_to_1():
+    rng = np.random.default_rng(1)
+    members, labels = members_on_two_scales(rng, 600)
+    test, _ = members_on_two_scales(rng, 200)
+    chosen = choose_blend(["sure", "timid"], members, test, labels, np.arange(600) % 3, METRICS["roc_auc"], 10)
+    assert chosen.sharpness is None and ((chosen.test > 0) & (chosen.test <= 1)).all()
+    ranked_test = chosen.weights @ np.stack([column_ranks(p) for p in test]).reshape(2, -1)
+    assert np.allclose(chosen.test.ravel(), ranked_test)
+    assert chosen.blend_score == pytest.approx(METRICS["roc_auc"](chosen.oof, labels))
+
+
+def test_under_log_loss_the_ensemble_submits_tempered_probabilities():
+    rng = np.random.default_rng(2)
+    members, labels = members_on_two_scales(rng, 600)
+    test, _ = members_on_two_scales(rng, 200)
+    chosen = choose_blend(["sure", "timid"], members, test, labels, np.arange(600) % 3, METRICS["log_loss"], 10)
+    assert chosen.sharpness is not None and np.allclose(chosen.test.sum(1), 1)
+    untempered = sum(w * p for w, p in zip(chosen.weights, test))
+    assert np.allclose(chosen.test, sharpen(untempered, chosen.sharpness))
+    assert chosen.singles["sure"] < METRICS["log_loss"](members[0], labels)  # scored as it would be submitted
+
+
+def test_a_two_class_competition_asking_for_one_probability_submits_the_second_classs(competition, tmp_path):
+    """Dogs vs. Cats Redux's form: id,label with 0.5, the label being the probability of the second class."""
+    binary = tmp_path / "competition"
+    shutil.copytree(competition / "competition", binary)
+    sample = pd.read_csv(binary / "sample_submission.csv", dtype=str)
+    sample.assign(label="0.5").to_csv(binary / "sample_submission.csv", index=False)
+    with pytest.raises(SourceError, match=r"one column of probabilities \(the binary form\) for 7 classes"):
+        prepare(binary, data_config(), tmp_path / "refused")
+    prepare(binary, data_config(drop_classes=("angry", "disgust", "fear", "neutral", "surprise")), tmp_path / "two")
+    data = load_prepared(tmp_path / "two")
+    assert data.classes == ["happy", "sad"] and data.submission_form == BINARY_FORM
+    probs = np.random.default_rng(0).dirichlet(np.ones(2), len(data.test_ids))
+    read = read_sample(tmp_path / "two" / "sample_submission.csv")
+    submission = make_submission(probs, data.test_ids, read, data.submission_labels, "x.csv")
+    assert list(submission.columns) == ["id", "label"] and np.allclose(submission["label"], probs[:, 1])

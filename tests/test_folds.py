@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.data import Prepared, load_prepared
+from pipeline.data import LABEL_FORM, Prepared, load_prepared
 from pipeline.errors import PipelineError
 from pipeline.evaluation.groups import duplicate_groups, merge_groupings, pattern_groups, read_groups
 from pipeline.stages import folds as folds_stage
@@ -37,6 +37,7 @@ def subject_data(subjects: int = 20, per_subject: int = 6, extra_names: tuple[st
         test_ids=np.array(["t0", "t1"]),
         classes=CLASSES,
         submission_labels=CLASSES,
+        submission_form=LABEL_FORM,
         pixel_mean=0.0,
         pixel_std=1.0,
         fingerprint="test",

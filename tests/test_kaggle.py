@@ -22,6 +22,7 @@ import urllib3
 import yaml
 
 from pipeline.errors import ConfigError
+from pipeline.evaluation.metrics import METRICS
 from pipeline.kaggle.api import Kaggle, KaggleError, competition_slug
 from pipeline.stages.synthesize import write_competition
 from tests.conftest import PROJECT, TINY, make_project, project_params, repro, stages_run, tiny_params
@@ -188,6 +189,9 @@ def test_dvc_repro_downloads_a_log_loss_competition_then_submit_reports_its_scor
         assert list(submission.columns) == list(sample.columns) and submission["id"].tolist() == sample["id"].tolist()
         probs = submission[sample.columns[1:]].to_numpy()
         assert ((probs >= 0) & (probs <= 1)).all() and np.allclose(probs.sum(1), 1, atol=1e-5)
+        blended = pd.read_csv(root / "ensemble" / "test.csv", dtype={"id": str}).set_index("id").loc[submission["id"]]
+        for column in sample.columns[1:]:  # each class's column holds that class's probability
+            assert np.allclose(submission[column], blended[column], atol=1e-6), column
         ensemble = json.loads((root / "metrics" / "ensemble.json").read_text())
         weights = json.loads((root / "ensemble" / "weights.json").read_text())
         assert ensemble["metric"] == weights["metric"] == "log_loss" and weights["sharpness"] is not None
@@ -213,8 +217,12 @@ def test_dvc_repro_downloads_a_log_loss_competition_then_submit_reports_its_scor
         assert stored.description.startswith("first try") and "commit " in stored.description
         assert f"OOF log_loss {ensemble['score']:.4f}" in stored.description
         assert f"score: public {stored.public_score}, private {stored.private_score}" in done.stdout
-        # Better than an equal probability for each class, which scores ln(classes): the columns are the classes'.
-        assert max(float(stored.public_score), float(stored.private_score)) < np.log(len(sample.columns) - 1)
+        answers = served_probabilities[0].answers
+        truth = answers["label"].map({name: i for i, name in enumerate(sample.columns[1:])}).to_numpy()
+        by_answer = submission.set_index("id").loc[answers["id"], sample.columns[1:]].to_numpy()
+        half = len(answers) // 2
+        assert float(stored.public_score) == pytest.approx(METRICS["log_loss"](by_answer[:half], truth[:half]), 1e-4)
+        assert float(stored.private_score) == pytest.approx(METRICS["log_loss"](by_answer[half:], truth[half:]), 1e-4)
         assert_never_shown(standin.key, done)
 
 

@@ -1,8 +1,8 @@
 """The competition's metric and the scores shared by training, tuning, OOF scoring, the ensemble and the report.
 
 `competition.metric` names one of METRICS (scikit-learn's implementations, scored the way Kaggle
-scores them); `auto` takes log-loss where the sample submission asks for one probability column per
-class and accuracy where it asks for one label per image.
+scores them); `auto` takes log-loss where the sample submission asks for probabilities (a column per
+class, or for two classes the second's) and accuracy where it asks for one label per image.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.data import LABEL_FORM, PROBABILITY_FORM
+from pipeline.data import LABEL_FORM
 from pipeline.errors import ConfigError
 from pipeline.evaluation.bootstrap import bootstrap_interval
 
@@ -119,7 +119,7 @@ ACCURACY = METRICS["accuracy"]
 def competition_metric(name: str, submission_form: str) -> Metric:
     """The metric `competition.metric` names; `auto`: the one the submission form implies."""
     if name == "auto":
-        name = "log_loss" if submission_form == PROBABILITY_FORM else "accuracy"
+        name = "accuracy" if submission_form == LABEL_FORM else "log_loss"
     metric = METRICS[name]
     if submission_form == LABEL_FORM and metric.reads != "labels":
         raise ConfigError(

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.data import LABEL_FORM, submission_form
+from pipeline.data import BINARY_FORM, LABEL_FORM, submission_form
 from pipeline.errors import PipelineError
 
 # Probabilities to 7 significant digits: log-loss moves by about 1e-7, and the file is half the size of
@@ -53,7 +53,8 @@ def validate_submission(
             f"{name}: row {row + 2} has id {ids[row]!r} where sample_submission.csv has {expected[row]!r}; keep its "
             "ids and order"
         )
-    if submission_form(sample) == LABEL_FORM:
+    form = submission_form(sample)
+    if form == LABEL_FORM:
         unknown = sorted(set(text[sample.columns[1]]) - set(labels))
         if unknown:
             raise SubmissionError(f"{name}: label(s) {unknown[:5]} are not among the competition's labels {labels}")
@@ -71,11 +72,14 @@ def validate_submission(
 def make_submission(
     probs: np.ndarray, test_ids: np.ndarray, sample: pd.DataFrame, labels: list[str], name: str
 ) -> pd.DataFrame:
-    """One row per test id: the most probable class as the competition spells it (label form), or each class's
-    probability in the sample's columns (probability form)."""
+    """One row per test id: the most probable class as the competition spells it (label form), each class's
+    probability in the sample's columns (probability form), or the second class's probability (binary form)."""
     id_column = sample.columns[0]
-    if submission_form(sample) == LABEL_FORM:
+    form = submission_form(sample)
+    if form == LABEL_FORM:
         submission = pd.DataFrame({id_column: test_ids, sample.columns[1]: np.array(labels)[probs.argmax(axis=1)]})
+    elif form == BINARY_FORM:
+        submission = pd.DataFrame({id_column: test_ids, sample.columns[1]: probs[:, 1]})
     else:
         column_of = {label: i for i, label in enumerate(labels)}
         columns = {column: probs[:, column_of[column.strip()]] for column in sample.columns[1:]}

@@ -2,8 +2,9 @@
 
 Its first column holds the ids: the test file names with or without their extension (`0.jpg` or `0`),
 or row numbers for a pixel table; its order is the order the prepared test set and every submission
-keep. The columns after it give the submission's form: one label column (id,label: the label form), or
-one probability column per class, named by the class (id,c0,c1,...: the probability form).
+keep. The columns after it give the submission's form: one label column (id,label: the label form),
+one probability column per class, named by the class (id,c0,c1,...: the probability form), or for two
+classes one column of fractions, the probability of the second class in sorted order (the binary form).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import PurePosixPath
 
 import pandas as pd
 
-from pipeline.data import LABEL_FORM, submission_form
+from pipeline.data import LABEL_FORM, PROBABILITY_FORM, submission_form
 from pipeline.ingest.sources import SUFFIX_LIST, CompetitionFiles, SourceError, is_image
 
 TEST_FOLDERS = ("test", "test_images", "test_kaggle")  # where competitions put test images, preferred in this order
@@ -51,10 +52,12 @@ def parse_sample(data: bytes, where: str) -> pd.DataFrame:
 
 
 def class_spellings(sample: pd.DataFrame) -> list[str]:
-    """How the sample writes classes: its labels (label form) or its probability columns' names."""
-    if submission_form(sample) == LABEL_FORM:
+    """How the sample writes classes: its labels (label form), its probability columns' names (probability form),
+    or not at all (binary form: one probability)."""
+    form = submission_form(sample)
+    if form == LABEL_FORM:
         return sorted(set(sample.iloc[:, 1].str.strip()))
-    return [str(column).strip() for column in sample.columns[1:]]
+    return [str(column).strip() for column in sample.columns[1:]] if form == PROBABILITY_FORM else []
 
 
 def find_test_folder(files: CompetitionFiles, train_folders: set[str], named: str | None) -> str:

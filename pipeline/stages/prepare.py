@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config import DataConfig, load_config
-from pipeline.data import PROBABILITY_FORM, TARGETS_FILE, submission_form
+from pipeline.data import BINARY_FORM, PROBABILITY_FORM, TARGETS_FILE, submission_form
 from pipeline.files import atomic_dir, fingerprint, pixel_mean_std, save_array, write_csv, write_json
 from pipeline.ingest.decode import decode_rows
 from pipeline.ingest.layouts import read_competition
@@ -101,6 +101,12 @@ def submission_labels(classes: list[str], as_written: dict[str, str], sample: pd
             f"{where}: its {what} {strangers[:5]} are neither class names {sorted(names)[:7]} nor the labels as the "
             f"train data writes them {sorted(codes)[:7]}, so the form submissions must take is unknown; set "
             "data.class_names to map the train labels to the sample's spelling"
+        )
+    if submission_form(sample) == BINARY_FORM and len(classes) != 2:
+        raise SourceError(
+            f"{where}: one column of probabilities (the binary form) for {len(classes)} classes {classes[:7]}; it "
+            "takes two, the column being the second's probability: drop or merge classes (data.drop_classes, "
+            "data.merge_classes), or check the sample"
         )
     unnamed = [label for label in chosen if label not in spelled]
     if probability_columns and unnamed:
