@@ -177,11 +177,11 @@ def test_dvc_repro_downloads_a_log_loss_competition_then_submit_reports_its_scor
     with StandIn({SLUG: served_probabilities[0]}) as standin:
         env = clean_env(tmp_path, standin.env())
         root = make_project(tmp_path / "project", params, env)
-        first = repro(root, env, "submission")  # the stages a submission needs, not the bundle's and export's
-        assert {"download", "prepare", "train@resnet10t-0", "submission"} <= stages_run(first)
+        first = repro(root, env, "submission", "report")
+        assert {"download", "prepare", "train@resnet10t-0", "submission", "report"} <= stages_run(first)
         assert (root / "data" / "kaggle" / f"{SLUG}.zip").read_bytes() == served_probabilities[0].archive
         calls_after_first = list(standin.calls)
-        again = repro(root, env, "submission")
+        again = repro(root, env, "submission", "report")
         assert stages_run(again) == set() and standin.calls == calls_after_first  # nothing fetched twice
 
         submission = pd.read_csv(root / "submissions" / "ensemble.csv", dtype={"id": str})
@@ -195,6 +195,13 @@ def test_dvc_repro_downloads_a_log_loss_competition_then_submit_reports_its_scor
         ensemble = json.loads((root / "metrics" / "ensemble.json").read_text())
         weights = json.loads((root / "ensemble" / "weights.json").read_text())
         assert ensemble["metric"] == weights["metric"] == "log_loss" and weights["sharpness"] is not None
+        report = (root / "report" / "report.md").read_text()
+        assert "| OOF log_loss |" in report and "| OOF acc |" in report
+        assert (
+            f"Expected leaderboard log_loss of submissions/ensemble.csv: about its OOF {ensemble['score']:.4f}"
+            in report
+        )
+        assert f"powered by {weights['sharpness']:.2f}" in report
 
         done = run(
             [

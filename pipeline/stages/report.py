@@ -367,6 +367,17 @@ def expectation_lines(expected: Expectation, test_count: int) -> list[str]:
     ]
 
 
+def tempered_note(sharpness: float | None) -> str:
+    """Under log-loss the ensemble submits probabilities at the temperature fitted on OOF; the backbones' own
+    rows and submissions are as the models gave them, so part of the gain is that temperature's."""
+    if sharpness is None:
+        return ""
+    return (
+        f" The ensemble's probabilities carry the temperature fitted on OOF (powered by {sharpness:.2f}); the "
+        "backbones' rows and submissions are untempered."
+    )
+
+
 def expected_section(
     ensemble: Row, metric: Metric, fold_test: list[np.ndarray], oof_count: int, test_count: int
 ) -> tuple[list[str], dict]:
@@ -429,7 +440,8 @@ def build_report(
             format_table(rows + [ensemble], data.classes),
             "",
             f"Ensemble weights: {weight_text}. {weights['verdict']}.",
-            f"Ensemble gain over the best single backbone ({rows[0].name}): {gain:+.4f} {metric.name}.",
+            f"Ensemble gain over the best single backbone ({rows[0].name}): {gain:+.4f} {metric.name}."
+            + tempered_note(weights.get("sharpness")),
             *budget_lines(rows),
             "",
             *expected_lines,
