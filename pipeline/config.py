@@ -61,8 +61,11 @@ CLASS_BALANCES = ("none", "weights", "sampler", "logit_adjustment")
 # The sample forms the synthetic competition writes: pipeline/data.py's LABEL_FORM and PROBABILITY_FORM (seven
 # classes, so never the two-class binary form).
 SYNTHETIC_FORMS = ("label", "probability")
+# What the synthetic competition asks: single_label (seven expressions, class folders), ordinal (smile grades 0-4
+# in a label table, as APTOS ships its grades) or multi_label (facial attributes, several per face).
+SYNTHETIC_TASKS = ("single_label", "ordinal", "multi_label")
 # competition.metric: auto, or a metric of pipeline/evaluation/metrics.py (tests keep the two lists equal).
-METRIC_NAMES = ("auto", "accuracy", "balanced_accuracy", "macro_f1", "qwk", "log_loss", "roc_auc")
+METRIC_NAMES = ("auto", "accuracy", "balanced_accuracy", "macro_f1", "qwk", "rmse", "log_loss", "roc_auc")
 
 
 Rule = tuple[str, Callable[[Any], bool], str]  # (key, test of its value, what the value must be)
@@ -176,11 +179,13 @@ class SyntheticConfig:
     duplicate_fraction: float  # train images repeated verbatim, as FER-2013 has them
     spread: float  # per-face feature variation; lower is an easier task
     submission_form: str  # label: sample id,label | probability: sample id and one probability column per class
+    task: str  # one of SYNTHETIC_TASKS
 
     def validate(self, where: str) -> None:
         _check_rules(
             self,
             [
+                ("task", lambda v: v in SYNTHETIC_TASKS, f"one of {', '.join(SYNTHETIC_TASKS)}"),
                 ("submission_form", lambda v: v in SYNTHETIC_FORMS, f"one of {', '.join(SYNTHETIC_FORMS)}"),
                 ("train_per_class", _between(1, 1e6), "at least 1"),
                 ("test_size", _between(1, 1e6), "at least 1"),

@@ -110,6 +110,7 @@ class StandIn:
         """(public, private, error) score of an uploaded CSV by the competition's metric."""
         try:
             submitted = pd.read_csv(io.BytesIO(content), dtype=str, keep_default_na=False)
+            submitted = submitted.rename(columns={submitted.columns[0]: "id"})  # id_code, image_id, ...: the key
             answers = competition.answers[["id", "label"]]  # not the answer table's other columns (valence, ...)
             merged = answers.merge(submitted, on="id", how="left", suffixes=("", "_submitted"))
             predicted = [column for column in merged.columns if column not in ("id", "label")]
@@ -130,8 +131,12 @@ def score_rows(rows: pd.DataFrame, predicted: list[str], metric: str) -> float:
         probs /= probs.sum(axis=1, keepdims=True)
         truth = rows["label"].map({name: i for i, name in enumerate(predicted)}).to_numpy()
         return float(-np.log(probs[np.arange(len(rows)), truth]).mean())
-    truth, guess = rows["label"].to_numpy(), rows["label_submitted"].to_numpy()
+    truth, guess = rows["label"].to_numpy(), rows[predicted[0]].to_numpy()
+    if metric in ("qwk", "rmse"):  # grades are numbers
+        truth, guess = truth.astype(float), guess.astype(float)
     scorers = {
+        "qwk": lambda t, g: sk.cohen_kappa_score(t, g, weights="quadratic"),
+        "rmse": lambda t, g: np.sqrt(sk.mean_squared_error(t, g)),
         "accuracy": sk.accuracy_score,
         "balanced_accuracy": sk.balanced_accuracy_score,
         "macro_f1": lambda t, g: sk.f1_score(t, g, average="macro"),

@@ -23,6 +23,7 @@ import yaml
 
 from pipeline.errors import ConfigError
 from pipeline.evaluation.metrics import METRICS
+from pipeline.evaluation.ordinal import classes_at, grades_of, one_hot
 from pipeline.kaggle.api import Kaggle, KaggleError, competition_slug
 from pipeline.stages.synthesize import write_competition
 from tests.conftest import PROJECT, TINY, make_project, project_params, repro, stages_run, tiny_params
@@ -231,6 +232,60 @@ def test_dvc_repro_downloads_a_log_loss_competition_then_submit_reports_its_scor
         assert float(stored.public_score) == pytest.approx(METRICS["log_loss"](by_answer[:half], truth[:half]), 1e-4)
         assert float(stored.private_score) == pytest.approx(METRICS["log_loss"](by_answer[half:], truth[half:]), 1e-4)
         assert_never_shown(standin.key, done)
+
+
+@pytest.fixture(scope="module")
+def served_grades(tmp_path_factory) -> tuple[Competition, Path]:
+    """The synthetic graded competition (smile grades 0-4 in a label table), scored by quadratic weighted kappa."""
+    root = tmp_path_factory.mktemp("grades") / "synthetic"
+    write_competition(dataclasses.replace(TINY, task="ordinal", train_per_class=40), root)
+    answers = pd.read_csv(root / "answers.csv", dtype=str)
+    return Competition(zipped(root / "competition"), answers, metric="qwk"), root
+
+
+@pytest.mark.slow
+def test_dvc_repro_on_a_graded_competition_submits_the_grade_cut_where_oof_puts_the_cuts(served_grades, tmp_path):
+    """data.source and competition.metric: qwk set (a label sample does not say its labels are grades): the grade is
+    regressed, cut where OOF puts the cuts when that beats the most probable class, and Kaggle scores it by kappa."""
+    params = tiny_params(backbones={"resnet10t": {}}, folds={**project_params()["folds"], "ids": [0, 1]})
+    params["data"] = {**params["data"], "source": f"data/kaggle/{SLUG}.zip"}
+    params["train"] = {**params["train"], "epochs": 3}
+    params["competition"] = {"metric": "qwk"}
+    with StandIn({SLUG: served_grades[0]}) as standin:
+        env = clean_env(tmp_path, standin.env())
+        root = make_project(tmp_path / "project", params, env)
+        repro(root, env, "submission", "report")
+        meta = json.loads((root / "data" / "prepared" / "meta.json").read_text())
+        assert meta["layout"] == "label_table" and meta["targets"] == ["grade"]
+        sample = pd.read_csv(served_grades[1] / "competition" / "sample_submission.csv", dtype=str)
+        submission = pd.read_csv(root / "submissions" / "ensemble.csv", dtype=str)
+        assert list(submission.columns) == ["id_code", "diagnosis"] and submission["id_code"].equals(sample["id_code"])
+        weights = json.loads((root / "ensemble" / "weights.json").read_text())
+        ensemble = json.loads((root / "metrics" / "ensemble.json").read_text())
+        assert weights["metric"] == ensemble["metric"] == "qwk"
+        blended = pd.read_csv(root / "ensemble" / "test.csv", dtype={"id": str}).set_index("id").loc[sample["id_code"]]
+        # Three epochs' classifier calls little beyond the commonest grades; the regressed grade, cut, beats it.
+        assert weights["cuts"] is not None, weights["verdict"]
+        # The submitted grades are the blended grade cut at the fitted points.
+        expected = classes_at(grades_of(blended["grade"].to_numpy(), 5), np.array(weights["cuts"]))
+        assert submission["diagnosis"].astype(int).tolist() == expected.tolist()
+        assert ensemble["score"] == ensemble["cut_score"] > ensemble["best_single_score"]
+        report = (root / "report" / "report.md").read_text()
+        assert "| OOF qwk |" in report and "Expected leaderboard qwk of submissions/ensemble.csv" in report
+
+        done = run(
+            [sys.executable, "-m", "pipeline", "submit", "submissions/ensemble.csv", "-m", "grades", "--wait", "120"],
+            env,
+            root,
+        )
+        assert done.returncode == 0, done.stderr
+        stored = standin.submissions[SLUG][0]
+        answers = served_grades[0].answers
+        by_answer = submission.set_index("id_code").loc[answers["id"], "diagnosis"].astype(int).to_numpy()
+        truth, half = answers["label"].astype(int).to_numpy(), len(answers) // 2
+        qwk = METRICS["qwk"]
+        assert float(stored.public_score) == pytest.approx(qwk(one_hot(by_answer[:half], 5), truth[:half]), 1e-4)
+        assert float(stored.private_score) == pytest.approx(qwk(one_hot(by_answer[half:], 5), truth[half:]), 1e-4)
 
 
 @pytest.mark.parametrize(

@@ -89,6 +89,11 @@ def quadratic_weighted_kappa(probs: np.ndarray, labels: np.ndarray) -> float:
     return _sklearn().cohen_kappa_score(labels, _predicted(probs), weights="quadratic")
 
 
+def grade_rmse(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Root mean squared error of the most probable class's index against the true one (grades as numbers)."""
+    return float(np.sqrt(np.mean((_predicted(probs) - labels) ** 2)))
+
+
 def macro_roc_auc(probs: np.ndarray, labels: np.ndarray) -> float:
     """One-vs-rest ROC AUC averaged over the classes that have both positives and negatives (two classes: the
     second class's AUC, as scikit-learn and Kaggle score a binary competition)."""
@@ -108,6 +113,7 @@ METRICS = {
         Metric("balanced_accuracy", True, "labels", balanced_accuracy),
         Metric("macro_f1", True, "labels", macro_f1),
         Metric("qwk", True, "labels", quadratic_weighted_kappa),
+        Metric("rmse", False, "labels", grade_rmse),
         Metric("log_loss", False, "probabilities", log_loss),
         Metric("roc_auc", True, "ranks", macro_roc_auc),
     )

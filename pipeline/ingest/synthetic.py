@@ -168,6 +168,42 @@ def generate(config: SyntheticConfig) -> tuple[pd.DataFrame, list[np.ndarray], p
     return train, train_images, test, test_images
 
 
+GRADES = ("0", "1", "2", "3", "4")
+GRADE_SHARE = np.array([0.4, 0.2, 0.2, 0.12, 0.08])  # graded like APTOS 2019's retinas: most show nothing
+GRADE_STEP = 0.3  # smile intensity between neighbouring grades
+GRADE_JITTER = 0.08  # per-face intensity within a grade (standard deviation)
+
+
+def generate_grades(config: SyntheticConfig) -> tuple[pd.DataFrame, list[np.ndarray], pd.DataFrame, list[np.ndarray]]:
+    """An ordinal competition: how broad a smile is, graded 0 (neutral) to 4. Train table (id, label, true_label),
+    train images, test answers (id, label), test images; a noisy label is a neighbouring grade, as graders slip."""
+    rng = np.random.default_rng(config.seed)
+    shares = GRADE_SHARE / GRADE_SHARE.sum()
+    train_counts = np.maximum(np.round(shares * len(GRADES) * config.train_per_class), 6).astype(int)
+    train_grades = np.repeat(np.arange(len(GRADES)), train_counts)
+    test_grades = rng.choice(len(GRADES), size=config.test_size, p=shares)
+
+    def faces(grades: np.ndarray) -> list[np.ndarray]:
+        intensity = grades * GRADE_STEP + rng.normal(0, GRADE_JITTER, size=len(grades))
+        return [draw_face(rng, intensified("happy", k), config.image_size, config.spread) for k in intensity]
+
+    def published(grades: np.ndarray) -> np.ndarray:
+        slip = rng.random(len(grades)) < config.label_noise
+        return np.clip(grades + slip * rng.choice([-1, 1], size=len(grades)), 0, len(GRADES) - 1)
+
+    train_images, test_images = faces(train_grades), faces(test_grades)
+    train = pd.DataFrame(
+        {
+            "id": [f"{i:05d}" for i in range(len(train_images))],
+            "label": [GRADES[g] for g in published(train_grades)],
+            "true_label": [GRADES[g] for g in train_grades],
+        }
+    )
+    test = pd.DataFrame({"id": [f"t{i:05d}" for i in range(len(test_images))], "label": published(test_grades)})
+    test["label"] = [GRADES[g] for g in test["label"]]
+    return train, train_images, test, test_images
+
+
 def intensified(name: str, intensity: float) -> Expression:
     """The class's prototype moved from neutral by `intensity` times its departure (1: the prototype)."""
     neutral, prototype = _astuple(PROTOTYPES["neutral"]), _astuple(PROTOTYPES[name])

@@ -37,6 +37,15 @@ from pipeline.evaluation.blend import (
     sharpen,
 )
 from pipeline.evaluation.metrics import Metric, competition_metric, score
+from pipeline.evaluation.ordinal import (
+    GRADE,
+    ORDINAL_METRICS,
+    classes_at,
+    cross_fitted_classes,
+    fit_cuts,
+    grades_of,
+    one_hot,
+)
 from pipeline.evaluation.predictions import (
     oof_table,
     probability_table,
@@ -108,6 +117,43 @@ def choose_blend(
     )
 
 
+@dataclass(frozen=True)
+class Cuts:
+    """An ordinal competition's submitted classes: the blended grade cut where it scores best on OOF."""
+
+    cuts: np.ndarray  # fitted on every OOF row: where the test grades are cut
+    oof: np.ndarray  # cross-fitted OOF classes as probability rows (one-hot)
+    test: np.ndarray  # the test classes as probability rows (one-hot)
+    score: float  # the cross-fitted OOF score of the cut classes
+    verdict: str
+
+
+def choose_cuts(
+    chosen: Choice,
+    grades: tuple[np.ndarray, np.ndarray, np.ndarray],
+    labels: np.ndarray,
+    folds: np.ndarray,
+    num_classes: int,
+    metric: Metric,
+) -> Cuts | None:
+    """The blended grade cut at fitted points, where that beats the most probable class on cross-fitted OOF; else
+    None. `grades`: the blended grades of the OOF rows (each fold blended by its own weights), of the OOF rows by
+    the submitted weights and of the test rows."""
+    fold_blended, blended, test = (grades_of(g, num_classes) for g in grades)
+    oof_classes = cross_fitted_classes(fold_blended, labels, folds, num_classes, metric)
+    cut_score, argmax_score = metric(one_hot(oof_classes, num_classes), labels), metric(chosen.oof, labels)
+    if not metric.better(cut_score, than=argmax_score):
+        print(f"ensemble: the grade cut on OOF ({metric.name} {cut_score:.4f}) does not beat the most probable class")
+        return None
+    cuts = fit_cuts(blended, labels, num_classes, metric)
+    verdict = (
+        f"The regressed grade cut at {np.round(cuts, 2).tolist()} ({metric.name} {cut_score:.4f}, cross-fitted) "
+        f"beats the most probable class ({argmax_score:.4f}) on OOF: submitted so"
+    )
+    test_classes = one_hot(classes_at(test, cuts), num_classes)
+    return Cuts(cuts, one_hot(oof_classes, num_classes), test_classes, cut_score, verdict)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline ensemble", description=__doc__)
     parser.add_argument("--data", type=Path, required=True)
@@ -135,6 +181,13 @@ def main(argv: list[str] | None = None) -> None:
     blended_oof_values = blend_by_fold(oof_values, folds, chosen.weights_of_fold)
     if chosen.fallback:
         blended_oof_values = oof_values[names.index(chosen.best_single)]
+    blended_test, verdict, cut = chosen.test, chosen.verdict, None
+    if metric.name in ORDINAL_METRICS and GRADE in targets:
+        g = targets.index(GRADE)
+        grades = (blended_oof_values[:, g], blend(oof_values, weights)[:, g], blend(test_values, weights)[:, g])
+        cut = choose_cuts(chosen, grades, labels, folds, len(data.classes), metric)
+    if cut is not None:  # the tables then hold the submitted classes, so that every reader scores what is submitted
+        blended_oof, blended_test, verdict = cut.oof, cut.test, f"{verdict}. {cut.verdict}"
     best_single_score = chosen.singles[chosen.best_single]
     metrics = {
         **score(blended_oof, labels, folds, data.classes, metric),
@@ -143,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         "best_single_score": best_single_score,
         "gain_over_best_single": metric.gain(chosen.blend_score, over=best_single_score),
         "fallback": chosen.fallback,
+        "cut_score": None if cut is None else cut.score,
     }
     if targets:
         metrics["targets"] = target_scores(blended_oof_values, data.train_targets, targets)
@@ -155,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         write_csv(
             with_targets(
-                probability_table(data.test_ids, chosen.test, data.classes), blend(test_values, weights), targets
+                probability_table(data.test_ids, blended_test, data.classes), blend(test_values, weights), targets
             ),
             tmp / "test.csv",
         )
@@ -165,10 +219,11 @@ def main(argv: list[str] | None = None) -> None:
                 "metric": metric.name,
                 "single_scores": chosen.singles,
                 "sharpness": chosen.sharpness,
-                "verdict": chosen.verdict,
+                "verdict": verdict,
                 "fallback": chosen.fallback,
+                "cuts": None if cut is None else cut.cuts.tolist(),
             },
             tmp / "weights.json",
         )
     write_json(metrics, args.metrics)
-    print(f"ensemble: weights {dict(zip(names, np.round(weights, 3).tolist()))}; {chosen.verdict} → {args.out}")
+    print(f"ensemble: weights {dict(zip(names, np.round(weights, 3).tolist()))}; {verdict} → {args.out}")

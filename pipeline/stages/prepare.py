@@ -12,10 +12,12 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.config import DataConfig, load_config
 from pipeline.data import BINARY_FORM, PROBABILITY_FORM, TARGETS_FILE, submission_form
+from pipeline.evaluation.ordinal import GRADE, ORDINAL_METRICS, grade_target
 from pipeline.files import atomic_dir, fingerprint, pixel_mean_std, save_array, write_csv, write_json
 from pipeline.ingest.decode import decode_rows
 from pipeline.ingest.layouts import read_competition
@@ -117,7 +119,20 @@ def submission_labels(classes: list[str], as_written: dict[str, str], sample: pd
     return chosen
 
 
-def prepare(source: str | Path, config: DataConfig, out_dir: Path) -> None:
+def with_grade(
+    targets: np.ndarray | None, target_names: list[str], labels: pd.Series, classes: list[str]
+) -> tuple[np.ndarray, list[str]]:
+    """The regression targets with the grade (pipeline/evaluation/ordinal.py) appended."""
+    if GRADE in target_names:
+        raise SourceError(
+            f"data.targets names {GRADE!r}, the target an ordinal metric adds itself; rename it in the data and params"
+        )
+    grade = grade_target(labels.map({name: i for i, name in enumerate(classes)}).to_numpy(), len(classes))
+    return (grade if targets is None else np.hstack([targets, grade])), [*target_names, GRADE]
+
+
+def prepare(source: str | Path, config: DataConfig, out_dir: Path, ordinal: bool = False) -> None:
+    """`ordinal`: the classes are grades (an ordinal competition.metric), regressed as the target GRADE too."""
     started = time.perf_counter()
     files = CompetitionFiles(source, config.sample_submission)
     competition = read_competition(files, config)
@@ -125,6 +140,8 @@ def prepare(source: str | Path, config: DataConfig, out_dir: Path) -> None:
     train, classes, as_written = relabel(spelled, config)
     targets = read_targets(files, train, config.targets, config.sample_submission)
     target_names = list(config.targets) if targets is not None else []
+    if ordinal:
+        targets, target_names = with_grade(targets, target_names, train["label"], classes)
     with atomic_dir(out_dir) as tmp:
         train_images = decode_rows(files, train, config.image_size, config.channels, tmp / "train_images.npy", "train")
         test_images = decode_rows(
@@ -172,5 +189,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
-    config = load_config(args.params).data
-    prepare(args.source or config.source, config, args.out)
+    config = load_config(args.params)
+    ordinal = config.competition.metric in ORDINAL_METRICS
+    prepare(args.source or config.data.source, config.data, args.out, ordinal)

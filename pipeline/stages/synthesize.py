@@ -18,13 +18,39 @@ import pandas as pd
 from pipeline.config import SyntheticConfig, load_config
 from pipeline.data import PROBABILITY_FORM
 from pipeline.files import atomic_dir, write_csv
-from pipeline.ingest.synthetic import CLASSES, TARGETS, generate
+from pipeline.ingest.synthetic import CLASSES, GRADES, TARGETS, generate, generate_grades
 
 AFFECT_FILE = "train_affect.csv"
+GRADE_TABLE = "train.csv"  # the ordinal competition's label table: id_code, diagnosis (APTOS 2019's spelling)
 
 
 def write_competition(config: SyntheticConfig, out_dir: Path) -> None:
-    """Write `competition/` (train/<class>/*.png, test/*.png, sample_submission.csv) and `answers.csv`."""
+    """Write `competition/` and `answers.csv`, `train_truth.csv` beside it, as `synthetic.task` asks."""
+    if config.task == "ordinal":
+        write_graded_competition(config, out_dir)
+    else:
+        write_expression_competition(config, out_dir)
+
+
+def write_graded_competition(config: SyntheticConfig, out_dir: Path) -> None:
+    """`competition/`: train_images/*.png, test_images/*.png, train.csv (id_code, diagnosis), sample_submission.csv."""
+    train, train_images, answers, test_images = generate_grades(config)
+    with atomic_dir(out_dir) as tmp:
+        competition = tmp / "competition"
+        for row, image in zip(train.itertuples(), train_images):
+            _write_png(competition / "train_images" / f"{row.id}.png", image)
+        for row, image in zip(answers.itertuples(), test_images):
+            _write_png(competition / "test_images" / f"{row.id}.png", image)
+        write_csv(train[["id", "label"]].set_axis(["id_code", "diagnosis"], axis=1), competition / GRADE_TABLE)
+        ids = _shuffled(answers["id"].to_numpy(), config)
+        write_csv(pd.DataFrame({"id_code": ids, "diagnosis": GRADES[0]}), competition / "sample_submission.csv")
+        write_csv(answers, tmp / "answers.csv")
+        write_csv(train, tmp / "train_truth.csv")
+    print(f"synthesize: wrote {len(train)} graded train and {len(answers)} test faces to {out_dir}/competition")
+
+
+def write_expression_competition(config: SyntheticConfig, out_dir: Path) -> None:
+    """`competition/`: train/<class>/*.png, test/*.png, sample_submission.csv and train_affect.csv."""
     train, train_images, answers, test_images = generate(config)
     with atomic_dir(out_dir) as tmp:
         competition = tmp / "competition"
@@ -50,10 +76,14 @@ def write_competition(config: SyntheticConfig, out_dir: Path) -> None:
 
 def sample_submission(test_ids: np.ndarray, config: SyntheticConfig) -> pd.DataFrame:
     """Kaggle's sample lists the ids in its own order with a placeholder label, or an equal probability per class."""
-    ids = test_ids[np.random.default_rng(config.seed + 1).permutation(len(test_ids))]
+    ids = _shuffled(test_ids, config)
     if config.submission_form == PROBABILITY_FORM:
         return pd.DataFrame({"id": ids, **{name: 1 / len(CLASSES) for name in CLASSES}})
     return pd.DataFrame({"id": ids, "label": CLASSES[-1]})
+
+
+def _shuffled(test_ids: np.ndarray, config: SyntheticConfig) -> np.ndarray:
+    return test_ids[np.random.default_rng(config.seed + 1).permutation(len(test_ids))]
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
