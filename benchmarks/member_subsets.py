@@ -36,7 +36,10 @@ def training_minutes(workspace: Path, backbone: str, fold_ids: tuple[int, ...]) 
 def subset_rows(workspace: Path, config: Config, data: Prepared) -> list[dict]:
     """One row per non-empty subset of the backbones, smallest subsets first."""
     names = list(config.backbones)
-    tables = {name: read_oof_table(workspace / "oof" / f"{name}.csv", data.classes, data.train_ids) for name in names}
+    tables = {
+        name: read_oof_table(workspace / "oof" / f"{name}.csv", data.classes, data.train_ids, data.multi_label)
+        for name in names
+    }
     _, labels, folds = tables[names[0]]
     accuracy = {name: float((tables[name][0].argmax(1) == labels).mean()) for name in names}
     minutes = {name: training_minutes(workspace, name, config.folds.ids) for name in names}

@@ -85,7 +85,7 @@ def view_rows(
     sets = {PARAMS_VIEWS: config.tta.of(backbone), **view_sets}
     probs, seconds = oof_under_views(workspace, backbone, config, data, fold_of, sets)
     others = [
-        read_oof_table(workspace / "oof" / f"{name}.csv", data.classes, data.train_ids)[0]
+        read_oof_table(workspace / "oof" / f"{name}.csv", data.classes, data.train_ids, data.multi_label)[0]
         for name in config.backbones
         if name != backbone
     ]

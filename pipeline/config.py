@@ -65,7 +65,7 @@ SYNTHETIC_FORMS = ("label", "probability")
 # in a label table, as APTOS ships its grades) or multi_label (facial attributes, several per face).
 SYNTHETIC_TASKS = ("single_label", "ordinal", "multi_label")
 # competition.metric: auto, or a metric of pipeline/evaluation/metrics.py (tests keep the two lists equal).
-METRIC_NAMES = ("auto", "accuracy", "balanced_accuracy", "macro_f1", "qwk", "rmse", "log_loss", "roc_auc")
+METRIC_NAMES = ("auto", "accuracy", "balanced_accuracy", "macro_f1", "mean_f1", "qwk", "rmse", "log_loss", "roc_auc")
 
 
 Rule = tuple[str, Callable[[Any], bool], str]  # (key, test of its value, what the value must be)
@@ -267,6 +267,7 @@ class TrainConfig:
     eval_batch_size: int
     seed: int
     target_loss_weight: float  # λ: loss = cross-entropy + λ·target loss (when the data has regression targets)
+    grade_loss_weight: float  # λ of the grade target an ordinal metric adds (pipeline/evaluation/ordinal.py)
     target_loss: str  # mse | ccc | mse+ccc, on the targets present in a batch (missing ones are masked)
     class_balance: str  # none | weights | sampler | logit_adjustment
     # Wall-clock minutes for one backbone's K fold runs together (budget/K each), so that `dvc repro` ends on
@@ -320,6 +321,7 @@ class TrainConfig:
                 ("eval_batch_size", _between(1, 1 << 16), "at least 1"),
                 ("model", lambda v: v is None or bool(v.strip()), "a timm model name"),
                 ("target_loss_weight", _between(0, 1000), "0 (targets not trained) or more, e.g. 1.0"),
+                ("grade_loss_weight", _between(0, 1000), "0 (the grade not trained) or more, e.g. 1.0"),
                 ("target_loss", lambda v: v in TARGET_LOSSES, f"one of {list(TARGET_LOSSES)}"),
                 ("class_balance", lambda v: v in CLASS_BALANCES, f"one of {list(CLASS_BALANCES)}"),
                 (

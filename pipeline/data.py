@@ -2,7 +2,8 @@
 
 Layout of the prepared folder:
   train_images.npy   uint8, N×H×W (grayscale) or N×H×W×C
-  train.csv          id, label, file        (row i describes train_images[i]; file: where it came from)
+  train.csv          id, label, file        (row i describes train_images[i]; file: where it came from; a multi-label
+                     image's label: its class names separated by spaces)
   test_images.npy    uint8, in sample_submission.csv order
   test.csv           id                      (sample_submission.csv order)
   classes.json       class names; a label's index in this list is its model output
@@ -11,13 +12,15 @@ Layout of the prepared folder:
   meta.json's submission_form: label (id,label), probability (id and one probability column per class) or
                      binary (id and the second class's probability, for two classes)
   sample_submission.csv  the competition's own file, the template submissions must match
-  meta.json          source, sizes, pixel mean/std, a content fingerprint and the regression target names
+  meta.json          source, sizes, pixel mean/std, a content fingerprint, the regression target names and
+                     multi_label (whether an image has a set of classes rather than one)
   train_targets.npy  float32, N×targets (NaN: missing); only when the data has targets
                      (read by pipeline/ingest/target_table.py)
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,13 +34,15 @@ TARGETS_FILE = "train_targets.npy"
 # The sample submission's form (meta.json submission_form): id,label; id and one probability column per class;
 # or, for two classes, id and the probability of the second (Dogs vs. Cats Redux's id,label with 0.5).
 LABEL_FORM, PROBABILITY_FORM, BINARY_FORM = "label", "probability", "binary"
+# A multi-label cell lists its classes separated by spaces or `|` (Planet's tags, Human Protein Atlas's codes).
+LABEL_SEPARATOR = re.compile(r"\s*\|\s*|\s+")
 
 
 @dataclass(frozen=True)
 class Prepared:
     train_images: np.ndarray
     train_ids: np.ndarray  # str ids
-    train_labels: np.ndarray  # int class indices
+    train_labels: np.ndarray  # int class indices; multi-label: N×classes float32 of 0/1
     train_files: np.ndarray  # each image's file name in the source (or table:row), for grouping by name
     test_images: np.ndarray
     test_ids: np.ndarray
@@ -49,6 +54,7 @@ class Prepared:
     fingerprint: str
     target_names: list[str] = field(default_factory=list)  # regression targets (valence, arousal); [] when none
     train_targets: np.ndarray | None = None  # float32 N×targets, NaN where missing; None when no targets
+    multi_label: bool = False
 
     @property
     def channels(self) -> int:
@@ -63,11 +69,11 @@ def load_prepared(folder: str | Path) -> Prepared:
     meta = read_json(folder / "meta.json")
     train = pd.read_csv(folder / "train.csv", dtype=str, keep_default_na=False)
     test = pd.read_csv(folder / "test.csv", dtype=str, keep_default_na=False)
-    index = {name: i for i, name in enumerate(classes)}
+    multi_label = bool(meta.get("multi_label", False))
     return Prepared(
         train_images=np.load(folder / "train_images.npy", mmap_mode="r"),  # read on first use only
         train_ids=train["id"].to_numpy(),
-        train_labels=train["label"].map(index).to_numpy(np.int64),
+        train_labels=parse_labels(train["label"], classes, multi_label),
         train_files=train["file"].to_numpy(),
         test_images=np.load(folder / "test_images.npy", mmap_mode="r"),
         test_ids=test["id"].to_numpy(),
@@ -79,7 +85,32 @@ def load_prepared(folder: str | Path) -> Prepared:
         fingerprint=meta["fingerprint"],
         target_names=list(meta.get("targets", [])),
         train_targets=np.load(folder / TARGETS_FILE) if meta.get("targets") else None,
+        multi_label=multi_label,
     )
+
+
+def split_labels(cell: str) -> list[str]:
+    """The classes a multi-label cell lists (none for an empty cell)."""
+    return [name for name in LABEL_SEPARATOR.split(cell.strip()) if name]
+
+
+def parse_labels(cells: pd.Series, classes: list[str], multi_label: bool) -> np.ndarray:
+    """Label cells as class indices, or for multi-label data as N×classes 0/1 rows."""
+    index = {name: i for i, name in enumerate(classes)}
+    if not multi_label:
+        return cells.map(index).to_numpy(np.int64)
+    rows = np.zeros((len(cells), len(classes)), np.float32)
+    for row, cell in enumerate(cells):
+        rows[row, [index[name] for name in split_labels(cell)]] = 1
+    return rows
+
+
+def label_cells(labels: np.ndarray, classes: list[str]) -> np.ndarray:
+    """Class indices as class names, or 0/1 rows as their class names joined by spaces."""
+    names = np.array(classes)
+    if labels.ndim == 1:
+        return names[labels]
+    return np.array([" ".join(names[row > 0.5]) for row in labels], dtype=object)
 
 
 def submission_form(sample: pd.DataFrame) -> str:

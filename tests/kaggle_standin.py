@@ -131,6 +131,17 @@ def score_rows(rows: pd.DataFrame, predicted: list[str], metric: str) -> float:
         probs /= probs.sum(axis=1, keepdims=True)
         truth = rows["label"].map({name: i for i, name in enumerate(predicted)}).to_numpy()
         return float(-np.log(probs[np.arange(len(rows)), truth]).mean())
+    if metric == "mean_f1":  # multi-label: labels separated by spaces, or one 0/1 column per class
+        truth = [set(cell.split()) for cell in rows["label"]]
+        if len(predicted) == 1:
+            guesses = [set(cell.split()) for cell in rows[predicted[0]]]
+        else:
+            guesses = [{c for c in predicted if float(row[c]) >= 0.5} for _, row in rows.iterrows()]
+        return float(np.mean([2 * len(t & g) / (len(t) + len(g)) for t, g in zip(truth, guesses)]))
+    if metric == "roc_auc":  # one probability column per class; an answer lists its classes
+        truth = [set(cell.split()) for cell in rows["label"]]
+        scores = [sk.roc_auc_score([c in t for t in truth], rows[c].astype(float)) for c in predicted]
+        return float(np.mean(scores))
     truth, guess = rows["label"].to_numpy(), rows[predicted[0]].to_numpy()
     if metric in ("qwk", "rmse"):  # grades are numbers
         truth, guess = truth.astype(float), guess.astype(float)

@@ -14,9 +14,9 @@ from pipeline.config import METRIC_NAMES, SYNTHETIC_FORMS
 from pipeline.data import BINARY_FORM, LABEL_FORM, PROBABILITY_FORM, load_prepared
 from pipeline.errors import ConfigError
 from pipeline.evaluation.blend import column_ranks, cross_fitted_sharpening, greedy_weights, sharpen
+from pipeline.evaluation.choice import choose_blend
 from pipeline.evaluation.metrics import METRICS, competition_metric
 from pipeline.evaluation.submission_format import SubmissionError, make_submission, read_sample, validate_submission
-from pipeline.stages.ensemble import choose_blend
 from pipeline.stages.prepare import SourceError, prepare
 from pipeline.stages.synthesize import write_competition
 from tests.conftest import TINY, data_config

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +12,7 @@ import pytest
 from pipeline.data import Prepared, load_prepared
 from pipeline.evaluation.submission_format import make_submission, read_sample
 from pipeline.stages.prepare import SourceError, prepare
-from tests.conftest import data_config, make_project, tiny_params
+from tests.conftest import data_config
 from tests.layouts import CLASS_NAMES, CODES, as_label_table, as_pixel_files, as_pixel_table, zip_folder
 
 
@@ -185,29 +182,6 @@ def test_a_forced_layout_the_download_lacks_is_refused_with_what_it_holds(compet
         r"'Usage'\]\)",
     ):
         prepare(tmp_path / "comp", data_config(layout="class_folders"), tmp_path / "out")
-
-
-@pytest.mark.slow
-def test_dvc_repro_on_a_label_table_submits_the_samples_codes(competition, tmp_path):
-    """The real pipeline on a label-table download: the submission has the sample's header, ids and code labels."""
-    as_label_table(competition / "competition", tmp_path / "comp")
-    archive = zip_folder(tmp_path / "comp", tmp_path / "label_table.zip")
-    params = tiny_params(backbones={"resnet10t": {}})
-    params["data"] = {**params["data"], "source": str(archive)}
-    params["folds"] = {**params["folds"], "ids": [0, 1]}
-    params["train"] = {**params["train"], "epochs": 1}
-    params["tune"] = {**params["tune"], "enabled": False, "folds": [0]}
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    root = make_project(tmp_path / "project", params, env)
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", "repro", "submission"], cwd=root, env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "prepare: label_table layout" in done.stdout
-    sample = pd.read_csv(tmp_path / "comp" / "sample_submission.csv", dtype=str)
-    submitted = pd.read_csv(root / "submissions" / "ensemble.csv", dtype=str)
-    assert list(submitted.columns) == list(sample.columns) and list(submitted["id"]) == list(sample["id"])
-    assert set(submitted["label"]) <= set(CODES.values())
 
 
 def test_a_pixel_row_with_text_that_is_not_a_number_is_named(competition, tmp_path):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from pipeline.data import load_prepared
+from pipeline.evaluation.choice import choose_blend, choose_cuts
 from pipeline.evaluation.metrics import METRICS
 from pipeline.evaluation.ordinal import (
     GRADE,
@@ -19,10 +22,14 @@ from pipeline.evaluation.ordinal import (
     grades_of,
     one_hot,
 )
-from pipeline.stages.ensemble import choose_blend, choose_cuts
+from pipeline.evaluation.predictions import oof_table, probability_table, with_targets
+from pipeline.files import write_csv
+from pipeline.ingest.synthetic import GRADES
+from pipeline.runtime.bundle_format import BundleInfo, decided_label
+from pipeline.stages import ensemble, submission
 from pipeline.stages.prepare import prepare
 from pipeline.stages.synthesize import write_competition
-from tests.conftest import TINY, data_config
+from tests.conftest import TINY, data_config, tiny_params
 from tests.kaggle_standin import score_rows
 
 QWK, RMSE = METRICS["qwk"], METRICS["rmse"]
@@ -91,3 +98,56 @@ def test_the_kaggle_stand_in_scores_grades_as_the_metrics_do():
     rows = pd.DataFrame({"id": range(200), "label": truth.astype(str), "label_submitted": guess.astype(str)})
     for metric in (QWK, RMSE):
         assert score_rows(rows, ["label_submitted"], metric.name) == pytest.approx(metric(one_hot(guess, 5), truth))
+
+
+def test_the_bundle_cuts_a_faces_regressed_grade_as_the_submission_did():
+    info = BundleInfo(list(GRADES), 48, 1, 0.5, 0.2, (), targets=["valence", GRADE], cuts=[0.4, 1.2, 2.5, 3.1])
+    outputs = np.array([0.9, 0.05, 0.03, 0.01, 0.01, 0.3, 0.0])  # grade 0.0 on [-1, 1]: 2.0 on 0-4
+    assert decided_label(outputs, info) == "2"
+    assert decided_label(outputs, dataclasses.replace(info, cuts=None)) == "0"
+
+
+def test_the_ensemble_and_submission_stages_submit_the_members_regressed_grade_cut_on_oof(tmp_path):
+    """Members whose classifier calls every face grade 0 but whose regressed grade is near the truth: the ensemble
+    stage blends their grades, cuts them where OOF puts the cuts, and the submission spells the cut grades."""
+    root = tmp_path / "synthetic"
+    write_competition(dataclasses.replace(TINY, task="ordinal", train_per_class=40), root)
+    prepare(root / "competition", data_config(), tmp_path / "prepared", ordinal=True)
+    data = load_prepared(tmp_path / "prepared")
+    truth = pd.read_csv(root / "answers.csv", dtype=str).set_index("id").loc[data.test_ids, "label"].astype(int)
+    rng = np.random.default_rng(3)
+    folds = np.arange(len(data.train_ids)) % 3
+    params = tiny_params(
+        backbones={"a": {"model": "resnet10t"}, "b": {"model": "resnet10t"}}, competition={"metric": "qwk"}
+    )
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for name in ("a", "b"):
+        for table, ids, labels in (
+            ("oof", data.train_ids, data.train_labels),
+            ("test_predictions", data.test_ids, truth.to_numpy()),
+        ):
+            probs = np.tile([0.6, 0.1, 0.1, 0.1, 0.1], (len(ids), 1))
+            grades = np.clip(grade_target(labels, 5) + rng.normal(0.1, 0.15, (len(ids), 1)), -1, 1)
+            written = (
+                oof_table(ids, folds, labels, probs, data.classes)
+                if table == "oof"
+                else probability_table(ids, probs, data.classes)
+            )
+            (tmp_path / table).mkdir(exist_ok=True)
+            write_csv(with_targets(written, grades, [GRADE]), tmp_path / table / f"{name}.csv")
+    folders = ["--data", str(tmp_path / "prepared"), "--params", str(tmp_path / "params.yaml")]
+    ensemble.main(
+        [*folders, "--oof", str(tmp_path / "oof"), "--test", str(tmp_path / "test_predictions")]
+        + ["--out", str(tmp_path / "ensemble"), "--metrics", str(tmp_path / "ensemble.json")]
+    )
+    submission.main(
+        [*folders, "--test", str(tmp_path / "test_predictions"), "--ensemble", str(tmp_path / "ensemble")]
+        + ["--out", str(tmp_path / "submissions")]
+    )
+    weights = json.loads((tmp_path / "ensemble" / "weights.json").read_text())
+    assert weights["cuts"] is not None, weights["verdict"]
+    blended = pd.read_csv(tmp_path / "ensemble" / "test.csv", dtype={"id": str}).set_index("id")
+    submitted = pd.read_csv(tmp_path / "submissions" / "ensemble.csv", dtype=str).set_index("id_code")
+    expected = classes_at(grades_of(blended.loc[submitted.index, GRADE].to_numpy(), 5), np.array(weights["cuts"]))
+    assert submitted["diagnosis"].astype(int).tolist() == expected.tolist()
+    assert QWK(one_hot(expected, 5), truth.loc[submitted.index].to_numpy()) > 0.8

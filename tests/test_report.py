@@ -177,7 +177,7 @@ def test_agreement_is_the_share_of_oof_images_two_backbones_give_the_same_class(
     predicted = {"a": [0, 1, 2, 0], "b": [0, 1, 1, 1], "c": [2, 2, 1, 1]}
     for name, pred in predicted.items():
         write_csv(oof_table(ids, folds, labels, one_hot(pred), CLASSES), tmp_path / f"{name}.csv")
-    data = type("Data", (), {"classes": CLASSES, "train_ids": ids})
+    data = type("Data", (), {"classes": CLASSES, "train_ids": ids, "multi_label": False})
     text, pairs = agreement_section(list(predicted), data, tmp_path)
     assert pairs == {"a|b": 0.5, "a|c": 0.0, "b|c": 0.5}
     assert "| a | 0.500 | 0.000 |" in text and "| b |  | 0.500 |" in text

@@ -31,6 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_path, check_writable
 from pipeline.ingest.images import IMAGE_SUFFIXES
+from pipeline.runtime.classifier import Classifier
 from pipeline.runtime.frames import HelpFormatter, add_face_options, classify_boxes, open_models
 
 CROP_FACTOR = 3  # an image at most this many times the model's input size is taken as a cropped face
@@ -79,8 +80,8 @@ def read_rgb(path: Path) -> np.ndarray:
     return np.repeat((pixels >> 8).astype(np.uint8)[..., None], 3, axis=2)
 
 
-def predict(files: list[Path], args: argparse.Namespace) -> tuple[list[Found], list[str], list[str], list[str]]:
-    """Every face of every file; the files that could not be read; the class names; the target names."""
+def predict(files: list[Path], args: argparse.Namespace) -> tuple[list[Found], list[str], Classifier]:
+    """Every face of every file; the files that could not be read; the classifier that labelled them."""
     classifier, detector = open_models(args)
     found, skipped, crops, crop_rows = [], [], [], []
     for path in files:
@@ -106,10 +107,11 @@ def predict(files: list[Path], args: argparse.Namespace) -> tuple[list[Found], l
     if crops:  # classified together: one batch instead of a run per file
         for row, outputs in zip(crop_rows, classifier.outputs(np.stack(crops))):
             row.outputs = outputs
-    return found, skipped, classifier.classes, classifier.targets
+    return found, skipped, classifier
 
 
-def table(found: list[Found], classes: list[str], targets: list[str]) -> pd.DataFrame:
+def table(found: list[Found], classifier: Classifier) -> pd.DataFrame:
+    classes, targets = classifier.classes, classifier.targets
     records = []
     for row in found:
         box = row.box or (None,) * 4
@@ -118,7 +120,7 @@ def table(found: list[Found], classes: list[str], targets: list[str]) -> pd.Data
             record["label"] = None
             record.update(dict.fromkeys([*classes, *targets]))
         else:
-            record["label"] = classes[int(row.outputs[: len(classes)].argmax())]
+            record["label"] = classifier.label(row.outputs)
             record.update({name: round(float(value), 5) for name, value in zip([*classes, *targets], row.outputs)})
         records.append(record)
     return pd.DataFrame(records, columns=["file", "face", "x1", "y1", "x2", "y2", "label", *classes, *targets]).astype(
@@ -160,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     files = expand(args.paths)
     if not files:
         raise PipelineError(f"no image files in {' '.join(args.paths)} (looked for {' '.join(sorted(IMAGE_SUFFIXES))})")
-    found, skipped, classes, targets = predict(files, args)
-    result = table(found, classes, targets)
+    found, skipped, classifier = predict(files, args)
+    classes, targets = classifier.classes, classifier.targets
+    result = table(found, classifier)
     if len(result):
         shown = result[["file", "face", "x1", "y1", "x2", "y2", "label"]].assign(
             probability=result[classes].astype(float).max(axis=1).round(3)

@@ -39,7 +39,8 @@ def validate_file(file: Path, data_dir: Path) -> int:
         raise SubmissionError(
             f"{file} is not a readable CSV ({error}); write it with a header and one row per test id"
         ) from None
-    validate_submission(submission, read_sample(data_dir / "sample_submission.csv"), data.submission_labels, str(file))
+    sample = read_sample(data_dir / "sample_submission.csv")
+    validate_submission(submission, sample, data.submission_labels, str(file), data.multi_label)
     return len(submission)
 
 

@@ -162,7 +162,7 @@ def run_video(
                 for index, frame in enumerate(frames_of(capture, what, stats, fps if realtime else None)):
                     results = labeller(frame, index)
                     for result in results:
-                        best = classes[int(result.outputs[: len(classes)].argmax())]
+                        best = labeller.classifier.label(result.outputs)
                         rows.writerow(
                             [
                                 index,

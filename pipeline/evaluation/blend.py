@@ -5,7 +5,9 @@ whose inclusion scores the OOF blend best, for `max_steps` steps, and keep the b
 and log-loss blends are scored by the tempered log-loss below (FITTED_BY_LOG_LOSS says why), which
 under log-loss the ensemble then applies to what it submits; other metrics of the predicted class
 (macro-F1, balanced accuracy, kappa) by the metric itself, ties broken by the tempered log-loss; a
-metric that only ranks (ROC AUC) by itself, on the members' column ranks.
+metric that only ranks (ROC AUC) by itself, on the members' column ranks. Multi-label probabilities (each
+class's own, not a distribution to temper) are fitted by their binary log-loss, thresholds being fitted
+after the blend (pipeline/evaluation/thresholds.py), or by a ranking metric on ranks.
 
 The tempered log-loss: log-loss after the one temperature that suits each candidate blend. Members trained
 with label smoothing are under-confident, and an average of members that disagree is more so: on
@@ -20,7 +22,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.stats import rankdata
 
-from pipeline.evaluation.metrics import ACCURACY, Metric
+from pipeline.evaluation.metrics import ACCURACY, Metric, log_loss
 
 SHARPNESS_BOUNDS = (0.1, 10.0)  # the inverse temperature tried: from 10× softer to 10× sharper
 # Metrics whose blend is fitted by tempered log-loss. Log-loss itself; and accuracy, which the most probable
@@ -67,6 +69,8 @@ def column_ranks(probs: np.ndarray) -> np.ndarray:
 
 def blend_loss(probs: np.ndarray, labels: np.ndarray, metric: Metric) -> tuple[float, ...]:
     """What the greedy selection minimises, compared in order."""
+    if labels.ndim == 2 and metric.reads != "ranks":
+        return (log_loss(probs, labels),)
     if metric.name in FITTED_BY_LOG_LOSS:
         return (tempered_log_loss(probs, labels),)
     if metric.reads == "ranks":

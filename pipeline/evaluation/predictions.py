@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.data import label_cells, parse_labels
 from pipeline.errors import MissingInputError, PipelineError
 
 
@@ -24,7 +25,7 @@ class PlainOof:
 
     ids: np.ndarray
     folds: np.ndarray
-    labels: np.ndarray  # int class indices
+    labels: np.ndarray  # int class indices; multi-label: N×classes of 0/1
     probs: np.ndarray  # N×classes
     values: np.ndarray  # N×targets (N×0 without targets)
 
@@ -40,17 +41,17 @@ def load_plain_oof(
     classes: list[str],
     train_ids: np.ndarray,
     target_names: list[str] = (),
+    multi_label: bool = False,
 ) -> PlainOof:
     dirs = [fold_dir(models_dir, backbone, fold) for fold in fold_ids]
     missing = [str(d) for d in dirs if not (d / "run.json").exists()]
     if missing:
         raise MissingInputError(f"missing train outputs {missing}; run `dvc repro train` first")
     plain = _concat_in_order([d / "oof_plain.csv" for d in dirs], train_ids)
-    index = {name: i for i, name in enumerate(classes)}
     return PlainOof(
         ids=plain["id"].to_numpy(),
         folds=plain["fold"].to_numpy(),
-        labels=plain["label"].map(index).to_numpy(),
+        labels=parse_labels(plain["label"], classes, multi_label),
         probs=plain[classes].to_numpy(np.float64),
         values=plain[list(target_names)].to_numpy(np.float64),
     )
@@ -71,9 +72,12 @@ def _concat_in_order(paths: list[Path], train_ids: np.ndarray) -> pd.DataFrame:
 def oof_table(
     ids: np.ndarray, folds: np.ndarray, labels: np.ndarray, probs: np.ndarray, classes: list[str]
 ) -> pd.DataFrame:
-    """The documented OOF schema: id, fold, label, pred, then one probability column per class."""
-    names = np.array(classes)
-    table = pd.DataFrame({"id": ids, "fold": folds, "label": names[labels], "pred": names[probs.argmax(axis=1)]})
+    """The documented OOF schema: id, fold, label, pred, then one probability column per class (multi-label: label
+    and pred list classes separated by spaces, pred those at 0.5 or above)."""
+    predicted = (probs >= 0.5).astype(np.float32) if labels.ndim == 2 else probs.argmax(axis=1)
+    table = pd.DataFrame(
+        {"id": ids, "fold": folds, "label": label_cells(labels, classes), "pred": label_cells(predicted, classes)}
+    )
     return pd.concat([table, pd.DataFrame(probs, columns=classes)], axis=1)
 
 
@@ -96,11 +100,13 @@ def read_target_values(path: Path, target_names: list[str], ids: np.ndarray) -> 
     return table[list(target_names)].to_numpy(np.float64)
 
 
-def read_oof_table(path: Path, classes: list[str], train_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(probabilities, label indices, folds) of an OOF table, in the prepared train order."""
+def read_oof_table(
+    path: Path, classes: list[str], train_ids: np.ndarray, multi_label: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(probabilities, labels as data.py's parse_labels reads them, folds) of an OOF table, in the train order."""
     table = _read_probabilities(path, classes, train_ids)
-    index = {name: i for i, name in enumerate(classes)}
-    return table[classes].to_numpy(np.float64), table["label"].map(index).to_numpy(), table["fold"].to_numpy()
+    labels = parse_labels(table["label"], classes, multi_label)
+    return table[classes].to_numpy(np.float64), labels, table["fold"].to_numpy()
 
 
 def read_test_table(path: Path, classes: list[str], test_ids: np.ndarray) -> np.ndarray:

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.data import BINARY_FORM, LABEL_FORM, submission_form
+from pipeline.data import BINARY_FORM, LABEL_FORM, split_labels, submission_form
 from pipeline.errors import PipelineError
+from pipeline.evaluation.metrics import decisions
 
 # Probabilities to 7 significant digits: log-loss moves by about 1e-7, and the file is half the size of
 # full precision (Kaggle clips at 1e-15 and rescales each row to sum to one, as metrics.log_loss does).
@@ -29,11 +30,16 @@ def read_sample(path: str | Path) -> pd.DataFrame:
 
 
 def validate_submission(
-    submission: pd.DataFrame, sample: pd.DataFrame, labels: list[str], name: str = "submission"
+    submission: pd.DataFrame,
+    sample: pd.DataFrame,
+    labels: list[str],
+    name: str = "submission",
+    multi_label: bool = False,
 ) -> None:
     """What Kaggle checks before it scores: the sample's header, its ids in its order, no empty cell, and a label
-    the competition knows (label form) or a probability in [0, 1] (probability form). `labels`: each class as the
-    competition spells it (prepared submission_labels.json)."""
+    the competition knows (label form; multi-label: each label a cell lists) or a probability in [0, 1]
+    (probability form, or a multi-label competition's 0/1 columns). `labels`: each class as the competition
+    spells it (prepared submission_labels.json)."""
     if list(submission.columns) != list(sample.columns):
         raise SubmissionError(
             f"{name}: header {list(submission.columns)} differs from sample_submission.csv's {list(sample.columns)}"
@@ -55,7 +61,9 @@ def validate_submission(
         )
     form = submission_form(sample)
     if form == LABEL_FORM:
-        unknown = sorted(set(text[sample.columns[1]]) - set(labels))
+        cells = text[sample.columns[1]]
+        written = {name for cell in cells for name in split_labels(cell)} if multi_label else set(cells)
+        unknown = sorted(written - set(labels))
         if unknown:
             raise SubmissionError(f"{name}: label(s) {unknown[:5]} are not among the competition's labels {labels}")
         return
@@ -70,21 +78,34 @@ def validate_submission(
 
 
 def make_submission(
-    probs: np.ndarray, test_ids: np.ndarray, sample: pd.DataFrame, labels: list[str], name: str
+    probs: np.ndarray,
+    test_ids: np.ndarray,
+    sample: pd.DataFrame,
+    labels: list[str],
+    name: str,
+    multi_label: bool = False,
+    decided: bool = False,
 ) -> pd.DataFrame:
     """One row per test id: the most probable class as the competition spells it (label form), each class's
-    probability in the sample's columns (probability form), or the second class's probability (binary form)."""
+    probability in the sample's columns (probability form), or the second class's probability (binary form).
+    Multi-label: the decided classes (metrics.decisions) separated by spaces (label form), or in the columns each
+    class's probability, or where the metric scores decisions (`decided`) 1 for a decided class and 0 otherwise."""
     id_column = sample.columns[0]
     form = submission_form(sample)
-    if form == LABEL_FORM:
+    if multi_label and form == LABEL_FORM:
+        names = np.array(labels)
+        cells = [" ".join(names[row > 0]) for row in decisions(probs)]
+        submission = pd.DataFrame({id_column: test_ids, sample.columns[1]: cells})
+    elif form == LABEL_FORM:
         submission = pd.DataFrame({id_column: test_ids, sample.columns[1]: np.array(labels)[probs.argmax(axis=1)]})
     elif form == BINARY_FORM:
         submission = pd.DataFrame({id_column: test_ids, sample.columns[1]: probs[:, 1]})
     else:
         column_of = {label: i for i, label in enumerate(labels)}
-        columns = {column: probs[:, column_of[column.strip()]] for column in sample.columns[1:]}
+        values = decisions(probs) if multi_label and decided else probs
+        columns = {column: values[:, column_of[column.strip()]] for column in sample.columns[1:]}
         submission = pd.DataFrame({id_column: test_ids, **columns})
-    validate_submission(submission, sample, labels, name)
+    validate_submission(submission, sample, labels, name, multi_label)
     return submission
 
 

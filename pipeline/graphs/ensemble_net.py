@@ -52,8 +52,13 @@ def load_member(
     return member, [model for model, _ in loaded]
 
 
-def bundle_info(data: Prepared, members: tuple[Member, ...], provenance: dict) -> BundleInfo:
-    """What a graph of `members` needs to know of the data it reads: classes, image shape, pixel statistics, targets."""
+def bundle_info(
+    data: Prepared, members: tuple[Member, ...], provenance: dict, decision: dict | None = None
+) -> BundleInfo:
+    """What a graph of `members` needs to know of the data it reads: classes, image shape, pixel statistics, targets;
+    `decision`: the ensemble's weights.json, whose cuts or thresholds decide the submitted labels."""
+    decision = decision or {}
+    thresholds = decision.get("thresholds")
     return BundleInfo(
         data.classes,
         int(data.train_images.shape[1]),
@@ -63,6 +68,9 @@ def bundle_info(data: Prepared, members: tuple[Member, ...], provenance: dict) -
         members,
         provenance=provenance,
         targets=data.target_names,
+        multi_label=data.multi_label,
+        cuts=decision.get("cuts"),
+        thresholds=None if thresholds is None else [thresholds[name] for name in data.classes],
     )
 
 
@@ -100,11 +108,8 @@ class EnsembleNet(torch.nn.Module):
         for model in models:
             for batch in batches:
                 logits, values = split_outputs(model(batch).float(), len(self.info.classes))
-                outputs = (
-                    torch.cat([torch.softmax(logits, dim=1), values], dim=1)
-                    if self.info.targets
-                    else torch.softmax(logits, dim=1)
-                )
+                probs = torch.sigmoid(logits) if self.info.multi_label else torch.softmax(logits, dim=1)
+                outputs = torch.cat([probs, values], dim=1) if self.info.targets else probs
                 outputs = outputs.reshape(-1, x.shape[0], outputs.shape[-1]).sum(dim=0)
                 total = outputs if total is None else total + outputs
         return total / (len(models) * len(views))

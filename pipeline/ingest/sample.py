@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 
 import pandas as pd
 
-from pipeline.data import LABEL_FORM, PROBABILITY_FORM, submission_form
+from pipeline.data import LABEL_FORM, PROBABILITY_FORM, split_labels, submission_form
 from pipeline.ingest.sources import SUFFIX_LIST, CompetitionFiles, SourceError, is_image
 
 TEST_FOLDERS = ("test", "test_images", "test_kaggle")  # where competitions put test images, preferred in this order
@@ -51,10 +51,12 @@ def parse_sample(data: bytes, where: str) -> pd.DataFrame:
     return sample
 
 
-def class_spellings(sample: pd.DataFrame) -> list[str]:
-    """How the sample writes classes: its labels (label form), its probability columns' names (probability form),
-    or not at all (binary form: one probability)."""
+def class_spellings(sample: pd.DataFrame, multi_label: bool = False) -> list[str]:
+    """How the sample writes classes: its labels (label form; multi-label: the classes its cells list), its
+    probability columns' names (probability form), or not at all (binary form: one probability)."""
     form = submission_form(sample)
+    if form == LABEL_FORM and multi_label:
+        return sorted({name for cell in sample.iloc[:, 1] for name in split_labels(cell)})
     if form == LABEL_FORM:
         return sorted(set(sample.iloc[:, 1].str.strip()))
     return [str(column).strip() for column in sample.columns[1:]] if form == PROBABILITY_FORM else []

@@ -12,7 +12,7 @@ that intensity, plus annotator noise, so they are read from the face, not only f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -201,6 +201,65 @@ def generate_grades(config: SyntheticConfig) -> tuple[pd.DataFrame, list[np.ndar
     )
     test = pd.DataFrame({"id": [f"t{i:05d}" for i in range(len(test_images))], "label": published(test_grades)})
     test["label"] = [GRADES[g] for g in test["label"]]
+    return train, train_images, test, test_images
+
+
+# A multi-label competition: facial attributes, each drawn on its own, several per face (as Planet's tags are).
+ATTRIBUTES = ("smiling", "open_mouth", "raised_brows", "wide_eyes", "frowning")
+ATTRIBUTE_SHARE = np.array([0.4, 0.3, 0.25, 0.2, 0.12])
+ATTRIBUTE_FEATURES = {  # the Expression field each attribute sets, and to what
+    "smiling": ("mouth_curve", 1.0),
+    "open_mouth": ("mouth_open", 0.8),
+    "raised_brows": ("brow_raise", 4.0),
+    "wide_eyes": ("eye_open", 1.5),
+    "frowning": ("brow_slant", 1.0),
+}
+
+
+def generate_attributes(
+    config: SyntheticConfig,
+) -> tuple[pd.DataFrame, list[np.ndarray], pd.DataFrame, list[np.ndarray]]:
+    """A multi-label competition: which of ATTRIBUTES a face shows, at least one each. Train table (id, label: the
+    attributes separated by spaces, true_label), train images, test answers (id, label), test images; a noisy label
+    has one attribute flipped."""
+    rng = np.random.default_rng(config.seed)
+
+    def draw_sets(count: int) -> np.ndarray:
+        sets = rng.random((count, len(ATTRIBUTES))) < ATTRIBUTE_SHARE
+        empty = ~sets.any(axis=1)
+        sets[empty, rng.choice(len(ATTRIBUTES), size=empty.sum(), p=ATTRIBUTE_SHARE / ATTRIBUTE_SHARE.sum())] = True
+        return sets
+
+    def faces(sets: np.ndarray) -> list[np.ndarray]:
+        neutral = PROTOTYPES["neutral"]
+        return [
+            draw_face(
+                rng,
+                replace(neutral, **dict(ATTRIBUTE_FEATURES[a] for a, on in zip(ATTRIBUTES, row) if on)),
+                config.image_size,
+                config.spread,
+            )
+            for row in sets
+        ]
+
+    def published(sets: np.ndarray) -> list[str]:
+        noisy = sets.copy()
+        slip = np.flatnonzero(rng.random(len(sets)) < config.label_noise)
+        noisy[slip, rng.integers(0, len(ATTRIBUTES), size=len(slip))] ^= True
+        noisy[~noisy.any(axis=1)] = sets[~noisy.any(axis=1)]  # a slip never leaves a face without attributes
+        return [" ".join(np.array(ATTRIBUTES)[row]) for row in noisy]
+
+    train_sets = draw_sets(len(CLASSES) * config.train_per_class)
+    test_sets = draw_sets(config.test_size)
+    train_images, test_images = faces(train_sets), faces(test_sets)
+    train = pd.DataFrame(
+        {
+            "id": [f"{i:05d}" for i in range(len(train_images))],
+            "label": published(train_sets),
+            "true_label": [" ".join(np.array(ATTRIBUTES)[row]) for row in train_sets],
+        }
+    )
+    test = pd.DataFrame({"id": [f"t{i:05d}" for i in range(len(test_images))], "label": published(test_sets)})
     return train, train_images, test, test_images
 
 

@@ -15,7 +15,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.errors import PipelineError
+from pipeline.evaluation.metrics import decisions
+from pipeline.evaluation.ordinal import GRADE, classes_at, grades_of
+from pipeline.evaluation.thresholds import at_thresholds
 
 FORMAT = "pipeline-bundle/1"
 METADATA_KEY = "bundle"  # the ONNX metadata_props entry that holds BundleInfo as JSON
@@ -45,6 +50,11 @@ class BundleInfo:
     members: tuple[Member, ...]
     fast: bool = False  # True in fast.onnx: one fold model per member, no test-time views
     targets: list[str] = field(default_factory=list)  # regression targets (valence, arousal) the graph also predicts
+    multi_label: bool = False  # each class's probability on its own (sigmoid), not one distribution (softmax)
+    # How the submission decided its labels where not by the most probable class (ensemble/weights.json): an
+    # ordinal ensemble's cuts of the regressed grade, a multi-label ensemble's per-class thresholds.
+    cuts: list[float] | None = None
+    thresholds: list[float] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)  # OOF accuracy, data source, fingerprint
     format: str = FORMAT
 
@@ -68,6 +78,21 @@ class BundleInfo:
             raise PipelineError(
                 f"{where}: unreadable bundle metadata ({error}); rebuild it with `dvc repro bundle`"
             ) from error
+
+
+def decided_label(outputs: np.ndarray, info: BundleInfo) -> str:
+    """The label the submission gives one image's graph outputs (class probabilities, then target values): the most
+    probable class; an ordinal bundle's grade cut at its cuts; a multi-label bundle's classes at its thresholds
+    (at 0.5 without), separated by spaces."""
+    count = len(info.classes)
+    probs = outputs[None, :count]
+    if info.multi_label:
+        decided = decisions(probs if info.thresholds is None else at_thresholds(probs, np.array(info.thresholds)))
+        return " ".join(name for name, on in zip(info.classes, decided[0]) if on)
+    if info.cuts is not None:
+        grade = grades_of(outputs[count + info.targets.index(GRADE)], count)
+        return info.classes[int(classes_at(grade, np.array(info.cuts)))]
+    return info.classes[int(probs.argmax())]
 
 
 def bundle_file(path: str | Path, fast: bool) -> Path:

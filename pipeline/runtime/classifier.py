@@ -16,7 +16,7 @@ from PIL import Image
 from pipeline.errors import PipelineError
 from pipeline.ingest.images import to_model_input
 from pipeline.machine import available_cores
-from pipeline.runtime.bundle_format import METADATA_KEY, PROBABILITIES, TARGETS, BundleInfo, bundle_file
+from pipeline.runtime.bundle_format import METADATA_KEY, PROBABILITIES, TARGETS, BundleInfo, bundle_file, decided_label
 
 BATCH = 256  # faces per run: bounds the activations' memory when a whole test set is classified at once
 _ort_errors = ort.capi.onnxruntime_pybind11_state
@@ -81,6 +81,10 @@ class Classifier:
     def targets(self) -> list[str]:
         """Regression targets (e.g. valence, arousal) the bundle predicts beside the classes; [] when none."""
         return self.info.targets
+
+    def label(self, outputs: np.ndarray) -> str:
+        """The label one image's `outputs` row gets, decided as the submission decided (bundle_format.decided_label)."""
+        return decided_label(outputs, self.info)
 
     @property
     def columns(self) -> list[str]:

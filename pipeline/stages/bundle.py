@@ -1,11 +1,11 @@
 """Stage `bundle`: the ensemble the submission used, as ONNX files that need no workspace.
 
-Reads ensemble/weights.json (which backbones the blend kept, with what weight), every kept
-backbone's fold models in models/ and the prepared data's classes and pixel statistics; writes
-bundle/ensemble.onnx, bundle/fast.onnx and bundle/bundle.json (see pipeline/runtime/bundle_format.py), with the
-OOF accuracy each can expect (fast: from the backbones' OOF tables without TTA). Before
-writing, it runs ensemble.onnx on onnxruntime over the prepared test images and checks that it
-gives the submission's probabilities (ensemble/test.csv).
+Reads ensemble/weights.json (which backbones the blend kept, with what weight, and the cuts or thresholds that
+decided the submitted labels), every kept backbone's fold models in models/ and the prepared data's classes and
+pixel statistics; writes bundle/ensemble.onnx, bundle/fast.onnx and bundle/bundle.json (see
+pipeline/runtime/bundle_format.py), with the OOF accuracy each can expect (fast: from the backbones' OOF tables
+without TTA). Before writing, it runs ensemble.onnx on onnxruntime over the prepared test images and checks that
+it gives the kept backbones' test probabilities (test_predictions/) blended by their weights.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pipeline.config import load_config
 from pipeline.data import Prepared, load_prepared
 from pipeline.errors import PipelineError
 from pipeline.evaluation.blend import blend
+from pipeline.evaluation.metrics import hits
 from pipeline.evaluation.predictions import read_oof_table, read_test_table
 from pipeline.files import atomic_dir, read_json, write_json
 from pipeline.graphs.ensemble_net import EnsembleNet, bundle_info, bundle_opset, export_onnx, load_member
@@ -38,10 +39,20 @@ def fast_accuracy(oof_dir: Path, members: tuple[Member, ...], data: Prepared) ->
     The members' no-TTA OOF tables hold exactly that for every train image (each row by the one fold
     model that did not train on it), so this is as honest as the ensemble's own OOF figure.
     """
-    tables = [read_oof_table(oof_dir / f"{m.name}.no_tta.csv", data.classes, data.train_ids) for m in members]
+    tables = [
+        read_oof_table(oof_dir / f"{m.name}.no_tta.csv", data.classes, data.train_ids, data.multi_label)
+        for m in members
+    ]
     labels = tables[0][1]
     blended = blend([probs for probs, _, _ in tables], np.array([m.weight for m in members]))
-    return float((blended.argmax(1) == labels).mean())
+    return float(hits(blended, labels).mean())
+
+
+def blended_test(test_dir: Path, members: tuple[Member, ...], data: Prepared) -> np.ndarray:
+    """The members' test probabilities blended by their weights: what the full graph computes. (ensemble/test.csv may
+    hold what was submitted instead: tempered, ranks, cut grades, probabilities shifted to thresholds.)"""
+    tables = [read_test_table(test_dir / f"{m.name}.csv", data.classes, data.test_ids) for m in members]
+    return blend(tables, np.array([m.weight for m in members]))
 
 
 def check_against_submission(onnx_path: Path, data: Prepared, expected: np.ndarray) -> dict:
@@ -64,13 +75,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ensemble", type=Path, required=True, help="folder with weights.json and test.csv")
     parser.add_argument("--scores", type=Path, required=True, help="the ensemble's metrics (metrics/ensemble.json)")
     parser.add_argument("--oof", type=Path, required=True, help="folder of the backbones' OOF tables (oof/)")
+    parser.add_argument(
+        "--test", type=Path, required=True, help="folder of the backbones' test probabilities (test_predictions/)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     config = load_config(args.params)
     folds = config.folds.ids
     data = load_prepared(args.data)
-    blend = read_json(args.ensemble / "weights.json")["weights"]
+    decision = read_json(args.ensemble / "weights.json")
+    blend = decision["weights"]
     kept = [
         load_member(args.models, name, weight, folds, data, config.tta.of(name))
         for name, weight in blend.items()
@@ -83,16 +98,14 @@ def main(argv: list[str] | None = None) -> None:
         "source": read_json(args.data / "meta.json")["source"],
         "data_fingerprint": data.fingerprint,
     }
-    info = bundle_info(data, members, provenance)
+    info = bundle_info(data, members, provenance, decision)
     fast_info = dataclasses.replace(info, fast=True)
     with atomic_dir(args.out) as tmp:
         export_onnx(EnsembleNet(info, [models for _, models in kept]), str(tmp / FULL), bundle_opset(info))
         export_onnx(
             EnsembleNet(fast_info, [models[:1] for _, models in kept]), str(tmp / FAST), bundle_opset(fast_info)
         )
-        check = check_against_submission(
-            tmp / FULL, data, read_test_table(args.ensemble / "test.csv", data.classes, data.test_ids)
-        )
+        check = check_against_submission(tmp / FULL, data, blended_test(args.test, members, data))
         sizes = {name: round((tmp / name).stat().st_size / 2**20, 1) for name in (FULL, FAST)}
         write_json({**json.loads(info.to_json()), "check": check, "size_mb": sizes}, tmp / "bundle.json")
     print(

@@ -25,6 +25,7 @@ from pipeline.data import Prepared, load_folds, load_prepared
 from pipeline.errors import PipelineError
 from pipeline.evaluation.affect import ccc
 from pipeline.evaluation.blend import blend
+from pipeline.evaluation.metrics import hits
 from pipeline.files import atomic_dir, read_json, write_json
 from pipeline.graphs.ensemble_net import EnsembleNet, bundle_info, export_onnx, load_member
 from pipeline.graphs.quantize import quantize_int8
@@ -118,7 +119,7 @@ def oof_scores(outputs: np.ndarray, data: Prepared) -> tuple[float, dict[str, fl
     """Accuracy and each target's CCC of OOF outputs, on the rows they cover."""
     scored = ~np.isnan(outputs).any(axis=1)
     classes = len(data.classes)
-    accuracy = float((outputs[scored, :classes].argmax(1) == data.train_labels[scored]).mean())
+    accuracy = float(hits(outputs[scored, :classes], data.train_labels[scored]).mean())
     concordance = {
         name: round(ccc(outputs[scored, classes + i], data.train_targets[scored, i]), 4)
         for i, name in enumerate(data.target_names)

@@ -38,8 +38,8 @@ def fold_predictions(weights: Path, data: Prepared, valid_index: np.ndarray, vie
     num_classes = len(data.classes)
     model, config = load_trained(weights, data.channels, num_classes + len(data.target_names), device)
     normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last)
-    valid = predict(model, data.train_images[valid_index], normalize, config, views, num_classes)
-    test = predict(model, data.test_images, normalize, config, views, num_classes)
+    valid = predict(model, data.train_images[valid_index], normalize, config, views, num_classes, data.multi_label)
+    test = predict(model, data.test_images, normalize, config, views, num_classes, data.multi_label)
     return valid, test
 
 
@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     data = load_prepared(args.data)
     fold_of = load_folds(args.folds, data.train_ids)
     names, classes = data.target_names, data.classes
-    plain = load_plain_oof(args.models, args.backbone, config.folds.ids, classes, data.train_ids, names)
+    plain = load_plain_oof(
+        args.models, args.backbone, config.folds.ids, classes, data.train_ids, names, data.multi_label
+    )
     oof_probs, oof_values = np.zeros_like(plain.probs), np.zeros_like(plain.values)
     test_tables, fold_test_probs, fold_test_values = [], [], []
     for fold in config.folds.ids:
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     by_fold = pd.concat(test_tables, ignore_index=True)
     test_probs, test_values = np.mean(fold_test_probs, axis=0), np.mean(fold_test_values, axis=0)
-    metric = competition_metric(config.competition.metric, data.submission_form)
+    metric = competition_metric(config.competition.metric, data.submission_form, data.multi_label)
     metrics = score(oof_probs, plain.labels, plain.folds, classes, metric)
     without_views = score(plain.probs, plain.labels, plain.folds, classes, metric)
     metrics |= {

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import DataConfig, load_config
-from pipeline.data import BINARY_FORM, PROBABILITY_FORM, TARGETS_FILE, submission_form
+from pipeline.data import BINARY_FORM, PROBABILITY_FORM, TARGETS_FILE, split_labels, submission_form
 from pipeline.evaluation.ordinal import GRADE, ORDINAL_METRICS, grade_target
 from pipeline.files import atomic_dir, fingerprint, pixel_mean_std, save_array, write_csv, write_json
 from pipeline.ingest.decode import decode_rows
@@ -54,6 +54,36 @@ def relabel(train: pd.DataFrame, config: DataConfig) -> tuple[pd.DataFrame, list
 
     Returns the kept rows, the class list, and every class name (dropped ones included) → its label as written."""
     written = sorted(set(train["label"]))
+    as_written = _name_codes(written, config)
+    named = train.assign(label=train["label"].map(lambda code: config.class_names.get(code, code)))
+    _check_kept_names(set(named["label"]), config)
+    kept = named[~named["label"].isin(config.drop_classes)].copy()
+    kept["label"] = kept["label"].replace(config.merge_classes)
+    return kept, _class_list(set(kept["label"])), as_written
+
+
+def relabel_sets(train: pd.DataFrame, config: DataConfig) -> tuple[pd.DataFrame, list[str], dict[str, str]]:
+    """`relabel` for multi-label data: each label cell's classes named, dropped and merged one by one; the cell then
+    lists its classes separated by single spaces. An image left with no class keeps an empty label."""
+    sets = [split_labels(cell) for cell in train["label"]]
+    as_written = _name_codes(sorted({code for codes in sets for code in codes}), config)
+    named = [[config.class_names.get(code, code) for code in codes] for codes in sets]
+    _check_kept_names({name for names in named for name in names}, config)
+    kept = [
+        sorted({config.merge_classes.get(name, name) for name in names if name not in config.drop_classes})
+        for names in named
+    ]
+    classes = _class_list({name for names in kept for name in names})
+    return train.assign(label=[" ".join(sorted(names, key=class_order)) for names in kept]), classes, as_written
+
+
+def is_multi_label(labels: pd.Series) -> bool:
+    """Whether a label table's label column lists several classes in some cell (separated by spaces or `|`)."""
+    return bool(labels.map(lambda cell: len(split_labels(cell)) > 1).any())
+
+
+def _name_codes(written: list[str], config: DataConfig) -> dict[str, str]:
+    """Every class name → its label as written, refusing labels data.class_names leaves unnamed."""
     if config.class_names:
         unnamed = [code for code in written if code not in config.class_names]
         if unnamed:
@@ -61,24 +91,26 @@ def relabel(train: pd.DataFrame, config: DataConfig) -> tuple[pd.DataFrame, list
                 f"params data.class_names names no class for label(s) {unnamed[:5]} of the data "
                 f"(labels: {written[:10]}); add them, or set class_names: {{}} to keep labels as written"
             )
-    named = train.assign(label=train["label"].map(lambda code: config.class_names.get(code, code)))
-    as_written = {config.class_names.get(code, code): code for code in written}
-    present = set(named["label"])
+    return {config.class_names.get(code, code): code for code in written}
+
+
+def _check_kept_names(present: set[str], config: DataConfig) -> None:
     for name in [*config.drop_classes, *config.merge_classes, *config.merge_classes.values()]:
         if name not in present:
             raise SourceError(
                 f"params data.drop_classes/merge_classes name class {name!r}, which is not in the data (classes: "
                 f"{sorted(present)})"
             )
-    kept = named[~named["label"].isin(config.drop_classes)].copy()
-    kept["label"] = kept["label"].replace(config.merge_classes)
-    classes = sorted(set(kept["label"]), key=class_order)
+
+
+def _class_list(names: set[str]) -> list[str]:
+    classes = sorted(names, key=class_order)
     if len(classes) < 2:
         raise SourceError(
             f"the train images hold {len(classes)} class ({classes}) after data.drop_classes/merge_classes; "
             "a classifier needs at least 2: check the layout found (train/<class>/ folders, the label column)"
         )
-    return kept, classes, as_written
+    return classes
 
 
 def class_order(label: str) -> tuple:
@@ -86,10 +118,12 @@ def class_order(label: str) -> tuple:
     return (0, int(label), "") if label.lstrip("-").isdigit() else (1, 0, label)
 
 
-def submission_labels(classes: list[str], as_written: dict[str, str], sample: pd.DataFrame, where: str) -> list[str]:
+def submission_labels(
+    classes: list[str], as_written: dict[str, str], sample: pd.DataFrame, where: str, multi_label: bool = False
+) -> list[str]:
     """Each class as submissions write it (a label, or its probability column's name): as the sample writes
     classes, by class name or by the data's code."""
-    spelled = class_spellings(sample)
+    spelled = class_spellings(sample, multi_label)
     names, codes = set(as_written), set(as_written.values())
     probability_columns = submission_form(sample) == PROBABILITY_FORM
     what = "probability columns" if probability_columns else "labels"
@@ -136,8 +170,12 @@ def prepare(source: str | Path, config: DataConfig, out_dir: Path, ordinal: bool
     started = time.perf_counter()
     files = CompetitionFiles(source, config.sample_submission)
     competition = read_competition(files, config)
-    spelled = competition.train.assign(label=one_spelling_per_class(competition.train["label"], competition.sample))
-    train, classes, as_written = relabel(spelled, config)
+    multi_label = competition.layout == "label_table" and is_multi_label(competition.train["label"])
+    if multi_label:
+        train, classes, as_written = relabel_sets(competition.train, config)
+    else:
+        spelled = competition.train.assign(label=one_spelling_per_class(competition.train["label"], competition.sample))
+        train, classes, as_written = relabel(spelled, config)
     targets = read_targets(files, train, config.targets, config.sample_submission)
     target_names = list(config.targets) if targets is not None else []
     if ordinal:
@@ -161,6 +199,7 @@ def prepare(source: str | Path, config: DataConfig, out_dir: Path, ordinal: bool
             "fingerprint": fingerprint(train_images, test_images, *([] if targets is None else [targets])),
             "targets": target_names,
             "submission_form": submission_form(competition.sample),
+            "multi_label": multi_label,
         }
         del train_images, test_images  # memory maps into the folder about to be renamed
         write_csv(train[["id", "label", "file"]], tmp / "train.csv")
@@ -170,12 +209,13 @@ def prepare(source: str | Path, config: DataConfig, out_dir: Path, ordinal: bool
         (tmp / "sample_submission.csv").write_bytes(competition.sample_submission)
         write_json(classes, tmp / "classes.json")
         write_json(
-            submission_labels(classes, as_written, competition.sample, "the sample submission"),
+            submission_labels(classes, as_written, competition.sample, "the sample submission", multi_label),
             tmp / "submission_labels.json",
         )
         write_json(meta, tmp / "meta.json")
     seconds = time.perf_counter() - started
-    per_class = train["label"].value_counts().reindex(classes).to_dict()
+    listed = pd.Series([name for cell in train["label"] for name in split_labels(cell)]) if multi_label else None
+    per_class = (train["label"] if listed is None else listed).value_counts().reindex(classes).to_dict()
     print(
         f"prepare: {competition.layout} layout; {len(train)} train images in {len(classes)} classes {per_class}, "
         f"{len(competition.test)} test images → {out_dir} ({seconds:.1f} s, "

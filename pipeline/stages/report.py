@@ -28,13 +28,13 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.config import Config, FoldsConfig, load_config
-from pipeline.data import Prepared, fold_columns, load_prepared
+from pipeline.data import Prepared, fold_columns, label_cells, load_prepared
 from pipeline.evaluation.affect import rmse, target_scores
 from pipeline.evaluation.blend import blend
 from pipeline.evaluation.bootstrap import CONFIDENCE
 from pipeline.evaluation.expectation import Expectation, expect, leaderboard_count
 from pipeline.evaluation.groups import shared_name_prefixes
-from pipeline.evaluation.metrics import Metric, competition_metric, score
+from pipeline.evaluation.metrics import Metric, competition_metric, decisions, hits, score
 from pipeline.evaluation.predictions import fold_dir, read_fold_test_tables, read_oof_table, read_target_values
 from pipeline.files import atomic_dir, atomic_path, read_json, write_csv, write_json
 from pipeline.runtime.deployment import DeploymentRow, markdown
@@ -142,8 +142,9 @@ def oof_warnings(
             f"fold accuracies range {accuracies.min():.4f}–{accuracies.max():.4f}, wider than chance "
             f"({FOLD_SPREAD_LIMIT:.0f} standard errors = {FOLD_SPREAD_LIMIT * standard_error:.4f}): check the folds"
         )
+    present = (lambda rows: set(np.flatnonzero(rows.any(axis=0)))) if labels.ndim == 2 else (lambda rows: set(rows))
     for fold in np.unique(folds):
-        missing = sorted(set(range(len(classes))) - set(labels[folds == fold].tolist()))
+        missing = sorted(set(range(len(classes))) - present(labels[folds == fold]))
         if missing:
             warnings.append(f"fold {fold} holds no image of {[classes[i] for i in missing]}: its accuracy ignores them")
     split = pd.DataFrame({"group": group, "fold": folds}).groupby("group")["fold"].nunique()
@@ -152,7 +153,7 @@ def oof_warnings(
             f"{int((split > 1).sum())} groups of images that must share a fold (pixel-identical images, "
             "folds.group_pattern, folds.groups_csv) are split across folds: OOF is optimistic; re-run `folds`"
         )
-    ungrouped = ungrouped_names_warning(files, labels, grouping)
+    ungrouped = ungrouped_names_warning(files, label_cells(labels, classes) if labels.ndim == 2 else labels, grouping)
     if ungrouped:
         warnings.append(ungrouped)
     return warnings
@@ -176,9 +177,12 @@ def ungrouped_names_warning(files: np.ndarray, labels: np.ndarray, grouping: Fol
 def confident_errors_grid(
     data: Prepared, probs: np.ndarray, labels: np.ndarray, path: Path, count: int = 24, scale: int = 3
 ) -> None:
-    """PNG grid of the OOF images the model got wrong with the most confidence, captioned true and predicted."""
-    wrong = np.flatnonzero(probs.argmax(1) != labels)
+    """PNG grid of the OOF images the model got wrong with the most confidence, captioned true and predicted
+    (multi-label: the classes listed, the predicted ones decided with the most confident one's probability)."""
+    wrong = np.flatnonzero(~hits(probs, labels))
     worst = wrong[np.argsort(-probs[wrong].max(1))][:count]
+    true_names = label_cells(labels, data.classes)
+    predicted_names = label_cells(decisions(probs) if labels.ndim == 2 else probs.argmax(1), data.classes)
     size = data.train_images.shape[1] * scale
     columns = 6
     caption = 24
@@ -193,11 +197,10 @@ def confident_errors_grid(
         )
         x, y = slot % columns * size, slot // columns * (size + caption)
         grid.paste(image, (x, y))
-        predicted = probs[index].argmax()
-        draw.text((x + 2, y + size + 1), f"true {data.classes[labels[index]]}", fill="black", font=font)
+        draw.text((x + 2, y + size + 1), f"true {true_names[index]}", fill="black", font=font)
         draw.text(
             (x + 2, y + size + 12),
-            f"pred {data.classes[predicted]} {probs[index, predicted]:.2f}",
+            f"pred {predicted_names[index]} {probs[index].max():.2f}",
             fill="firebrick",
             font=font,
         )
@@ -243,8 +246,8 @@ def _maybe(value: float | None, spec: str) -> str:
 
 
 def backbone_row(name: str, config: Config, data: Prepared, metric: Metric, oof_dir: Path, models_dir: Path) -> Row:
-    probs, labels, folds = read_oof_table(oof_dir / f"{name}.csv", data.classes, data.train_ids)
-    plain, _, _ = read_oof_table(oof_dir / f"{name}.no_tta.csv", data.classes, data.train_ids)
+    probs, labels, folds = read_oof_table(oof_dir / f"{name}.csv", data.classes, data.train_ids, data.multi_label)
+    plain, _, _ = read_oof_table(oof_dir / f"{name}.no_tta.csv", data.classes, data.train_ids, data.multi_label)
     row = summarize(name, probs, labels, folds, data.classes, metric, plain=plain)
     first = fold_dir(models_dir, name, config.folds.ids[0])
     runs = [read_json(fold_dir(models_dir, name, f) / "run.json") for f in config.folds.ids]
@@ -306,7 +309,8 @@ def agreement_section(names: list[str], data: Prepared, oof_dir: Path) -> tuple[
     """How often two backbones predict the same class on the OOF images: members that agree less, at
     similar accuracy, have more for a blend to gain."""
     predicted = {
-        name: read_oof_table(oof_dir / f"{name}.csv", data.classes, data.train_ids)[0].argmax(1) for name in names
+        name: read_oof_table(oof_dir / f"{name}.csv", data.classes, data.train_ids, data.multi_label)[0].argmax(1)
+        for name in names
     }
     pairs = {
         f"{a}|{b}": float((predicted[a] == predicted[b]).mean()) for i, a in enumerate(names) for b in names[i + 1 :]
@@ -379,10 +383,15 @@ def tempered_note(sharpness: float | None) -> str:
 
 
 def expected_section(
-    ensemble: Row, metric: Metric, fold_test: list[np.ndarray], oof_count: int, test_count: int
+    ensemble: Row,
+    metric: Metric,
+    fold_test: list[np.ndarray],
+    oof_count: int,
+    test_count: int,
+    single_label: bool = True,
 ) -> tuple[list[str], dict]:
     """What the ensemble's submission should score on the leaderboard: lines for the report and its metrics."""
-    if metric.name == "accuracy":
+    if metric.name == "accuracy" and single_label:  # the fold-averaging model counts most-probable-class hits
         expected = expect(fold_test, ensemble.accuracy, oof_count, CONFIDENCE)
         return expectation_lines(expected, test_count), expected.as_metrics()
     low, high = ensemble.interval
@@ -406,13 +415,13 @@ def build_report(
     deployment: dict,
     out_dir: Path,
 ) -> tuple[str, dict]:
-    metric = competition_metric(config.competition.metric, data.submission_form)
+    metric = competition_metric(config.competition.metric, data.submission_form, data.multi_label)
     rows = sorted(
         (backbone_row(name, config, data, metric, oof_dir, models_dir) for name in config.backbones),
         key=lambda r: metric.loss(r.score),
     )
     weights = read_json(ensemble_dir / "weights.json")
-    probs, labels, folds = read_oof_table(ensemble_dir / "oof.csv", data.classes, data.train_ids)
+    probs, labels, folds = read_oof_table(ensemble_dir / "oof.csv", data.classes, data.train_ids, data.multi_label)
     ensemble = summarize("ensemble", probs, labels, folds, data.classes, metric)
     used = [r for r in rows if weights["weights"][r.name] > 0]
     ensemble.train_minutes = sum(r.train_minutes for r in used)
@@ -420,7 +429,12 @@ def build_report(
     ensemble.params_millions = sum(r.params_millions for r in used)
     gain = metric.gain(ensemble.score, rows[0].score)
     expected_lines, expected_metrics = expected_section(
-        ensemble, metric, fold_test_probs(config, data, test_dir, weights["weights"]), len(labels), len(data.test_ids)
+        ensemble,
+        metric,
+        fold_test_probs(config, data, test_dir, weights["weights"]),
+        len(labels),
+        len(data.test_ids),
+        not data.multi_label,
     )
     warnings = oof_warnings(
         fold_of,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline.config import load_config
 from pipeline.data import load_prepared
+from pipeline.evaluation.metrics import competition_metric
 from pipeline.evaluation.predictions import read_test_table
 from pipeline.evaluation.submission_format import make_submission, read_sample, to_csv_bytes
 from pipeline.files import atomic_dir
@@ -29,12 +30,18 @@ def main(argv: list[str] | None = None) -> None:
     config = load_config(args.params)
     data = load_prepared(args.data)
     sample = read_sample(args.data / "sample_submission.csv")
+    metric = competition_metric(config.competition.metric, data.submission_form, data.multi_label)
+    decided = data.multi_label and metric.reads == "labels"  # multi-label columns then hold 0/1 decisions
     probs = {name: read_test_table(args.test / f"{name}.csv", data.classes, data.test_ids) for name in config.backbones}
     probs["ensemble"] = read_test_table(args.ensemble / "test.csv", data.classes, data.test_ids)
     with atomic_dir(args.out) as tmp:
         for name, p in probs.items():
             (tmp / f"{name}.csv").write_bytes(
-                to_csv_bytes(make_submission(p, data.test_ids, sample, data.submission_labels, f"{name}.csv"))
+                to_csv_bytes(
+                    make_submission(
+                        p, data.test_ids, sample, data.submission_labels, f"{name}.csv", data.multi_label, decided
+                    )
+                )
             )
     print(
         f"submission: wrote {', '.join(f'{n}.csv' for n in probs)} ({len(sample)} rows each, validated against "

@@ -18,16 +18,27 @@ import pandas as pd
 from pipeline.config import SyntheticConfig, load_config
 from pipeline.data import PROBABILITY_FORM
 from pipeline.files import atomic_dir, write_csv
-from pipeline.ingest.synthetic import CLASSES, GRADES, TARGETS, generate, generate_grades
+from pipeline.ingest.synthetic import (
+    ATTRIBUTES,
+    CLASSES,
+    GRADES,
+    TARGETS,
+    generate,
+    generate_attributes,
+    generate_grades,
+)
 
 AFFECT_FILE = "train_affect.csv"
 GRADE_TABLE = "train.csv"  # the ordinal competition's label table: id_code, diagnosis (APTOS 2019's spelling)
+ATTRIBUTE_TABLE = "train_labels.csv"  # the multi-label competition's: image_name, tags (Planet's spelling)
 
 
 def write_competition(config: SyntheticConfig, out_dir: Path) -> None:
     """Write `competition/` and `answers.csv`, `train_truth.csv` beside it, as `synthetic.task` asks."""
     if config.task == "ordinal":
         write_graded_competition(config, out_dir)
+    elif config.task == "multi_label":
+        write_attribute_competition(config, out_dir)
     else:
         write_expression_competition(config, out_dir)
 
@@ -35,18 +46,44 @@ def write_competition(config: SyntheticConfig, out_dir: Path) -> None:
 def write_graded_competition(config: SyntheticConfig, out_dir: Path) -> None:
     """`competition/`: train_images/*.png, test_images/*.png, train.csv (id_code, diagnosis), sample_submission.csv."""
     train, train_images, answers, test_images = generate_grades(config)
+    ids = _shuffled(answers["id"].to_numpy(), config)
+    table = train[["id", "label"]].set_axis(["id_code", "diagnosis"], axis=1)
+    sample = pd.DataFrame({"id_code": ids, "diagnosis": GRADES[0]})
+    _write_table_layout(out_dir, (train, train_images, answers, test_images), GRADE_TABLE, table, sample)
+    print(f"synthesize: wrote {len(train)} graded train and {len(answers)} test faces to {out_dir}/competition")
+
+
+def write_attribute_competition(config: SyntheticConfig, out_dir: Path) -> None:
+    """`competition/`: train_images/*.png, test_images/*.png, train_labels.csv (image_name, tags: attributes
+    separated by spaces) and sample_submission.csv (image_name, tags; or, in the probability form, image_name and
+    one 0/1 column per attribute)."""
+    train, train_images, answers, test_images = generate_attributes(config)
+    ids = _shuffled(answers["id"].to_numpy(), config)
+    table = train[["id", "label"]].set_axis(["image_name", "tags"], axis=1)
+    if config.submission_form == PROBABILITY_FORM:
+        sample = pd.DataFrame({"image_name": ids, **{name: 0 for name in ATTRIBUTES}})
+    else:
+        sample = pd.DataFrame({"image_name": ids, "tags": " ".join(ATTRIBUTES[:2])})
+    _write_table_layout(out_dir, (train, train_images, answers, test_images), ATTRIBUTE_TABLE, table, sample)
+    print(f"synthesize: wrote {len(train)} multi-label train and {len(answers)} test faces to {out_dir}/competition")
+
+
+def _write_table_layout(
+    out_dir: Path, generated: tuple, table_name: str, table: pd.DataFrame, sample: pd.DataFrame
+) -> None:
+    """A label-table competition: the images in train_images/ and test_images/, the label table, the sample, and
+    the answers and true train labels beside `competition/`. `generated`: what pipeline/ingest/synthetic.py drew."""
+    train, train_images, answers, test_images = generated
     with atomic_dir(out_dir) as tmp:
         competition = tmp / "competition"
         for row, image in zip(train.itertuples(), train_images):
             _write_png(competition / "train_images" / f"{row.id}.png", image)
         for row, image in zip(answers.itertuples(), test_images):
             _write_png(competition / "test_images" / f"{row.id}.png", image)
-        write_csv(train[["id", "label"]].set_axis(["id_code", "diagnosis"], axis=1), competition / GRADE_TABLE)
-        ids = _shuffled(answers["id"].to_numpy(), config)
-        write_csv(pd.DataFrame({"id_code": ids, "diagnosis": GRADES[0]}), competition / "sample_submission.csv")
+        write_csv(table, competition / table_name)
+        write_csv(sample, competition / "sample_submission.csv")
         write_csv(answers, tmp / "answers.csv")
         write_csv(train, tmp / "train_truth.csv")
-    print(f"synthesize: wrote {len(train)} graded train and {len(answers)} test faces to {out_dir}/competition")
 
 
 def write_expression_competition(config: SyntheticConfig, out_dir: Path) -> None:

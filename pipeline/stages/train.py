@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import load_config, tuned_config
-from pipeline.data import Prepared, load_folds, load_prepared
+from pipeline.data import Prepared, label_cells, load_folds, load_prepared
 from pipeline.evaluation.metrics import Metric, competition_metric
 from pipeline.evaluation.predictions import probability_table, with_targets
 from pipeline.files import atomic_dir, write_csv, write_json
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 def write_fold_outputs(run: FoldRun, data: Prepared, fold: int, backbone: str, metric: Metric, out_dir: Path) -> None:
     config = run.config  # as trained: inference reads its precision and channels-last, never `auto`
     ids = data.train_ids[run.valid_index]
-    labels = np.array(data.classes)[data.train_labels[run.valid_index]]
+    labels = label_cells(data.train_labels[run.valid_index], data.classes)
     folds = np.full(len(ids), fold)
     summary = {
         "backbone": backbone,
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     data = load_prepared(args.data)
     fold_of = load_folds(args.folds, data.train_ids)
     label = f"{args.backbone} fold {args.fold}"
-    metric = competition_metric(params.competition.metric, data.submission_form)
+    metric = competition_metric(params.competition.metric, data.submission_form, data.multi_label)
     checkpoint = fold_checkpoint(args.checkpoints, args.backbone, data, fold_of, args.fold, config, metric)
     run = fit_fold(data, fold_of, args.fold, config, label=label, checkpoint=checkpoint, metric=metric)
     write_fold_outputs(run, data, args.fold, args.backbone, metric, args.out)

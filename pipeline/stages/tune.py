@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     # Extra workers draw their own samples; the DVC stage alone is seeded from params.
     extra_worker = args.n_trials is not None or args.share_of > 1
     seed = config.tune.sampler_seed + os.getpid() if extra_worker else None
-    metric = competition_metric(config.competition.metric, data.submission_form)
+    metric = competition_metric(config.competition.metric, data.submission_form, data.multi_label)
     study = run_study(
         args.backbone, data, args.folds, base, config.tune, metric, args.n_trials, url, seed, args.share_of
     )

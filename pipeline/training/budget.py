@@ -152,6 +152,7 @@ def plan_epochs(
         num_classes,
         steps_per_epoch=batches_per_epoch,
         num_targets=0 if targets is None else targets.shape[1],
+        multi_label=data.multi_label,
     )
     step_seconds, _ = time_steps(step, iter(loader), warmup, timed)
     low_res_time_ratio = 1.0

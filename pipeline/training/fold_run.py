@@ -27,6 +27,7 @@ from pipeline.training.models import model_on, pick_device
 from pipeline.training.predict import predict
 from pipeline.training.speed import CACHE_NAME, DEFAULT_CACHE, resolve_speed_settings
 from pipeline.training.step import seed_everything
+from pipeline.training.target_loss import target_weights
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +129,10 @@ def fit_fold(
         seed=seed,
         checkpoint=checkpoint,
         replan=replan,
+        target_weights=target_weights(config, data.target_names),
     )
     oof_plain, oof_plain_values = predict(
-        result.model, valid.images, normalize, config, (plain_view(config.augment),), num_classes
+        result.model, valid.images, normalize, config, (plain_view(config.augment),), num_classes, data.multi_label
     )
     seconds = time.perf_counter() - started + result.resumed_seconds  # the whole run's time, across interruptions
     return FoldRun(result, valid_index, oof_plain, oof_plain_values, seconds, config=resolved, plan=plan)

@@ -145,6 +145,7 @@ def fit(
     seed: int | None = None,
     checkpoint: resume.Checkpoint | None = None,
     replan: Callable[[float], int] | None = None,
+    target_weights: tuple[float, ...] | None = None,
 ) -> FitResult:
     """Train for `config.epochs` on `train`, scoring `valid` by `metric` (and accuracy, log-loss) after each epoch.
 
@@ -161,6 +162,7 @@ def fit(
     `replan`: given the first epoch's training seconds, the epochs the run trains in all; the schedule is
     refitted to them (only valid while the lr so far does not depend on the total: a warm-up of at
     least one epoch). Called once, before that epoch is scored or saved.
+    `target_weights`: each target's λ (pipeline/training/target_loss.py); None: `config.target_loss_weight` for all.
     """
     check_enough_images(len(train.images), config, label or "the training set")
     seed = config.seed if seed is None else seed
@@ -174,6 +176,7 @@ def fit(
         probabilities=balanced_sampling(train.labels, num_classes) if config.class_balance == "sampler" else None,
     )
     num_targets = 0 if train.targets is None else train.targets.shape[1]
+    multi_label = train.labels.ndim == 2
     step = TrainStep(
         model,
         config,
@@ -183,6 +186,9 @@ def fit(
         num_targets=num_targets,
         seed=seed,
         class_counts=class_counts(train.labels, num_classes),
+        multi_label=multi_label,
+        images=len(train.labels),
+        target_weights=target_weights,
     )
     quiet = not sys.stderr.isatty()  # bars on a terminal; per-epoch log lines always
     best_score, best_epoch, best_state = metric.worst, 0, None
@@ -226,7 +232,13 @@ def fit(
         val_loss, val_acc, val_score, val_ccc = math.nan, math.nan, math.nan, math.nan
         if evaluated:
             probs, values = predict(
-                scored, valid.images, normalize, config, views=(plain_view(config.augment),), num_classes=num_classes
+                scored,
+                valid.images,
+                normalize,
+                config,
+                views=(plain_view(config.augment),),
+                num_classes=num_classes,
+                multi_label=multi_label,
             )
             val_loss, val_acc, val_score = (
                 log_loss(probs, valid.labels),

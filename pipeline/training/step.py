@@ -17,9 +17,9 @@ from timm.utils import ModelEmaV3
 from pipeline.config import TrainConfig
 from pipeline.training.augment import Normalizer
 from pipeline.training.batch_augment import BatchAugment
-from pipeline.training.class_balance import class_loss
+from pipeline.training.class_balance import class_loss, multi_label_loss
 from pipeline.training.models import autocast
-from pipeline.training.target_loss import mix_targets, split_outputs, target_loss
+from pipeline.training.target_loss import mix_targets, split_outputs, weighted_target_loss
 
 # The lr warms up from, and the cosine decays to, this fraction of train.lr: low enough to start
 # gently and end settled, above 0 so the last epochs still learn.
@@ -42,8 +42,10 @@ class TrainStep:
     backward, update.
 
     The loss is cross-entropy on the class outputs (weighted or logit-adjusted under `class_balance`, from the
-    training images' `class_counts`: pipeline/training/class_balance.py) plus, when the model has target outputs
-    (`num_targets`, see pipeline/training/target_loss.py), `target_loss_weight` times the target loss on the values
+    training images' `class_counts`: pipeline/training/class_balance.py; binary cross-entropy per class for
+    `multi_label` labels, `images` being how many the counts are of) plus, when the model has target outputs
+    (`num_targets`, see pipeline/training/target_loss.py), each target's λ (`target_weights`; default
+    `target_loss_weight` for all) times the target loss on the values
     present. Under mixup/cutmix the targets are mixed with the images' weight; a value mixed with a
     missing one is missing.
     """
@@ -58,9 +60,13 @@ class TrainStep:
         num_targets: int = 0,
         seed: int | None = None,
         class_counts: np.ndarray | None = None,
+        multi_label: bool = False,
+        images: int = 0,
+        target_weights: tuple[float, ...] | None = None,
     ):
         self.model, self.config, self.normalize = model, config, normalize
         self.num_classes, self.num_targets = num_classes, num_targets
+        self.target_weights = target_weights or (config.target_loss_weight,) * num_targets
         self.device = normalize.device
         self.steps_per_epoch = steps_per_epoch
         self.optimizer = create_optimizer_v2(model, config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
@@ -72,8 +78,14 @@ class TrainStep:
                 cutmix_alpha=config.cutmix_alpha,
                 label_smoothing=config.label_smoothing,
                 num_classes=num_classes,
+                multi_label=multi_label,
             )
-        self.loss_fn = class_loss(config, class_counts, self.device)
+        self.multi_label = multi_label
+        self.loss_fn = (
+            multi_label_loss(config, class_counts, images, self.device)
+            if multi_label
+            else class_loss(config, class_counts, self.device)
+        )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay else None
         self.augment = (
@@ -128,12 +140,14 @@ class TrainStep:
             x, y = self.mixup(x, y)
         with autocast(self.device, self.config.precision):
             logits, values = split_outputs(self.model(x), self.num_classes)
-            loss = self.loss_fn(logits, y)
+            loss = (
+                self.loss_fn(logits, y, smoothed=True) if self.multi_label and self.mixup else self.loss_fn(logits, y)
+            )
         if self.num_targets and targets is not None:
             targets = targets.to(self.device, non_blocking=True)
             if self.mixup is not None:
                 targets = mix_targets(targets, self.mixup.last_lam)
-            loss = loss + self.config.target_loss_weight * target_loss(values, targets, self.config.target_loss)
+            loss = loss + weighted_target_loss(values, targets, self.target_weights, self.config.target_loss)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)

@@ -13,13 +13,31 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.config import TARGET_LOSSES
+from pipeline.config import TARGET_LOSSES, TrainConfig
 from pipeline.evaluation.affect import MIN_CCC_ROWS
+from pipeline.evaluation.ordinal import GRADE
 
 
 def split_outputs(outputs: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(class logits N×classes, target values N×targets in [-1, 1]) of a model's raw outputs."""
     return outputs[:, :num_classes], torch.tanh(outputs[:, num_classes:])
+
+
+def target_weights(config: TrainConfig, names: list[str]) -> tuple[float, ...]:
+    """λ of each target: train.grade_loss_weight for the grade of an ordinal metric, train.target_loss_weight else."""
+    return tuple(config.grade_loss_weight if name == GRADE else config.target_loss_weight for name in names)
+
+
+def weighted_target_loss(
+    values: torch.Tensor, targets: torch.Tensor, weights: tuple[float, ...], kind: str
+) -> torch.Tensor:
+    """Σ over the distinct weights λ of λ · the target loss of the targets weighted λ (one group, one call, when all
+    targets weigh alike: the loss of valence and arousal together, as it always was)."""
+    loss = values.new_zeros(())
+    for weight in dict.fromkeys(weights):
+        columns = [i for i, w in enumerate(weights) if w == weight]
+        loss = loss + weight * target_loss(values[:, columns], targets[:, columns], kind)
+    return loss
 
 
 def target_loss(values: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
