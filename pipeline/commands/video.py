@@ -175,7 +175,7 @@ def run_video(
                         )
                     if out is not None:
                         started = time.perf_counter()
-                        draw(frame, results, classes, targets)
+                        draw(frame, results, labeller.classifier)
                         drawn = time.perf_counter()
                         writer = writer or open_writer(out, fps, frame)
                         writer.write(frame)

@@ -68,20 +68,21 @@ class FrameLabeller:
         return results
 
 
-def label_text(outputs: np.ndarray, classes: list[str], targets: list[str]) -> str:
-    """'happy 0.91', and with targets 'happy 0.91 V+0.62 A+0.35' (each target's initial)."""
-    best = int(outputs[: len(classes)].argmax())
-    values = "".join(f" {name[0].upper()}{value:+.2f}" for name, value in zip(targets, outputs[len(classes) :]))
-    return f"{classes[best]} {outputs[best]:.2f}{values}"
+def label_text(outputs: np.ndarray, classifier: Classifier) -> str:
+    """'happy 0.91', and with targets 'happy 0.91 V+0.62 A+0.35' (each target's initial): the label decided as the
+    submission decided it (ordinal cuts, multi-label thresholds), with the most probable class's probability."""
+    count = len(classifier.classes)
+    values = "".join(f" {name[0].upper()}{value:+.2f}" for name, value in zip(classifier.targets, outputs[count:]))
+    return f"{classifier.label(outputs)} {outputs[:count].max():.2f}{values}"
 
 
-def draw(frame: np.ndarray, results: list[FaceResult], classes: list[str], targets: list[str]) -> None:
+def draw(frame: np.ndarray, results: list[FaceResult], classifier: Classifier) -> None:
     """Box and label (class, probability, target values) of every face, drawn in place."""
     scale = max(0.4, frame.shape[0] / 960)
     thickness = max(1, round(frame.shape[0] / 360))
     for result in results:
         x1, y1, x2, y2 = result.box
-        text = label_text(result.outputs, classes, targets)
+        text = label_text(result.outputs, classifier)
         cv2.rectangle(frame, (x1, y1), (x2, y2), BOX_COLOR, thickness)
         (width, height), baseline = cv2.getTextSize(text, FONT, scale, thickness)
         top = max(0, y1 - height - baseline - 2)

@@ -18,14 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import load_config
-from pipeline.data import Prepared, load_prepared
+from pipeline.data import Prepared, label_cells, load_prepared
 from pipeline.errors import PipelineError
 from pipeline.evaluation.blend import blend
-from pipeline.evaluation.metrics import hits
-from pipeline.evaluation.predictions import read_oof_table, read_test_table
+from pipeline.evaluation.predictions import read_oof_table, read_target_values, read_test_table
 from pipeline.files import atomic_dir, read_json, write_json
 from pipeline.graphs.ensemble_net import EnsembleNet, bundle_info, bundle_opset, export_onnx, load_member
-from pipeline.runtime.bundle_format import FAST, FULL, Member
+from pipeline.runtime.bundle_format import FAST, FULL, BundleInfo, Member, decided_label
 from pipeline.runtime.classifier import Classifier
 
 # The bundle must give the submission's labels; a few rows may flip where training ran under
@@ -33,19 +32,20 @@ from pipeline.runtime.classifier import Classifier
 REQUIRED_AGREEMENT = 0.99
 
 
-def fast_accuracy(oof_dir: Path, members: tuple[Member, ...], data: Prepared) -> float:
-    """OOF accuracy of what fast.onnx does: one fold model per member, no test-time views, blended.
+def fast_accuracy(oof_dir: Path, info: BundleInfo, data: Prepared) -> float:
+    """OOF accuracy of what fast.onnx does: one fold model per member, no test-time views, blended, each image's
+    label decided as the bundle decides it (bundle_format.decided_label: cuts, thresholds).
 
     The members' no-TTA OOF tables hold exactly that for every train image (each row by the one fold
     model that did not train on it), so this is as honest as the ensemble's own OOF figure.
     """
-    tables = [
-        read_oof_table(oof_dir / f"{m.name}.no_tta.csv", data.classes, data.train_ids, data.multi_label)
-        for m in members
-    ]
-    labels = tables[0][1]
-    blended = blend([probs for probs, _, _ in tables], np.array([m.weight for m in members]))
-    return float(hits(blended, labels).mean())
+    paths = [oof_dir / f"{m.name}.no_tta.csv" for m in info.members]
+    tables = [read_oof_table(path, data.classes, data.train_ids, data.multi_label) for path in paths]
+    weights = np.array([m.weight for m in info.members])
+    probs = blend([probs for probs, _, _ in tables], weights)
+    values = blend([read_target_values(path, data.target_names, data.train_ids) for path in paths], weights)
+    decided = [decided_label(row, info) for row in np.hstack([probs, values])]
+    return float(np.mean(np.array(decided) == label_cells(tables[0][1], data.classes)))
 
 
 def blended_test(test_dir: Path, members: tuple[Member, ...], data: Prepared) -> np.ndarray:
@@ -92,13 +92,14 @@ def main(argv: list[str] | None = None) -> None:
         if weight > 0
     ]
     members = tuple(member for member, _ in kept)
+    info = bundle_info(data, members, {}, decision)
     provenance = {
         "oof_accuracy": read_json(args.scores)["accuracy"],
-        "oof_accuracy_fast": fast_accuracy(args.oof, members, data),
+        "oof_accuracy_fast": fast_accuracy(args.oof, info, data),
         "source": read_json(args.data / "meta.json")["source"],
         "data_fingerprint": data.fingerprint,
     }
-    info = bundle_info(data, members, provenance, decision)
+    info = dataclasses.replace(info, provenance=provenance)
     fast_info = dataclasses.replace(info, fast=True)
     with atomic_dir(args.out) as tmp:
         export_onnx(EnsembleNet(info, [models for _, models in kept]), str(tmp / FULL), bundle_opset(info))
