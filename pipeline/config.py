@@ -97,7 +97,8 @@ MOVED_KEYS = {
     "tta": "tta is no training setting any more: test-time views live in the top-level `tta` section "
     "(`tta.views`, or `tta.backbones.<name>` for one backbone), which oof@ applies to the saved fold models",
     "checkpoint": "checkpoint is now keep_epoch (last | best)",
-    "init_checkpoint": "init_checkpoint is now init_weights",
+    "init_checkpoint": "init_checkpoint is now pretrained (a local weight file, a hub id, true or false)",
+    "init_weights": "init_weights is now pretrained (a local weight file, a hub id, true or false)",
 }
 
 
@@ -256,7 +257,7 @@ class TrainConfig:
     input_size: int | None  # None: the prepared image size; else resized per batch
     precision: str  # fp32 | bf16 | fp16 | auto (the faster of fp32 and bf16, measured: pipeline/training/speed.py)
     channels_last: bool | str  # true | false | auto (measured)
-    init_weights: str | None  # local weights file to start from (nothing is downloaded)
+    pretrained: bool | str  # false | true (timm's default weights) | a hub id | a local file: training/pretrained.py
     # Which epoch's weights are kept: last, or best on the validation fold, which then scores them too (optimistic OOF).
     keep_epoch: str
     eval_every: int
@@ -320,6 +321,11 @@ class TrainConfig:
                 ("workers", _between(0, 256), "0 or more"),
                 ("eval_batch_size", _between(1, 1 << 16), "at least 1"),
                 ("model", lambda v: v is None or bool(v.strip()), "a timm model name"),
+                (
+                    "pretrained",
+                    lambda v: isinstance(v, bool) or (isinstance(v, str) and bool(v.strip())),
+                    "false, true (timm's default weights for the model), a hub id (timm/<model>.<tag>) or a file",
+                ),
                 ("target_loss_weight", _between(0, 1000), "0 (targets not trained) or more, e.g. 1.0"),
                 ("grade_loss_weight", _between(0, 1000), "0 (the grade not trained) or more, e.g. 1.0"),
                 ("target_loss", lambda v: v in TARGET_LOSSES, f"one of {list(TARGET_LOSSES)}"),

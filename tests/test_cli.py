@@ -16,7 +16,7 @@ def test_help_lists_every_stage_and_command(tmp_path):
     assert done.returncode == 0, done.stderr
     stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
     listed = {line.split()[0] for line in done.stdout.splitlines() if line.startswith("  ")}
-    assert listed == set(stages) | {"submit", "preset", "predict", "video", "distribute"}
+    assert listed == set(stages) | {"submit", "preset", "predict", "video", "distribute", "weights"}
     assert "Stage `train@<backbone>-<fold>`" in done.stdout  # each with the first line of its docstring
 
 

@@ -249,7 +249,8 @@ def test_every_params_override_the_readme_shows_applies_and_validates(tmp_path):
     [
         ("train", "tta", r"train: tta is no training setting any more: .* top-level `tta` section"),
         ("train", "checkpoint", r"train: checkpoint is now keep_epoch"),
-        ("train", "init_checkpoint", r"train: init_checkpoint is now init_weights"),
+        ("train", "init_checkpoint", r"train: init_checkpoint is now pretrained"),
+        ("train", "init_weights", r"train: init_weights is now pretrained"),
     ],
 )
 def test_a_key_of_an_earlier_params_file_is_refused_with_where_it_went(section, key, fix):

@@ -60,14 +60,14 @@ def test_residual_face_net_takes_drop_path():
     assert model.layer4[0].drop_path.drop_prob == pytest.approx(0.1)
 
 
-def test_init_weights_is_adapted_to_channels_and_classes(tmp_path):
+def test_pretrained_file_is_adapted_to_channels_and_classes(tmp_path):
     source = timm.create_model(
         "face_xception", in_chans=3, num_classes=7
     )  # the registry's class count: a 7-emotion model
     path = tmp_path / "face_xception.safetensors"
     save_file(source.state_dict(), str(path))
     model = create_model(
-        train_config(model="face_xception", drop_path_rate=None, init_weights=str(path)), in_chans=1, num_classes=9
+        train_config(model="face_xception", drop_path_rate=None, pretrained=str(path)), in_chans=1, num_classes=9
     )
     assert model(torch.zeros(1, 1, 48, 48)).shape == (1, 9)  # 7 classes + valence, arousal: a new head
     assert torch.equal(model.stages[0].shortcut[1].conv.weight, source.stages[0].shortcut[1].conv.weight)

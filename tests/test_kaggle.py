@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+import timm
 import urllib3
 import yaml
 
@@ -29,6 +30,7 @@ from pipeline.ingest.synthetic import ATTRIBUTES
 from pipeline.kaggle.api import Kaggle, KaggleError, competition_slug
 from pipeline.stages.synthesize import write_competition
 from tests.conftest import PROJECT, TINY, make_project, project_params, repro, stages_run, tiny_params
+from tests.hub_cache import fabricate
 from tests.kaggle_standin import Competition, StandIn, StoredSubmission
 
 SLUG = "tiny-faces"
@@ -178,7 +180,8 @@ def submit_ensemble(root: Path, env: dict, standin: StandIn) -> StoredSubmission
 
 def downloading_params(epochs: int, **sections: dict) -> dict:
     """Tiny params whose data.source is the stand-in's download: one backbone, two folds, `epochs`."""
-    params = tiny_params(backbones={"resnet10t": {}}, folds={**project_params()["folds"], "ids": [0, 1]}, **sections)
+    one_backbone = {"backbones": {"resnet10t": {}}, "folds": {**project_params()["folds"], "ids": [0, 1]}}
+    params = tiny_params(**{**one_backbone, **sections})
     params["data"] = {**params["data"], "source": f"data/kaggle/{SLUG}.zip"}
     params["train"] = {**params["train"], "epochs": epochs}
     return params
@@ -265,14 +268,19 @@ def served_grades(tmp_path_factory) -> tuple[Competition, Path]:
 def test_dvc_repro_on_a_graded_competition_submits_grades_as_kaggle_scores_them_by_kappa(served_grades, tmp_path):
     """data.source and competition.metric: qwk set (a label sample does not say its labels are grades): the grade is
     regressed, cut where OOF puts the cuts when that beats the most probable class, and Kaggle scores it by kappa.
-    Also the pipeline's run on a label-table download: the sample's own id column and code labels."""
-    params = downloading_params(epochs=3, competition={"metric": "qwk"})
+    Also the pipeline's run on a label-table download (the sample's own id column and code labels), fine-tuned from
+    timm's default weights (`pretrained: true`) in a Hugging Face cache, offline."""
+    params = downloading_params(epochs=3, competition={"metric": "qwk"}, backbones={"resnet10t": {"pretrained": True}})
+    commit = fabricate(tmp_path / "hf" / "hub", "timm/resnet10t.c3_in1k", timm.create_model("resnet10t").state_dict())
     with StandIn({SLUG: served_grades[0]}) as standin:
-        env = clean_env(tmp_path, standin.env())
+        env = clean_env(tmp_path, {**standin.env(), "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
         root = make_project(tmp_path / "project", params, env)
         repro(root, env, "submission")
         meta = json.loads((root / "data" / "prepared" / "meta.json").read_text())
         assert meta["layout"] == "label_table" and meta["targets"] == ["grade"]
+        for fold in (0, 1):
+            run_json = json.loads((root / "models" / "resnet10t" / f"fold{fold}" / "run.json").read_text())
+            assert run_json["pretrained"] == f"timm/resnet10t.c3_in1k@{commit}"
         sample = pd.read_csv(served_grades[1] / "competition" / "sample_submission.csv", dtype=str)
         submission = pd.read_csv(root / "submissions" / "ensemble.csv", dtype=str)
         assert list(submission.columns) == ["id_code", "diagnosis"] and submission["id_code"].equals(sample["id_code"])

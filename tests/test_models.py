@@ -21,19 +21,19 @@ def test_model_has_the_requested_channels_and_classes():
     assert model(torch.zeros(2, 1, 48, 48)).shape == (2, 5)
 
 
-def test_init_weights_from_a_local_file_is_adapted_to_channels_and_classes(tmp_path):
+def test_pretrained_from_a_local_file_is_adapted_to_channels_and_classes(tmp_path):
     source = timm.create_model("resnet10t", pretrained=False, in_chans=3, num_classes=1000)
     path = tmp_path / "imagenet_resnet10t.safetensors"
     save_file(source.state_dict(), str(path))
-    model = create_model(train_config(model="resnet10t", init_weights=str(path)), in_chans=1, num_classes=7)
+    model = create_model(train_config(model="resnet10t", pretrained=str(path)), in_chans=1, num_classes=7)
     assert model(torch.zeros(1, 1, 48, 48)).shape == (1, 7)
     # Non-stem, non-head weights come from the file.
     assert torch.equal(model.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
 
 
-def test_missing_init_weights_is_named(tmp_path):
+def test_a_missing_pretrained_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="is not a file"):
-        create_model(train_config(model="resnet10t", init_weights=str(tmp_path / "none.pth")), 1, 7)
+        create_model(train_config(model="resnet10t", pretrained=str(tmp_path / "none.pth")), 1, 7)
 
 
 def test_weights_round_trip_with_their_metadata(tmp_path):

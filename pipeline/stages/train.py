@@ -39,12 +39,14 @@ from pipeline.files import atomic_dir, write_csv, write_json
 from pipeline.training import resume
 from pipeline.training.fold_run import FoldRun, fit_fold, fold_checkpoint
 from pipeline.training.models import check_backbones, save_weights
+from pipeline.training.pretrained import resolve
 
 log = logging.getLogger(__name__)
 
 
 def write_fold_outputs(run: FoldRun, data: Prepared, fold: int, backbone: str, metric: Metric, out_dir: Path) -> None:
     config = run.config  # as trained: inference reads its precision and channels-last, never `auto`
+    weights = resolve(config)
     ids = data.train_ids[run.valid_index]
     labels = label_cells(data.train_labels[run.valid_index], data.classes)
     folds = np.full(len(ids), fold)
@@ -67,6 +69,7 @@ def write_fold_outputs(run: FoldRun, data: Prepared, fold: int, backbone: str, m
         "data_fingerprint": data.fingerprint,
         "config": dataclasses.asdict(config),
         "targets": data.target_names,  # the model has len(classes) + len(targets) outputs, in that order
+        "pretrained": None if weights is None else weights.identity,  # what the run started from
     }
     names = data.target_names
     with atomic_dir(out_dir) as tmp:

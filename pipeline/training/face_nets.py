@@ -15,7 +15,7 @@ Importing this module registers them, so ``timm.create_model("face_resnet10")``,
 {face_resnet10: {}}`` in params.yaml, the bundle and the ONNX export all build them by name. Every
 net follows timm's classifier interface (``num_classes``, ``in_chans``, ``drop_rate``,
 ``forward_features``/``forward_head``, ``reset_classifier``), so the class and target outputs and an
-``init_weights`` work as for any timm model.
+``pretrained`` (a local file) work as for any timm model.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from pipeline.training.budget import (
 from pipeline.training.loop import EpochCallback, FitResult, Split, check_enough_images, fit
 from pipeline.training.models import model_on, pick_device
 from pipeline.training.predict import predict
+from pipeline.training.pretrained import resolve
 from pipeline.training.speed import CACHE_NAME, DEFAULT_CACHE, resolve_speed_settings
 from pipeline.training.step import seed_everything
 from pipeline.training.target_loss import target_weights
@@ -160,7 +161,14 @@ def fold_checkpoint(
 ) -> resume.Checkpoint:
     """The checkpoint of one fold's run, keyed by its settings, metric, data, fold and fold assignment."""
     train_index, valid_index = fold_split(fold_of, fold)
+    weights = resolve(config)
     key = resume.run_key(
-        config, metric.name, data.fingerprint, fold, data.train_ids[train_index], data.train_ids[valid_index]
+        config,
+        metric.name,
+        data.fingerprint,
+        fold,
+        data.train_ids[train_index],
+        data.train_ids[valid_index],
+        None if weights is None else weights.identity,
     )
     return resume.path_for(folder, backbone, fold, key)

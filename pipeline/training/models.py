@@ -1,7 +1,7 @@
 """Model factory, device and precision choices, weight files.
 
-Weights are never fetched from a hub: a model starts from scratch or from a local file
-(`init_weights`), which timm adapts to the input channels and class count.
+A model starts from scratch or from the weights `pretrained` names (pipeline/training/pretrained.py: the
+Hugging Face cache or a local file), which timm adapts to the input channels and class count.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pipeline.config import AUTO, Config, TrainConfig
 from pipeline.errors import ConfigError
 from pipeline.files import atomic_path
 from pipeline.training.augment import build_augment
+from pipeline.training.pretrained import resolve
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -49,15 +50,11 @@ def create_model(config: TrainConfig, in_chans: int, num_classes: int) -> torch.
     options: dict[str, Any] = {"in_chans": in_chans, "num_classes": num_classes, "drop_rate": config.drop_rate}
     if config.drop_path_rate is not None:
         options["drop_path_rate"] = config.drop_path_rate
-    if config.init_weights:
-        path = Path(config.init_weights)
-        if not path.is_file():
-            raise ConfigError(
-                f"init_weights {str(path)!r} is not a file; give a local .safetensors/.pth weight file or null"
-            )
+    weights = resolve(config)
+    if weights is not None:
         # timm's pretrained loader adapts the stem to in_chans and drops a mismatched classifier.
         return timm.create_model(
-            config.model, pretrained=True, pretrained_cfg_overlay={"file": str(path.resolve())}, **options
+            config.model, pretrained=True, pretrained_cfg_overlay={"file": str(weights.file)}, **options
         )
     try:
         return timm.create_model(config.model, pretrained=False, **options)
@@ -118,7 +115,7 @@ def load_trained(
     path: str | Path, in_chans: int, num_outputs: int, device: torch.device | None = None
 ) -> tuple[torch.nn.Module, TrainConfig]:
     """A trained fold model in eval mode, and the settings it trained with: the one way every stage after
-    `train` rebuilds one (never from `init_weights`, which only started its training). On the CPU as
+    `train` rebuilds one (never from `pretrained`, which only started its training). On the CPU as
     stored, or on `device` in the memory format it trained with."""
     config, _ = saved_settings(path)
     model = timm.create_model(config.model, pretrained=False, in_chans=in_chans, num_classes=num_outputs)

@@ -42,17 +42,21 @@ class Checkpoint:
 
 
 def run_key(
-    config: TrainConfig, metric: str, fingerprint: str, fold: int, train_ids: np.ndarray, valid_ids: np.ndarray
+    config: TrainConfig,
+    metric: str,
+    fingerprint: str,
+    fold: int,
+    train_ids: np.ndarray,
+    valid_ids: np.ndarray,
+    weights: str | None = None,
 ) -> str:
-    """Hash of everything that decides what a run computes (sha256, hex); `metric` decides the epoch kept."""
+    """Hash of everything that decides what a run computes (sha256, hex); `metric` decides the epoch kept, `weights`
+    (pipeline/training/pretrained.py's identity) what it started from."""
+    described = {"format": FORMAT, "config": asdict(config), "metric": metric, "data": fingerprint, "fold": fold}
+    if weights is not None:  # runs from scratch keep the keys they had
+        described["weights"] = weights
     digest = hashlib.sha256()
-    digest.update(
-        json.dumps(
-            {"format": FORMAT, "config": asdict(config), "metric": metric, "data": fingerprint, "fold": fold},
-            sort_keys=True,
-            default=str,
-        ).encode()
-    )
+    digest.update(json.dumps(described, sort_keys=True, default=str).encode())
     for ids in (train_ids, valid_ids):
         digest.update(f"|{len(ids)}|".encode())
         digest.update("\n".join(map(str, ids)).encode())

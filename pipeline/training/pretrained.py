@@ -1,0 +1,94 @@
+"""Where a backbone's starting weights come from (`train.pretrained`, per backbone): nothing (`false`), timm's
+default weights for the model (`true`), a Hugging Face hub id (`timm/convnext_nano.in12k_ft_in1k`), or a local
+weight file (a finished run's fold model is one, whatever its classes).
+
+Hub weights come through huggingface_hub's own cache (`HF_HOME`, by default ~/.cache/huggingface): a machine
+with internet downloads them once, one without (or with `HF_HUB_OFFLINE=1`) reads the cache, and
+`python -m pipeline weights MODEL...` fills it on a connected machine. timm then loads the file, adapting the
+stem to the data's channels and starting a new classifier for its classes. What a run started from
+(:func:`identity`: the hub id at its snapshot's commit, or the file's SHA-256) is part of its resume key and its
+run.json; nothing after `train` reads the source weights again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+
+from pipeline.config import TrainConfig
+from pipeline.errors import ConfigError, PipelineError
+
+HUB_PREFIX = "hf-hub:"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm publishes on the hub, preferred first
+FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+@dataclass(frozen=True)
+class Weights:
+    file: Path  # the local weight file timm loads
+    identity: str  # hub id@commit, or sha256:<hex> of a local file
+
+
+def hub_id(model_or_id: str) -> str:
+    """A hub id as given (`timm/...`, optionally `hf-hub:`-prefixed), or timm's default weights' id for a model name."""
+    if "/" in model_or_id:
+        return model_or_id.removeprefix(HUB_PREFIX)
+    config = timm.models.get_pretrained_cfg(model_or_id)
+    found = getattr(config, "hf_hub_id", None)
+    if not found:
+        raise ConfigError(
+            f"timm has no hub weights for {model_or_id!r}; give pretrained a hub id (timm/<model>.<tag>) or a local "
+            "weight file, or false"
+        )
+    return found
+
+
+def is_file_reference(value: str) -> bool:
+    return value.endswith(FILE_SUFFIXES) or Path(value).exists()
+
+
+def resolve(config: TrainConfig) -> Weights | None:
+    """The weights a run of `config` starts from; None for `pretrained: false` (from scratch)."""
+    value = config.pretrained
+    if value is False:
+        return None
+    if isinstance(value, str) and is_file_reference(value):
+        path = Path(value)
+        if not path.is_file():
+            raise ConfigError(
+                f"pretrained {value!r} is not a file; give a .safetensors/.pth weight file, a hub id, true or false"
+            )
+        return Weights(path.resolve(), f"sha256:{file_sha256(path)}")
+    return hub_weights(hub_id(config.model if value is True else value))
+
+
+def hub_weights(repo_id: str) -> Weights:
+    """The hub id's weight file from the cache, downloaded there first when the hub can be reached."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    repo, _, revision = repo_id.partition("@")
+    for name in WEIGHT_FILES:
+        try:
+            file = Path(hf_hub_download(repo, name, revision=revision or None))
+        except LocalEntryNotFoundError:
+            continue
+        except EntryNotFoundError:  # the repository publishes the other file
+            continue
+        return Weights(file, f"{repo}@{file.parent.name}")
+    raise PipelineError(
+        f"pretrained weights {repo_id} are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and the hub "
+        f"cannot be reached (offline: HF_HUB_OFFLINE={int(constants.HF_HUB_OFFLINE)}); fill the cache on a "
+        f"connected machine with `python -m pipeline weights {repo_id}` and copy it here (or set HF_HOME to it)"
+    )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
