@@ -22,6 +22,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.stats import rankdata
 
+from pipeline.evaluation.cross_fit import cross_fitted
 from pipeline.evaluation.metrics import ACCURACY, Metric, log_loss
 
 SHARPNESS_BOUNDS = (0.1, 10.0)  # the inverse temperature tried: from 10× softer to 10× sharper
@@ -129,8 +130,4 @@ def cross_fitted_blend(
 
 def cross_fitted_sharpening(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> np.ndarray:
     """OOF probabilities where each fold's rows are sharpened by the temperature fitted on the other folds only."""
-    out = np.empty_like(probs)
-    for fold in np.unique(folds):
-        held = folds == fold
-        out[held] = sharpen(probs[held], fit_sharpness(probs[~held], labels[~held]))
-    return out
+    return cross_fitted(probs, labels, folds, fit_sharpness, sharpen)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.evaluation.cross_fit import cross_fitted
 from pipeline.evaluation.metrics import Metric
 
 GRADE = "grade"
@@ -64,9 +65,4 @@ def cross_fitted_classes(
     grades: np.ndarray, labels: np.ndarray, folds: np.ndarray, num_classes: int, metric: Metric
 ) -> np.ndarray:
     """Each fold's grades cut where the other folds' fitted cuts lie: OOF classes not flattered by the fit."""
-    classes = np.empty(len(grades), np.int64)
-    for fold in np.unique(folds):
-        held = folds == fold
-        cuts = fit_cuts(grades[~held], labels[~held], num_classes, metric)
-        classes[held] = classes_at(grades[held], cuts)
-    return classes
+    return cross_fitted(grades, labels, folds, lambda g, y: fit_cuts(g, y, num_classes, metric), classes_at)

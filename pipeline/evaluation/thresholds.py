@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.evaluation.cross_fit import cross_fitted
 from pipeline.evaluation.metrics import Metric
 
 THRESHOLD_GRID = np.round(np.linspace(0.05, 0.95, 19), 2)
@@ -49,8 +50,4 @@ def fit_thresholds(probs: np.ndarray, labels: np.ndarray, metric: Metric) -> np.
 
 def cross_fitted_thresholds(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray, metric: Metric) -> np.ndarray:
     """OOF probabilities where each fold is shifted by the thresholds fitted on the other folds only."""
-    out = np.empty_like(probs)
-    for fold in np.unique(folds):
-        held = folds == fold
-        out[held] = at_thresholds(probs[held], fit_thresholds(probs[~held], labels[~held], metric))
-    return out
+    return cross_fitted(probs, labels, folds, lambda p, y: fit_thresholds(p, y, metric), at_thresholds)

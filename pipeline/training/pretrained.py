@@ -68,15 +68,13 @@ def resolve(config: TrainConfig) -> Weights | None:
 def hub_weights(repo_id: str) -> Weights:
     """The hub id's weight file from the cache, downloaded there first when the hub can be reached."""
     from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError  # LocalEntryNotFoundError is one
 
     repo, _, revision = repo_id.partition("@")
     for name in WEIGHT_FILES:
         try:
             file = Path(hf_hub_download(repo, name, revision=revision or None))
-        except LocalEntryNotFoundError:
-            continue
-        except EntryNotFoundError:  # the repository publishes the other file
+        except EntryNotFoundError:  # not cached where the hub is out of reach, or the repository has the other file
             continue
         return Weights(file, f"{repo}@{file.parent.name}")
     raise PipelineError(
