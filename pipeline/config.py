@@ -258,6 +258,8 @@ class TrainConfig:
     precision: str  # fp32 | bf16 | fp16 | auto (the faster of fp32 and bf16, measured: pipeline/training/speed.py)
     channels_last: bool | str  # true | false | auto (measured)
     pretrained: bool | str  # false | true (timm's default weights) | a hub id | a local file: training/pretrained.py
+    layer_decay: float | None  # None: one lr; d: each layer group's lr is d times the next's, the classifier's full
+    freeze_epochs: int  # the first N epochs train the classifier alone on the pretrained backbone
     # Which epoch's weights are kept: last, or best on the validation fold, which then scores them too (optimistic OOF).
     keep_epoch: str
     eval_every: int
@@ -326,6 +328,12 @@ class TrainConfig:
                     lambda v: isinstance(v, bool) or (isinstance(v, str) and bool(v.strip())),
                     "false, true (timm's default weights for the model), a hub id (timm/<model>.<tag>) or a file",
                 ),
+                (
+                    "layer_decay",
+                    _optional(_between(0, 1, low_open=True)),
+                    "null (one lr) or in (0, 1], e.g. 0.75: each layer group's lr that times the next's",
+                ),
+                ("freeze_epochs", _between(0, 100_000), "0 (off) or the epochs that train the classifier alone"),
                 ("target_loss_weight", _between(0, 1000), "0 (targets not trained) or more, e.g. 1.0"),
                 ("grade_loss_weight", _between(0, 1000), "0 (the grade not trained) or more, e.g. 1.0"),
                 ("target_loss", lambda v: v in TARGET_LOSSES, f"one of {list(TARGET_LOSSES)}"),
@@ -344,6 +352,11 @@ class TrainConfig:
                 f"average_last_fraction={self.average_last_fraction} "
                 "overlap: the averaged weights (batch-norm statistics included) would mix epochs on smaller images "
                 "with full-size ones; keep their sum at most 1"
+            )
+        if self.freeze_epochs and self.pretrained is False:
+            raise ConfigError(
+                f"{where}.freeze_epochs={self.freeze_epochs} trains the classifier alone on a frozen backbone, which "
+                f"with pretrained: false holds random weights: set {where}.pretrained, or freeze_epochs: 0"
             )
         if self.average_last_fraction > 0 and self.keep_epoch != "last":
             raise ConfigError(

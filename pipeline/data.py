@@ -89,6 +89,43 @@ def load_prepared(folder: str | Path) -> Prepared:
     )
 
 
+class Rows:
+    """Rows `index` of an image array, read only when a batch asks for them: a fold of a memory-mapped
+    train_images.npy trains and is scored without a copy of its images in memory (a 50,000-image 224 px RGB
+    competition is 7.5 GB). Indexed by a slice or a list of positions, it returns those rows as an array; as
+    an array (np.asarray) it is all of them."""
+
+    def __init__(self, array: np.ndarray, index: np.ndarray):
+        self.array, self.index = array, np.asarray(index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.index), *self.array.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.array.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.index) * self.array[:1].nbytes
+
+    def __getitem__(self, key) -> np.ndarray:
+        rows = self.index[key]
+        if np.ndim(rows) == 0:
+            return np.asarray(self.array[rows])
+        ascending = np.argsort(rows, kind="stable")  # the file read front to back, then put back in order
+        found = np.empty((len(rows), *self.array.shape[1:]), self.array.dtype)
+        found[ascending] = self.array[rows[ascending]]
+        return found
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self[:] if dtype is None else self[:].astype(dtype)
+
+
 def split_labels(cell: str) -> list[str]:
     """The classes a multi-label cell lists (none for an empty cell)."""
     return [name for name in LABEL_SEPARATOR.split(cell.strip()) if name]

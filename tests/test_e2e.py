@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import timm
 import torch
 import yaml
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
-from tests.conftest import E2E_PARAMS, PROJECT, repro, stages_run
+from tests.conftest import ALWAYS_RUN, E2E_PARAMS, PROJECT, repro, stages_run
 from tests.imports import closure
 
 DVC_STAGES = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
@@ -207,7 +208,7 @@ def changed_stages(root: Path, env: dict) -> set[str]:
 )
 def test_editing_a_shared_module_marks_exactly_the_stages_that_import_it(project_copy, module):
     root, env, _ = project_copy
-    assert changed_stages(root, env) == set()
+    assert changed_stages(root, env) == ALWAYS_RUN
     path = root / "pipeline" / module
     path.write_bytes(path.read_bytes() + b"\n# edited\n")
     importers = {
@@ -216,7 +217,7 @@ def test_editing_a_shared_module_marks_exactly_the_stages_that_import_it(project
         if PROJECT / "pipeline" / module in closure(f"pipeline.stages.{name}") | closure("pipeline.__main__")
     }
     expected = {stage for stage in expanded_stages() if stage.split("@")[0] in importers}
-    assert changed_stages(root, env) == expected
+    assert changed_stages(root, env) == expected | ALWAYS_RUN
 
 
 def test_editing_test_time_views_reruns_oof_and_what_follows_never_train(project_copy):
@@ -226,12 +227,13 @@ def test_editing_test_time_views_reruns_oof_and_what_follows_never_train(project
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     names = list(E2E_PARAMS["backbones"])
     # What reads `tta` itself; ensemble and submission follow once oof@ has rewritten their inputs.
-    assert changed_stages(root, env) == {f"oof@{n}" for n in names} | {"bundle", "export", "report"}
+    assert changed_stages(root, env) == {f"oof@{n}" for n in names} | {"bundle", "export", "report"} | ALWAYS_RUN
 
 
 def expanded_stages() -> set[str]:
     names = list(E2E_PARAMS["backbones"])
     stages = {"download", "synthesize", "prepare", "folds", "ensemble", "submission", "bundle", "export", "report"}
+    stages |= ALWAYS_RUN
     stages |= {f"train@{n}-{f}" for n in names for f in E2E_PARAMS["folds"]["ids"]}
     return stages | {f"oof@{n}" for n in names} | {f"tune@{n}" for n in names}
 
@@ -239,7 +241,7 @@ def expanded_stages() -> set[str]:
 def test_second_repro_has_nothing_to_do(project):
     root, env, _ = project
     output = repro(root, env)
-    assert stages_run(output) == set() and "up to date" in output
+    assert stages_run(output) == ALWAYS_RUN
 
 
 def test_same_seed_gives_the_same_folds_and_fold_predictions_in_a_fresh_process(project, tmp_path):
@@ -277,6 +279,33 @@ def test_changing_one_backbone_reruns_only_that_backbone_and_what_follows(projec
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ran = stages_run(repro(root, env, "submission"))
     expected = {f"tune@{first}"} | {f"train@{first}-{f}" for f in params["folds"]["ids"]}
-    assert ran == expected | {f"oof@{first}", "ensemble", "submission"}
+    assert ran == expected | {f"oof@{first}", "ensemble", "submission"} | ALWAYS_RUN
     # The rest of what follows, told by DVC without spending the int8 export's minute on it.
-    assert changed_stages(root, env) == {"bundle", "export", "report"}
+    assert changed_stages(root, env) == {"bundle", "export", "report"} | ALWAYS_RUN
+
+
+def test_a_weight_file_replaced_at_the_same_path_reruns_that_backbones_training_alone(project_copy):
+    """No param changes when a file is overwritten: the `pretrained` stage's identity is what DVC sees."""
+    root, env, _ = project_copy
+    first, second = list(E2E_PARAMS["backbones"])
+    start = root / "start.safetensors"
+    torch.manual_seed(0)
+    save_file(timm.create_model(first, in_chans=1, num_classes=7).state_dict(), str(start))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["backbones"][first] = {**(params["backbones"][first] or {}), "pretrained": str(start)}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc = [sys.executable, "-m", "dvc"]
+    for command in (["repro", "pretrained"], ["commit", "--force"]):  # as if trained from it: the lock takes it
+        done = subprocess.run(dvc + command, cwd=root, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    recorded = json.loads((root / "pretrained" / f"{first}.json").read_text())
+    assert recorded["identity"].startswith("sha256:") and changed_stages(root, env) == ALWAYS_RUN
+    save_file(load_file(start), str(start))  # the same tensors written again: nothing to re-run
+    repro(root, env, "pretrained")
+    assert changed_stages(root, env) == ALWAYS_RUN
+    torch.manual_seed(1)
+    save_file(timm.create_model(first, in_chans=1, num_classes=7).state_dict(), str(start))
+    repro(root, env, "pretrained")
+    folds = E2E_PARAMS["folds"]["ids"]
+    assert changed_stages(root, env) == {f"tune@{first}"} | {f"train@{first}-{f}" for f in folds} | ALWAYS_RUN
+    assert json.loads((root / "pretrained" / f"{second}.json").read_text())["identity"] is None

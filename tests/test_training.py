@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.data import load_prepared
+from pipeline.data import Rows, load_prepared
 from pipeline.evaluation.metrics import ACCURACY, METRICS, accuracy
 from pipeline.files import read_json
 from pipeline.stages.train import write_fold_outputs
@@ -355,3 +355,24 @@ def test_a_model_trained_on_random_crops_predicts_whole_images_and_crop_views(au
     views = tuple({"crop": 12, "shift": [dx, dy]} for dx in (-2, 2) for dy in (-2, 2))
     probs = predict(result.model, images[120:], normalize, config, views=views)[0]
     assert accuracy(probs, labels[120:]) >= 0.8
+
+
+def test_a_fold_read_from_the_memory_mapped_array_trains_exactly_as_its_copy(tmp_path):
+    """Large competitions train from train_images.npy batch by batch; the batches, so the weights, are the same."""
+    images, labels = bars_dataset(200, np.random.default_rng(4))
+    np.save(tmp_path / "images.npy", images)
+    mapped = np.load(tmp_path / "images.npy", mmap_mode="r")
+    index = np.flatnonzero(np.arange(200) % 5 != 0)
+    rows = Rows(mapped, index)
+    assert len(rows) == 160 and rows.shape == (160, 16, 16) and rows.nbytes == images[index].nbytes
+    assert np.array_equal(rows[[7, 2, 150]], images[index[[7, 2, 150]]])
+    assert np.array_equal(rows[3:9], images[index[3:9]]) and np.array_equal(np.asarray(rows), images[index])
+
+    def trained(split_images) -> dict:
+        seed_everything(0)
+        model = create_model(CONFIG, 1, 2)
+        split = Split(split_images, labels[index])
+        return fit(model, split, split, CONFIG, Normalizer(0.2, 0.3, None, torch.device("cpu"), False), 2).model
+
+    from_copy, from_file = trained(images[index]).state_dict(), trained(rows).state_dict()
+    assert all(torch.equal(from_copy[name], from_file[name]) for name in from_copy)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import load_config
-from pipeline.data import Prepared, load_folds, load_prepared
+from pipeline.data import Prepared, Rows, load_folds, load_prepared
 from pipeline.evaluation.affect import target_scores
 from pipeline.evaluation.metrics import competition_metric, score
 from pipeline.evaluation.predictions import fold_dir, load_plain_oof, oof_table, probability_table, with_targets
@@ -38,7 +38,9 @@ def fold_predictions(weights: Path, data: Prepared, valid_index: np.ndarray, vie
     num_classes = len(data.classes)
     model, config = load_trained(weights, data.channels, num_classes + len(data.target_names), device)
     normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last)
-    valid = predict(model, data.train_images[valid_index], normalize, config, views, num_classes, data.multi_label)
+    valid = predict(
+        model, Rows(data.train_images, valid_index), normalize, config, views, num_classes, data.multi_label
+    )
     test = predict(model, data.test_images, normalize, config, views, num_classes, data.multi_label)
     return valid, test
 

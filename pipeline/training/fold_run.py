@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import TrainConfig
-from pipeline.data import Prepared
+from pipeline.data import Prepared, Rows
 from pipeline.errors import PipelineError
 from pipeline.evaluation.metrics import ACCURACY, Metric
 from pipeline.training import resume
@@ -116,7 +116,7 @@ def fit_fold(
     seed = config.seed + fold  # folds differ in their draws, runs repeat exactly
     seed_everything(seed)
     model = model_on(config, data.channels, num_classes + len(data.target_names), device)
-    valid = split_of(data, valid_index)  # sliced once: scored every epoch and predicted at the end
+    valid = split_of(data, valid_index)
     result = fit(
         model,
         split_of(data, train_index),
@@ -140,9 +140,9 @@ def fit_fold(
 
 
 def split_of(data: Prepared, index: np.ndarray) -> Split:
-    """The train images at `index`, their labels and targets."""
+    """The train images at `index` (read from the memory-mapped array batch by batch), their labels and targets."""
     targets = None if data.train_targets is None else data.train_targets[index]
-    return Split(data.train_images[index], data.train_labels[index], targets)
+    return Split(Rows(data.train_images, index), data.train_labels[index], targets)
 
 
 def fold_split(fold_of: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline.config import TrainConfig
+from pipeline.data import Rows
 from pipeline.errors import PipelineError
 from pipeline.evaluation.affect import mean_ccc
 from pipeline.evaluation.metrics import ACCURACY, Metric, accuracy, log_loss
@@ -127,7 +128,7 @@ class Split:
     """The images (uint8) one run trains or scores on, their labels and, when the data has them, their
     regression targets (N×T float, NaN = missing)."""
 
-    images: np.ndarray
+    images: np.ndarray | Rows  # Rows: read batch by batch from the memory-mapped array
     labels: np.ndarray
     targets: np.ndarray | None = None
 

@@ -52,10 +52,11 @@ def create_model(config: TrainConfig, in_chans: int, num_classes: int) -> torch.
         options["drop_path_rate"] = config.drop_path_rate
     weights = resolve(config)
     if weights is not None:
-        # timm's pretrained loader adapts the stem to in_chans and drops a mismatched classifier.
-        return timm.create_model(
-            config.model, pretrained=True, pretrained_cfg_overlay={"file": str(weights.file)}, **options
-        )
+        # timm's pretrained loader adapts the stem to in_chans and drops a classifier of another size.
+        overlay: dict[str, Any] = {"file": str(weights.file)}
+        if weights.local:
+            overlay["num_classes"] = weights.classifier_rows(config.model)
+        return timm.create_model(config.model, pretrained=True, pretrained_cfg_overlay=overlay, **options)
     try:
         return timm.create_model(config.model, pretrained=False, **options)
     except TypeError as error:  # e.g. drop_path_rate on a model that has no drop path

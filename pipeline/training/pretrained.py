@@ -16,14 +16,13 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import timm
-
 from pipeline.config import TrainConfig
 from pipeline.errors import ConfigError, PipelineError
 
 HUB_PREFIX = "hf-hub:"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm publishes on the hub, preferred first
 FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+LOCAL_PREFIX = "sha256:"  # a local file's identity: its hash
 
 
 @dataclass(frozen=True)
@@ -31,11 +30,28 @@ class Weights:
     file: Path  # the local weight file timm loads
     identity: str  # hub id@commit, or sha256:<hex> of a local file
 
+    @property
+    def local(self) -> bool:
+        return self.identity.startswith(LOCAL_PREFIX)
+
+    def classifier_rows(self, model: str) -> int | None:
+        """How many outputs the file's classifier has (another competition's classes and targets), so timm keeps
+        it only where the new model has as many, and starts a new one otherwise; None: the file has none."""
+        import timm
+
+        classifier = timm.models.get_pretrained_cfg(model).classifier
+        names = (classifier,) if isinstance(classifier, str) else tuple(classifier or ())
+        state = read_state(self.file)
+        rows = [state[f"{name}.weight"].shape[0] for name in names if f"{name}.weight" in state]
+        return rows[0] if rows else None
+
 
 def hub_id(model_or_id: str) -> str:
     """A hub id as given (`timm/...`, optionally `hf-hub:`-prefixed), or timm's default weights' id for a model name."""
     if "/" in model_or_id:
         return model_or_id.removeprefix(HUB_PREFIX)
+    import timm  # here: resolving a file or `false` (the `pretrained` stage, every repro) needs no model library
+
     config = timm.models.get_pretrained_cfg(model_or_id)
     found = getattr(config, "hf_hub_id", None)
     if not found:
@@ -61,7 +77,7 @@ def resolve(config: TrainConfig) -> Weights | None:
             raise ConfigError(
                 f"pretrained {value!r} is not a file; give a .safetensors/.pth weight file, a hub id, true or false"
             )
-        return Weights(path.resolve(), f"sha256:{file_sha256(path)}")
+        return Weights(path.resolve(), f"{LOCAL_PREFIX}{file_sha256(path)}")
     return hub_weights(hub_id(config.model if value is True else value))
 
 
@@ -82,6 +98,18 @@ def hub_weights(repo_id: str) -> Weights:
         f"cannot be reached (offline: HF_HUB_OFFLINE={int(constants.HF_HUB_OFFLINE)}); fill the cache on a "
         f"connected machine with `python -m pipeline weights {repo_id}` and copy it here (or set HF_HOME to it)"
     )
+
+
+def read_state(path: Path) -> dict:
+    """A weight file's tensors by name: safetensors, or a PyTorch state dict (tensors only, never code)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state) if isinstance(state, dict) else {}
 
 
 def file_sha256(path: Path) -> str:

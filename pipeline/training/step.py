@@ -69,7 +69,9 @@ class TrainStep:
         self.target_weights = target_weights or (config.target_loss_weight,) * num_targets
         self.device = normalize.device
         self.steps_per_epoch = steps_per_epoch
-        self.optimizer = create_optimizer_v2(model, config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = create_optimizer_v2(
+            model, config.optimizer, lr=config.lr, weight_decay=config.weight_decay, layer_decay=config.layer_decay
+        )
         self.scheduler = self._cosine_schedule(config.epochs)
         self.mixup = None
         if config.mixup_alpha > 0 or config.cutmix_alpha > 0:
@@ -113,9 +115,11 @@ class TrainStep:
 
     def set_epoch(self, epoch: int) -> None:
         """Before each epoch: batched augmentations draw from (seed, epoch), as the loader's batches do;
-        the first epochs of a progressive run train on smaller images."""
+        the first epochs of a progressive run train on smaller images, the first `freeze_epochs` the classifier
+        alone."""
         if self.augment is not None:
             self.augment.set_epoch(epoch)
+        freeze_backbone(self.model, epoch <= self.config.freeze_epochs)
         low_res = epoch <= low_res_epochs(self.config.low_res_fraction, self.epochs)
         self.image_scale = self.config.low_res_scale if low_res else 1.0
 
@@ -191,6 +195,15 @@ class TrainStep:
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
+
+
+def freeze_backbone(model: torch.nn.Module, frozen: bool) -> None:
+    """Every weight but the classifier's (class and target outputs) frozen, or all trainable again. A frozen
+    weight gets no gradient, so the optimizer leaves it (and its moments) untouched; batch-norm statistics still
+    follow the new data, as in fastai's head-first fine-tuning."""
+    head = {id(weight) for weight in model.get_classifier().parameters()}
+    for weight in model.parameters():
+        weight.requires_grad_(not frozen or id(weight) in head)
 
 
 def low_res_epochs(fraction: float, total: int) -> int:
