@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_variant(args)))
         return
     rows = []
-    forwarded = [a for a in (argv if argv is not None else sys.argv[1:])]
+    forwarded = list(argv if argv is not None else sys.argv[1:])
     for _ in range(args.repeats):
         for variant in VARIANTS:
             done = subprocess.run(

@@ -32,18 +32,24 @@ NORMALIZE = Normalizer(0.2, 0.3, None, torch.device("cpu"), False)
 
 
 def another_runs_weights(path, outputs: int) -> dict[str, torch.Tensor]:
-    """A fold model of another competition: `outputs` class and target rows in its classifier."""
+    """A fold model of another competition: `outputs` class and target rows in its classifier (safetensors, or a
+    PyTorch state dict for a .pth path)."""
     torch.manual_seed(3)
     state = create_model(CONFIG, in_chans=1, num_classes=outputs).state_dict()
-    save_file(state, str(path))
+    if path.suffix == ".safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
     return state
 
 
-@pytest.mark.parametrize("outputs, classes", [(9, 7), (2, 2)])
-def test_another_runs_model_starts_the_backbone_with_a_classifier_only_where_its_size_fits(tmp_path, outputs, classes):
+@pytest.mark.parametrize("outputs, classes, file", [(9, 7, "model.safetensors"), (2, 2, "model.pth")])
+def test_another_runs_model_starts_the_backbone_with_a_classifier_only_where_its_size_fits(
+    tmp_path, outputs, classes, file
+):
     """A model of 7 classes and 2 targets starts a 7-class one (a new classifier, whatever the model's published
     class count); one of 2 outputs keeps its classifier for 2 classes."""
-    path = tmp_path / "model.safetensors"
+    path = tmp_path / file
     saved = another_runs_weights(path, outputs)
     config = dataclasses.replace(CONFIG, pretrained=str(path))
     loaded = create_model(config, in_chans=1, num_classes=classes).state_dict()

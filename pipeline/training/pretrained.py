@@ -41,8 +41,8 @@ class Weights:
 
         classifier = timm.models.get_pretrained_cfg(model).classifier
         names = (classifier,) if isinstance(classifier, str) else tuple(classifier or ())
-        state = read_state(self.file)
-        rows = [state[f"{name}.weight"].shape[0] for name in names if f"{name}.weight" in state]
+        shapes = tensor_shapes(self.file)
+        rows = [shapes[f"{name}.weight"][0] for name in names if f"{name}.weight" in shapes]
         return rows[0] if rows else None
 
 
@@ -100,16 +100,19 @@ def hub_weights(repo_id: str) -> Weights:
     )
 
 
-def read_state(path: Path) -> dict:
-    """A weight file's tensors by name: safetensors, or a PyTorch state dict (tensors only, never code)."""
+def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape in a weight file: from a safetensors header alone, or a PyTorch state dict's (tensors
+    only, never code)."""
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors import safe_open
 
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as weights:
+            return {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
     import torch
 
     state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else {}
+    state = state.get("state_dict", state) if isinstance(state, dict) else {}
+    return {name: tuple(tensor.shape) for name, tensor in state.items() if isinstance(tensor, torch.Tensor)}
 
 
 def file_sha256(path: Path) -> str:
