@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from pathlib import Path
@@ -39,7 +40,6 @@ from pipeline.training.predict import predict  # noqa: E402
 
 FLIP = ({}, {"hflip": True})
 MEASURES = ("accuracy", "balanced_accuracy", "macro_f1")
-log = logging.getLogger("transfer")
 
 
 # name -> (what it tests, overrides of the base config); PRETRAINED stands for --pretrained
@@ -70,9 +70,11 @@ def arm_config(base: TrainConfig, arm: str, pretrained: str, minutes: float, fol
 
 
 def run_fold(arm: str, config: TrainConfig, data: Prepared, fold_of: np.ndarray, fold: int, work: Path) -> dict:
-    """One fold of one arm trained (or read back from `work`): its held-out and test probabilities, flip views."""
+    """One fold of one arm trained (or read back from `work` when it ran with these settings): its held-out and
+    test probabilities, flip views."""
     done = work / f"{arm}.fold{fold}.json"
-    if done.exists():
+    settings = json.loads(json.dumps(dataclasses.asdict(config)))  # as stored: tuples become lists
+    if done.exists() and read_json(done).get("config") == settings:
         return read_json(done)
     run = fit_fold(data, fold_of, fold, config, label=f"{arm} fold {fold}")
     trained = run.config
@@ -88,6 +90,7 @@ def run_fold(arm: str, config: TrainConfig, data: Prepared, fold_of: np.ndarray,
         "epochs": len(run.fit.history),
         "train_min": run.seconds / 60,
         "last_train_loss": run.fit.history[-1].train_loss,
+        "config": settings,
     }
     write_json(result, done)
     return result
@@ -164,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(
             {
                 "arm": arm,
+                "what": ARMS[arm][0],
                 "epochs": epochs,
                 "train_min": f"{sum(r['train_min'] for r in runs):.1f}",
                 **scored(oof, data.train_labels),
