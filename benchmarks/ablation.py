@@ -158,7 +158,7 @@ def run_row(name: str, config: TrainConfig, data: Prepared, fold_of: np.ndarray,
     run = fit_fold(data, fold_of, fold, config, label=name)
     labels = data.train_labels[run.valid_index]
     trained = run.config  # `auto` speed settings resolved
-    normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, pick_device(), trained.channels_last)
+    normalize = Normalizer.of_model(trained, data, pick_device())
     result = {
         "row": name,
         "model": config.model,

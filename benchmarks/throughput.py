@@ -39,7 +39,7 @@ def pipeline_rate(data: Prepared, config, device, steps: int, warmup: int) -> fl
     step = TrainStep(
         model,
         config,
-        Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last),
+        Normalizer.of_model(config, data, device),
         len(data.classes),
         steps_per_epoch=len(loader),
     )

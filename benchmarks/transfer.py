@@ -78,7 +78,7 @@ def run_fold(arm: str, config: TrainConfig, data: Prepared, fold_of: np.ndarray,
         return read_json(done)
     run = fit_fold(data, fold_of, fold, config, label=f"{arm} fold {fold}")
     trained = run.config
-    normalize = Normalizer(data.pixel_mean, data.pixel_std, trained.input_size, pick_device(), trained.channels_last)
+    normalize = Normalizer.of_model(trained, data, pick_device())
     classes = len(data.classes)
     valid = predict(run.fit.model, data.train_images[run.valid_index], normalize, trained, FLIP, classes)[0]
     test = predict(run.fit.model, data.test_images, normalize, trained, FLIP, classes)[0]

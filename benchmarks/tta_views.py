@@ -69,7 +69,7 @@ def oof_under_views(
     for fold in config.folds.ids:
         weights = fold_dir(workspace / "models", backbone, fold) / "model.safetensors"
         model, train = load_trained(weights, data.channels, outputs, device)
-        normalize = Normalizer(data.pixel_mean, data.pixel_std, train.input_size, device, train.channels_last)
+        normalize = Normalizer.of_model(train, data, device)
         held = np.flatnonzero(fold_of == fold)
         for name, views in view_sets.items():
             started = time.perf_counter()

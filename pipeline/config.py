@@ -63,6 +63,7 @@ CLASS_BALANCES = ("none", "weights", "sampler", "logit_adjustment")
 SYNTHETIC_FORMS = ("label", "probability")
 # What the synthetic competition asks: single_label (seven expressions, class folders), ordinal (smile grades 0-4
 # in a label table, as APTOS ships its grades) or multi_label (facial attributes, several per face).
+NORMALIZATIONS = ("data", "pretrained")  # train.normalize
 SYNTHETIC_TASKS = ("single_label", "ordinal", "multi_label")
 # competition.metric: auto, or a metric of pipeline/evaluation/metrics.py (tests keep the two lists equal).
 METRIC_NAMES = ("auto", "accuracy", "balanced_accuracy", "macro_f1", "mean_f1", "qwk", "rmse", "log_loss", "roc_auc")
@@ -114,6 +115,9 @@ class DataConfig:
     class_names: dict[str, str]  # label as written (e.g. a code) -> class name; {} keeps labels as written
     image_size: int  # every image is resized to this square size when decoded
     channels: int  # 1 grayscale, 3 RGB
+    face_crop: (
+        bool  # each image becomes its largest face, cropped as predict and video crop (pipeline/ingest/face_crop.py)
+    )
     drop_classes: tuple[str, ...]
     merge_classes: dict[str, str]  # {from: into}
     # Regression target columns (valence, arousal in [-1, 1]; -2 or empty: missing), used when the data has them.
@@ -181,6 +185,7 @@ class SyntheticConfig:
     spread: float  # per-face feature variation; lower is an easier task
     submission_form: str  # label: sample id,label | probability: sample id and one probability column per class
     task: str  # one of SYNTHETIC_TASKS
+    photos: bool  # each face worn by a real face photo in a larger RGB scene (pipeline/ingest/synthetic_photos.py)
 
     def validate(self, where: str) -> None:
         _check_rules(
@@ -260,6 +265,7 @@ class TrainConfig:
     pretrained: bool | str  # false | true (timm's default weights) | a hub id | a local file: training/pretrained.py
     layer_decay: float | None  # None: one lr; d: each layer group's lr is d times the next's, the classifier's full
     freeze_epochs: int  # the first N epochs train the classifier alone on the pretrained backbone
+    normalize: str  # data: the data's pixel mean/std | pretrained: the pretrained weights' own (training/pretrained.py)
     # Which epoch's weights are kept: last, or best on the validation fold, which then scores them too (optimistic OOF).
     keep_epoch: str
     eval_every: int
@@ -334,6 +340,7 @@ class TrainConfig:
                     "null (one lr) or in (0, 1], e.g. 0.75: each layer group's lr that times the next's",
                 ),
                 ("freeze_epochs", _between(0, 100_000), "0 (off) or the epochs that train the classifier alone"),
+                ("normalize", lambda v: v in NORMALIZATIONS, f"one of {list(NORMALIZATIONS)}"),
                 ("target_loss_weight", _between(0, 1000), "0 (targets not trained) or more, e.g. 1.0"),
                 ("grade_loss_weight", _between(0, 1000), "0 (the grade not trained) or more, e.g. 1.0"),
                 ("target_loss", lambda v: v in TARGET_LOSSES, f"one of {list(TARGET_LOSSES)}"),
@@ -357,6 +364,11 @@ class TrainConfig:
             raise ConfigError(
                 f"{where}.freeze_epochs={self.freeze_epochs} trains the classifier alone on a frozen backbone, which "
                 f"with pretrained: false holds random weights: set {where}.pretrained, or freeze_epochs: 0"
+            )
+        if self.normalize == "pretrained" and self.pretrained is False:
+            raise ConfigError(
+                f"{where}.normalize=pretrained takes the mean, std and resizing of the pretrained weights, and "
+                f"pretrained is false: set {where}.pretrained (true or a hub id), or normalize: data"
             )
         if self.average_last_fraction > 0 and self.keep_epoch != "last":
             raise ConfigError(

@@ -30,6 +30,7 @@ import pandas as pd
 from pipeline.errors import MissingInputError, PipelineError
 from pipeline.files import read_json
 
+NO_FACE_FILE = "no_face.csv"  # with data.face_crop: the images no face was found in (split, id, file)
 TARGETS_FILE = "train_targets.npy"
 # The sample submission's form (meta.json submission_form): id,label; id and one probability column per class;
 # or, for two classes, id and the probability of the second (Dogs vs. Cats Redux's id,label with 0.5).
@@ -55,6 +56,7 @@ class Prepared:
     target_names: list[str] = field(default_factory=list)  # regression targets (valence, arousal); [] when none
     train_targets: np.ndarray | None = None  # float32 N×targets, NaN where missing; None when no targets
     multi_label: bool = False
+    faceless: pd.DataFrame | None = None  # with data.face_crop: the images no face was found in (NO_FACE_FILE)
 
     @property
     def channels(self) -> int:
@@ -86,6 +88,9 @@ def load_prepared(folder: str | Path) -> Prepared:
         target_names=list(meta.get("targets", [])),
         train_targets=np.load(folder / TARGETS_FILE) if meta.get("targets") else None,
         multi_label=multi_label,
+        faceless=pd.read_csv(folder / NO_FACE_FILE, dtype=str, keep_default_na=False)
+        if meta.get("face_crop")
+        else None,
     )
 
 

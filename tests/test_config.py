@@ -59,6 +59,8 @@ def test_backbone_overrides_win_over_defaults_and_model_defaults_to_key():
         (lambda p: p["train"].update(drop_rate=1.5), r"train.drop_rate=1.5 is out of range"),
         (lambda p: p["data"].update(image_size=0), r"data.image_size=0 is out of range: it must be between 8 and 1024"),
         (lambda p: p["data"].update(channels=2), r"data.channels=2"),
+        (lambda p: p["data"].update(face_crop="yes"), r"data.face_crop must be true or false, got 'yes'"),
+        (lambda p: p["synthetic"].update(photos=1), r"synthetic.photos must be true or false, got 1"),
         (lambda p: p["ensemble"].update(max_steps=0), r"ensemble.max_steps=0 is out of range"),
         (lambda p: p["backbones"].update({"my net": {"model": "resnet18"}}), r"run name 'my net' may hold only"),
         (lambda p: p["backbones"].update(bad=[1, 2]), r"backbones.bad must be a mapping"),

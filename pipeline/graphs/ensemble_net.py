@@ -14,7 +14,6 @@ from pathlib import Path
 
 import onnx
 import torch
-import torch.nn.functional as F
 
 from pipeline.config import RESAMPLING_OPSET, resamples
 from pipeline.data import Prepared
@@ -22,8 +21,9 @@ from pipeline.errors import MissingInputError, PipelineError
 from pipeline.evaluation.predictions import fold_dir
 from pipeline.files import atomic_path
 from pipeline.runtime.bundle_format import METADATA_KEY, PROBABILITIES, TARGETS, BundleInfo, Member
-from pipeline.training.augment import apply_view, plain_view, standardize
+from pipeline.training.augment import apply_view, plain_view, resize, standardize
 from pipeline.training.models import load_trained, saved_settings
+from pipeline.training.pretrained import input_statistics
 from pipeline.training.target_loss import split_outputs
 
 # 17: the TorchScript exporter's newest well-trodden opset, with grid_sample (zoomed views) and
@@ -48,7 +48,19 @@ def load_member(
     outputs = len(data.classes) + len(targets)
     loaded = [load_trained(path, data.channels, outputs) for path in paths]
     config = loaded[0][1]
-    member = Member(name, config.model, weight, folds, config.input_size, tuple(views), plain_view(config.augment))
+    statistics = input_statistics(config, data.pixel_mean, data.pixel_std, data.channels)
+    member = Member(
+        name,
+        config.model,
+        weight,
+        folds,
+        config.input_size,
+        tuple(views),
+        plain_view(config.augment),
+        statistics.mean,
+        statistics.std,
+        statistics.interpolation,
+    )
     return member, [model for model, _ in loaded]
 
 
@@ -88,7 +100,7 @@ class EnsembleNet(torch.nn.Module):
         self.groups = torch.nn.ModuleList(torch.nn.ModuleList(models) for models in fold_models)
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        x = standardize(faces.permute(0, 3, 1, 2).float(), self.info.pixel_mean, self.info.pixel_std)
+        x = faces.permute(0, 3, 1, 2).float()
         blended = None
         for member, models in zip(self.info.members, self.groups):
             outputs = member.weight * self._member_outputs(member, models, x)
@@ -98,8 +110,10 @@ class EnsembleNet(torch.nn.Module):
 
     def _member_outputs(self, member: Member, models: torch.nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities, then target values, averaged over the member's views and fold models."""
+        mean, std = member.pixel_mean or self.info.pixel_mean, member.pixel_std or self.info.pixel_std
+        x = standardize(x, mean, std)
         if member.input_size and member.input_size != self.info.image_size:
-            x = F.interpolate(x, size=(member.input_size, member.input_size), mode="bilinear", align_corners=False)
+            x = resize(x, member.input_size, member.interpolation)
         views = (member.plain_view,) if self.info.fast else member.tta
         # Views of one size go through a model as one batch; crop views are smaller than the rest.
         sizes = list(dict.fromkeys(view.get("crop") for view in views))

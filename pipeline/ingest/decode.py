@@ -17,6 +17,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from pipeline.ingest.face_crop import FaceCropper
 from pipeline.ingest.images import to_model_input
 from pipeline.ingest.pixel_table import parse_pixels
 from pipeline.ingest.sources import CompetitionFiles, SourceError
@@ -26,8 +27,8 @@ SUPPORTED_MODES = {"L", "RGB", "P", "LA", "RGBA"}  # what converts to gray/RGB w
 CHUNK = 256  # images per task: large enough that process overhead is small, small enough for a smooth progress bar
 
 
-def decode_image(data: bytes, where: str, size: int, channels: int) -> np.ndarray:
-    """One image file → uint8 array size×size (×channels when channels > 1)."""
+def read_picture(data: bytes, where: str) -> Image.Image:
+    """One image file, decoded."""
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
@@ -45,7 +46,7 @@ def decode_image(data: bytes, where: str, size: int, channels: int) -> np.ndarra
             f"{where}: image mode {image.mode!r} is not supported (expected one of {sorted(SUPPORTED_MODES)}); convert "
             "it to 8-bit grayscale or RGB"
         )
-    return to_model_input(image, size, channels)
+    return image
 
 
 def _pixel_size(data: bytes) -> tuple[int, int]:
@@ -58,19 +59,15 @@ def _pixel_size(data: bytes) -> tuple[int, int]:
         Image.MAX_IMAGE_PIXELS = limit
 
 
-def decode_pixel_row(text: str, where: str, size: int, channels: int) -> np.ndarray:
+def read_pixel_row(text: str, where: str) -> np.ndarray:
     try:
-        pixels = parse_pixels(text, where)
+        return parse_pixels(text, where)
     except SourceError:
         raise
     except ValueError as error:  # numpy's parser meeting text that is not a number
         raise SourceError(
             f"{where}: pixels must be whole numbers separated by spaces ({error}); fix or remove the row"
         ) from error
-    shape = (size, size) + ((channels,) if channels > 1 else ())
-    if pixels.shape == shape:
-        return pixels
-    return to_model_input(Image.fromarray(pixels), size, channels)
 
 
 class _Decoder:
@@ -79,31 +76,49 @@ class _Decoder:
     files: CompetitionFiles | None = None
     size = 0
     channels = 1
+    cropper: FaceCropper | None = None
 
 
-def _start_worker(files: CompetitionFiles, size: int, channels: int, *, reopen: bool = True) -> None:
+def _start_worker(files: CompetitionFiles, size: int, channels: int, face_crop: bool, *, reopen: bool = True) -> None:
     if reopen:
         files.reopen()
     _Decoder.files, _Decoder.size, _Decoder.channels = files, size, channels
+    _Decoder.cropper = FaceCropper() if face_crop else None
 
 
-def _decode_chunk(target: str, start: int, sources: list[str], pixels: list[str] | None) -> int:
+def _model_input(picture: Image.Image | np.ndarray) -> tuple[np.ndarray, bool]:
+    """A decoded picture → the model's uint8 array, and whether a face was found in it (True without face crops)."""
+    shape = (_Decoder.size, _Decoder.size) + ((_Decoder.channels,) if _Decoder.channels > 1 else ())
+    if _Decoder.cropper is None and isinstance(picture, np.ndarray) and picture.shape == shape:
+        return picture, True
+    if isinstance(picture, np.ndarray):
+        picture = Image.fromarray(picture)
+    found = True
+    if _Decoder.cropper is not None:
+        picture, found = _Decoder.cropper(picture)
+    return to_model_input(picture, _Decoder.size, _Decoder.channels), found
+
+
+def _decode_chunk(target: str, start: int, sources: list[str], pixels: list[str] | None) -> np.ndarray:
+    """Decode one chunk into rows start.. of `target`; returns whether a face was found in each picture."""
     out = np.load(target, mmap_mode="r+")
+    found = np.ones(len(sources), bool)
     for i, source in enumerate(sources):
+        where = _Decoder.files.where(source)
         if pixels is not None:
-            out[start + i] = decode_pixel_row(pixels[i], _Decoder.files.where(source), _Decoder.size, _Decoder.channels)
+            picture = read_pixel_row(pixels[i], where)
         else:
-            out[start + i] = decode_image(
-                _Decoder.files.read(source), _Decoder.files.where(source), _Decoder.size, _Decoder.channels
-            )
+            picture = read_picture(_Decoder.files.read(source), where)
+        out[start + i], found[i] = _model_input(picture)
     out.flush()
-    return len(sources)
+    return found
 
 
 def decode_rows(
-    files: CompetitionFiles, rows: pd.DataFrame, size: int, channels: int, target: Path, what: str
-) -> np.ndarray:
-    """Decode `rows` (file, and pixels for a pixel table) into a new .npy at `target`; return it memory-mapped."""
+    files: CompetitionFiles, rows: pd.DataFrame, size: int, channels: int, target: Path, what: str, face_crop: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode `rows` (file, and pixels for a pixel table) into a new .npy at `target`, each picture cropped to its
+    largest face with `face_crop`. Returns the array memory-mapped, and whether a face was found in each picture."""
     shape = (len(rows), size, size) + ((channels,) if channels > 1 else ())
     np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=shape).flush()
     sources = rows["file"].tolist()
@@ -114,17 +129,22 @@ def decode_rows(
     ]
     # A pixel row parses in about 40 µs, less than sending its text to a worker costs: parse those here.
     workers = 1 if pixels else min(available_cores(), len(chunks))
+    found: list[np.ndarray] = []
     with tqdm(total=len(rows), desc=f"prepare: decoding {what}", unit="img", disable=None, mininterval=1) as progress:
         if workers <= 1:
-            _start_worker(files, size, channels, reopen=False)
+            _start_worker(files, size, channels, face_crop, reopen=False)
             for start, chunk, chunk_pixels in chunks:
-                progress.update(_decode_chunk(str(target), start, chunk, chunk_pixels))
+                found.append(_decode_chunk(str(target), start, chunk, chunk_pixels))
+                progress.update(len(chunk))
         else:
-            with ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(files, size, channels)) as pool:
+            with ProcessPoolExecutor(
+                workers, initializer=_start_worker, initargs=(files, size, channels, face_crop)
+            ) as pool:
                 jobs = [pool.submit(_decode_chunk, str(target), *chunk) for chunk in chunks]
                 try:
                     for job in jobs:  # in order, so the error raised is the first bad image's, as decoded one by one
-                        progress.update(job.result())
+                        found.append(job.result())
+                        progress.update(len(found[-1]))
                 except BrokenProcessPool as error:
                     raise SourceError(
                         f"prepare: a decoding worker died ({error}), most likely out of memory; decode with "
@@ -134,4 +154,4 @@ def decode_rows(
                     for job in jobs:
                         job.cancel()
                     raise
-    return np.load(target, mmap_mode="r")
+    return np.load(target, mmap_mode="r"), np.concatenate(found) if found else np.ones(0, bool)

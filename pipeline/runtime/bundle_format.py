@@ -38,6 +38,11 @@ class Member:
     input_size: int | None  # None: the model reads image_size pixels
     tta: tuple[dict, ...]
     plain_view: dict = field(default_factory=dict)  # what the fast graph scores: {} or a crop model's centre window
+    # How the member's models read pixels (train.normalize): mean and std as fractions of 255, one value or one per
+    # channel, and how images are resized to input_size. None: the data's (BundleInfo.pixel_mean, pixel_std).
+    pixel_mean: tuple[float, ...] | None = None
+    pixel_std: tuple[float, ...] | None = None
+    interpolation: str = "bilinear"
 
 
 @dataclass(frozen=True)
@@ -70,9 +75,7 @@ class BundleInfo:
                     f"{where}: bundle format {raw.get('format')!r}, expected {FORMAT!r}; rebuild it with `dvc repro "
                     "bundle`"
                 )
-            members = tuple(
-                Member(**{**m, "folds": tuple(m["folds"]), "tta": tuple(m["tta"])}) for m in raw.pop("members")
-            )
+            members = tuple(Member(**{**m, **_as_tuples(m)}) for m in raw.pop("members"))
             return cls(**raw, members=members)
         except (ValueError, TypeError, KeyError) as error:
             raise PipelineError(
@@ -93,6 +96,12 @@ def decided_label(outputs: np.ndarray, info: BundleInfo) -> str:
         grade = grades_of(outputs[count + info.targets.index(GRADE)], count)
         return info.classes[int(classes_at(grade, np.array(info.cuts)))]
     return info.classes[int(probs.argmax())]
+
+
+def _as_tuples(member: dict) -> dict:
+    """A member's lists as JSON wrote them, back as the tuples Member holds."""
+    listed = ("folds", "tta", "pixel_mean", "pixel_std")
+    return {key: tuple(member[key]) for key in listed if member.get(key) is not None}
 
 
 def bundle_file(path: str | Path, fast: bool) -> Path:

@@ -17,26 +17,11 @@ from pipeline.errors import PipelineError
 from pipeline.ingest.images import to_model_input
 from pipeline.machine import available_cores
 from pipeline.runtime.bundle_format import METADATA_KEY, PROBABILITIES, TARGETS, BundleInfo, bundle_file, decided_label
+from pipeline.runtime.sessions import cpu_session
 
 BATCH = 256  # faces per run: bounds the activations' memory when a whole test set is classified at once
 _ort_errors = ort.capi.onnxruntime_pybind11_state
 LOAD_ERRORS = (_ort_errors.Fail, _ort_errors.InvalidArgument, _ort_errors.InvalidProtobuf, _ort_errors.NoSuchFile)
-
-
-def cpu_session(model: str | bytes, threads: int) -> ort.InferenceSession:
-    """An onnxruntime CPU session on exactly `threads` threads.
-
-    Set on purpose: a runtime's default of one thread per core, beside another runtime doing the
-    same, oversubscribes the cores and slows both many times over. Idle threads sleep instead of
-    spinning, so the detector's session and the classifier's do not steal cores from each other.
-    """
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def input_dtype(session: ort.InferenceSession) -> type:

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.runtime.classifier import cpu_session
+from pipeline.runtime.sessions import cpu_session
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,12 @@ CENTERFACE_STRIDE = 4  # the heatmap's cell size in input pixels
 CENTERFACE_MULTIPLE = 32  # input sides must be multiples of the network's total stride
 NMS_OVERLAP = 0.3  # boxes overlapping more than this (IoU) are one face
 HAAR_FILE = "haarcascade_frontalface_default.xml"
+# How faces are found and cropped wherever the product crops them (prepare's data.face_crop, predict, video), so a
+# model trained on crops sees at inference the crops it learned from.
+FACE_MARGIN = 0.1  # added on each side of a face box, as a fraction of its side
+DETECT_WIDTH = 320  # pictures are resized to this width for CenterFace
+FACE_THRESHOLD = 0.5  # the CenterFace confidence a face needs
+MIN_FACE = 30  # the smallest face in pixels the Haar cascade looks for
 
 
 def centerface_model_path() -> Path:
@@ -155,3 +161,10 @@ def face_crop_box(box: np.ndarray, frame_shape: tuple[int, ...], margin: float) 
     right = int(max(min(width, round(cx + side / 2)), left + 1))  # at least one pixel, whatever the box
     bottom = int(max(min(height, round(cy + side / 2)), top + 1))
     return left, top, right, bottom
+
+
+def largest_face(boxes: np.ndarray) -> np.ndarray | None:
+    """The box of the largest face (by area) among a detector's boxes; None when there is none."""
+    if not len(boxes):
+        return None
+    return boxes[np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))]

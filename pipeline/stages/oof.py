@@ -37,7 +37,7 @@ def fold_predictions(weights: Path, data: Prepared, valid_index: np.ndarray, vie
     device = pick_device()
     num_classes = len(data.classes)
     model, config = load_trained(weights, data.channels, num_classes + len(data.target_names), device)
-    normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last)
+    normalize = Normalizer.of_model(config, data, device)
     valid = predict(
         model, Rows(data.train_images, valid_index), normalize, config, views, num_classes, data.multi_label
     )

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import DataConfig, load_config
-from pipeline.data import BINARY_FORM, PROBABILITY_FORM, TARGETS_FILE, split_labels, submission_form
+from pipeline.data import BINARY_FORM, NO_FACE_FILE, PROBABILITY_FORM, TARGETS_FILE, split_labels, submission_form
 from pipeline.evaluation.ordinal import GRADE, ORDINAL_METRICS, grade_target
 from pipeline.files import atomic_dir, fingerprint, pixel_mean_std, save_array, write_csv, write_json
 from pipeline.ingest.decode import decode_rows
@@ -180,10 +180,11 @@ def prepare(source: str | Path, config: DataConfig, out_dir: Path, ordinal: bool
     target_names = list(config.targets) if targets is not None else []
     if ordinal:
         targets, target_names = with_grade(targets, target_names, train["label"], classes)
+    size, channels, crop = config.image_size, config.channels, config.face_crop
     with atomic_dir(out_dir) as tmp:
-        train_images = decode_rows(files, train, config.image_size, config.channels, tmp / "train_images.npy", "train")
-        test_images = decode_rows(
-            files, competition.test, config.image_size, config.channels, tmp / "test_images.npy", "test"
+        train_images, train_faces = decode_rows(files, train, size, channels, tmp / "train_images.npy", "train", crop)
+        test_images, test_faces = decode_rows(
+            files, competition.test, size, channels, tmp / "test_images.npy", "test", crop
         )
         mean, std = pixel_mean_std(train_images)
         meta = {
@@ -200,12 +201,15 @@ def prepare(source: str | Path, config: DataConfig, out_dir: Path, ordinal: bool
             "targets": target_names,
             "submission_form": submission_form(competition.sample),
             "multi_label": multi_label,
+            "face_crop": crop,
         }
         del train_images, test_images  # memory maps into the folder about to be renamed
         write_csv(train[["id", "label", "file"]], tmp / "train.csv")
         if targets is not None:
             save_array(targets, tmp / TARGETS_FILE)
         write_csv(competition.test[["id"]], tmp / "test.csv")
+        if crop:
+            write_csv(faceless(train, train_faces, competition.test, test_faces), tmp / NO_FACE_FILE)
         (tmp / "sample_submission.csv").write_bytes(competition.sample_submission)
         write_json(classes, tmp / "classes.json")
         write_json(
@@ -214,6 +218,8 @@ def prepare(source: str | Path, config: DataConfig, out_dir: Path, ordinal: bool
         )
         write_json(meta, tmp / "meta.json")
     seconds = time.perf_counter() - started
+    if crop:
+        print(face_crop_summary(train_faces, test_faces, out_dir))
     listed = pd.Series([name for cell in train["label"] for name in split_labels(cell)]) if multi_label else None
     per_class = (train["label"] if listed is None else listed).value_counts().reindex(classes).to_dict()
     print(
@@ -221,6 +227,24 @@ def prepare(source: str | Path, config: DataConfig, out_dir: Path, ordinal: bool
         f"{len(competition.test)} test images → {out_dir} ({seconds:.1f} s, "
         f"{(len(train) + len(competition.test)) / seconds:.0f} images/s)"
     )
+
+
+def faceless(train: pd.DataFrame, train_faces: np.ndarray, test: pd.DataFrame, test_faces: np.ndarray) -> pd.DataFrame:
+    """The images data.face_crop found no face in (kept whole): split, id and file."""
+    return pd.concat(
+        [
+            rows.loc[~faces, ["id", "file"]].assign(split=split)
+            for split, rows, faces in (("train", train, train_faces), ("test", test, test_faces))
+        ]
+    )[["split", "id", "file"]]
+
+
+def face_crop_summary(train_faces: np.ndarray, test_faces: np.ndarray, out_dir: Path) -> str:
+    counts = ", ".join(
+        f"{int((~faces).sum())} of {len(faces)} {split} images"
+        for split, faces in (("train", train_faces), ("test", test_faces))
+    )
+    return f"prepare: face crops: no face found in {counts}; kept whole, listed in {out_dir / NO_FACE_FILE}"
 
 
 def main(argv: list[str] | None = None) -> None:

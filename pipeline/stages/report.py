@@ -28,7 +28,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.config import Config, FoldsConfig, load_config
-from pipeline.data import Prepared, fold_columns, label_cells, load_prepared
+from pipeline.data import NO_FACE_FILE, Prepared, fold_columns, label_cells, load_prepared
 from pipeline.evaluation.affect import rmse, target_scores
 from pipeline.evaluation.blend import blend
 from pipeline.evaluation.bootstrap import CONFIDENCE
@@ -44,6 +44,8 @@ from pipeline.training.predict import predict
 
 # Fold accuracies further apart than this many binomial standard errors make OOF suspect.
 FOLD_SPREAD_LIMIT = 4.0
+FACELESS_EXAMPLES = 5  # file names the report shows of the images no face was found in
+FACELESS_LIMIT = 0.1  # above this share of a split without a face found, the report warns
 
 
 @dataclass
@@ -115,7 +117,7 @@ def inference_ms_per_image(
     """(milliseconds per image with the test-time views, parameters in millions) of one fold's model."""
     device = pick_device()
     model, config = load_trained(weights, data.channels, len(data.classes) + len(data.target_names), device)
-    normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last)
+    normalize = Normalizer.of_model(config, data, device)
     sample = np.asarray(data.test_images[:images])
     predict(model, sample[: config.eval_batch_size], normalize, config, views)  # warm-up
     started = time.perf_counter()
@@ -172,6 +174,27 @@ def ungrouped_names_warning(files: np.ndarray, labels: np.ndarray, grouping: Fol
         "its images are split across folds and OOF is optimistic; keep them together with "
         f"folds.group_pattern: '{shared.pattern}' (or folds.groups_csv)"
     )
+
+
+def face_crop_summary(data: Prepared) -> tuple[str, str | None, dict] | None:
+    """With data.face_crop: a line on the images no face was found in (kept whole), a warning when they are many,
+    and their count per split; None without face crops."""
+    if data.faceless is None:
+        return None
+    totals = {"train": len(data.train_ids), "test": len(data.test_ids)}
+    missing = {split: int((data.faceless["split"] == split).sum()) for split in totals}
+    examples = ", ".join(data.faceless["file"].head(FACELESS_EXAMPLES))
+    counts = " and ".join(f"{missing[split]} of {totals[split]} {split}" for split in totals)
+    line = f"Face crops (data.face_crop): no face found in {counts} images; they were kept whole" + (
+        f" (e.g. {examples}; all in {NO_FACE_FILE} of the prepared data)." if examples else "."
+    )
+    warning = None
+    if any(missing[split] > FACELESS_LIMIT * totals[split] for split in totals):
+        warning = (
+            f"more than {FACELESS_LIMIT:.0%} of a split's images have no face found: the model learns from whole "
+            "images and face crops mixed; look at them, or set data.face_crop: false if faces fill the images"
+        )
+    return line, warning, missing
 
 
 def confident_errors_grid(
@@ -446,6 +469,9 @@ def build_report(
         config.folds,
     )
 
+    faces = face_crop_summary(data)
+    if faces and faces[1]:
+        warnings.append(faces[1])
     weight_text = ", ".join(f"{name} {w:.2f}" for name, w in weights["weights"].items() if w > 0)
     text = "\n".join(
         [
@@ -459,6 +485,7 @@ def build_report(
             *budget_lines(rows),
             "",
             *expected_lines,
+            *(["", faces[0]] if faces else []),
             *(
                 [""] + [f"WARNING: {w}" for w in warnings]
                 if warnings
@@ -479,6 +506,8 @@ def build_report(
     metrics["ensemble"] = {**ensemble.as_metrics(), "weights": weights["weights"], "gain_over_best_single": gain}
     metrics["expected_leaderboard"] = expected_metrics
     metrics["warnings"] = len(warnings)
+    if faces:
+        metrics["no_face"] = faces[2]
     if target_metrics is not None:
         metrics["targets"] = target_metrics
     if agreement is not None:

@@ -3,7 +3,8 @@
 Writes `competition/` in Kaggle's image layout (train/<class>/*.png, test/*.png,
 sample_submission.csv, and train_affect.csv: each train image's path with its valence and arousal,
 -2 where not annotated) with the hidden `answers.csv` and `train_truth.csv` beside it. The faces
-come from pipeline/ingest/synthetic.py, deterministic from `synthetic.seed`.
+come from pipeline/ingest/synthetic.py, deterministic from `synthetic.seed`; with `synthetic.photos`, each is
+worn by a real face photo in a larger RGB scene (pipeline/ingest/synthetic_photos.py).
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from pipeline.ingest.synthetic import (
     generate_attributes,
     generate_grades,
 )
+from pipeline.ingest.synthetic_photos import face_in_scene
 
 AFFECT_FILE = "train_affect.csv"
 GRADE_TABLE = "train.csv"  # the ordinal competition's label table: id_code, diagnosis (APTOS 2019's spelling)
 ATTRIBUTE_TABLE = "train_labels.csv"  # the multi-label competition's: image_name, tags (Planet's spelling)
+PHOTO_SEED_OFFSET = 11  # the scenes draw from their own generator: the faces are those drawn without photos
 
 
 def write_competition(config: SyntheticConfig, out_dir: Path) -> None:
@@ -43,9 +46,23 @@ def write_competition(config: SyntheticConfig, out_dir: Path) -> None:
         write_expression_competition(config, out_dir)
 
 
+def drawn(generator, config: SyntheticConfig) -> tuple[pd.DataFrame, list[np.ndarray], pd.DataFrame, list[np.ndarray]]:
+    """What `generator` (pipeline/ingest/synthetic.py) draws; with synthetic.photos, each face in a photo scene.
+    A repeated train face is the same array: it gets the same scene, so repeats stay pixel-identical."""
+    train, train_images, answers, test_images = generator(config)
+    if not config.photos:
+        return train, train_images, answers, test_images
+    rng = np.random.default_rng(config.seed + PHOTO_SEED_OFFSET)
+    scenes: dict[int, np.ndarray] = {}
+    for face in train_images + test_images:
+        if id(face) not in scenes:
+            scenes[id(face)] = face_in_scene(rng, face)
+    return train, [scenes[id(f)] for f in train_images], answers, [scenes[id(f)] for f in test_images]
+
+
 def write_graded_competition(config: SyntheticConfig, out_dir: Path) -> None:
     """`competition/`: train_images/*.png, test_images/*.png, train.csv (id_code, diagnosis), sample_submission.csv."""
-    train, train_images, answers, test_images = generate_grades(config)
+    train, train_images, answers, test_images = drawn(generate_grades, config)
     ids = _shuffled(answers["id"].to_numpy(), config)
     table = train[["id", "label"]].set_axis(["id_code", "diagnosis"], axis=1)
     sample = pd.DataFrame({"id_code": ids, "diagnosis": GRADES[0]})
@@ -57,7 +74,7 @@ def write_attribute_competition(config: SyntheticConfig, out_dir: Path) -> None:
     """`competition/`: train_images/*.png, test_images/*.png, train_labels.csv (image_name, tags: attributes
     separated by spaces) and sample_submission.csv (image_name, tags; or, in the probability form, image_name and
     one 0/1 column per attribute)."""
-    train, train_images, answers, test_images = generate_attributes(config)
+    train, train_images, answers, test_images = drawn(generate_attributes, config)
     ids = _shuffled(answers["id"].to_numpy(), config)
     table = train[["id", "label"]].set_axis(["image_name", "tags"], axis=1)
     if config.submission_form == PROBABILITY_FORM:
@@ -88,7 +105,7 @@ def _write_table_layout(
 
 def write_expression_competition(config: SyntheticConfig, out_dir: Path) -> None:
     """`competition/`: train/<class>/*.png, test/*.png, sample_submission.csv and train_affect.csv."""
-    train, train_images, answers, test_images = generate(config)
+    train, train_images, answers, test_images = drawn(generate, config)
     with atomic_dir(out_dir) as tmp:
         competition = tmp / "competition"
         for row, image in zip(train.itertuples(), train_images):

@@ -12,7 +12,7 @@ uninterrupted one. TTA views are batched tensor transforms.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import albumentations as A
@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import SIZE_CHANGING, TrainConfig, random_crop_side, resamples
+from pipeline.data import Prepared
 from pipeline.errors import ConfigError
+from pipeline.training.pretrained import input_statistics
 
 
 def build_augment(spec: tuple[dict, ...], seed: int, strength: float = 1.0) -> A.Compose:
@@ -220,19 +222,46 @@ def fits_on(device: torch.device | None, nbytes: int) -> bool:
     return nbytes <= DEVICE_RESIDENT_SHARE * free
 
 
-def standardize(pixels: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """Float pixel values 0–255 → the model's input, by the dataset's mean and std (fractions of 255):
-    the one formula training, scoring and the exported graphs share."""
+def standardize(pixels: torch.Tensor, mean: float | Sequence[float], std: float | Sequence[float]) -> torch.Tensor:
+    """Float pixel values 0–255 (NCHW) → the model's input, by a mean and std (fractions of 255), one value or one
+    per channel: the one formula training, scoring and the exported graphs share."""
+    if isinstance(mean, Sequence) and len(mean) == 1 and isinstance(std, Sequence) and len(std) == 1:
+        mean, std = mean[0], std[0]
+    if isinstance(mean, Sequence) or isinstance(std, Sequence):
+        shape = (1, -1, 1, 1)
+        mean = torch.tensor(mean, dtype=pixels.dtype, device=pixels.device).view(shape)
+        std = torch.tensor(std, dtype=pixels.dtype, device=pixels.device).view(shape)
     return (pixels - mean * 255) / (std * 255)
+
+
+def resize(x: torch.Tensor, side: int, interpolation: str) -> torch.Tensor:
+    """NCHW images to side×side, as training, scoring and the exported graphs all resize them."""
+    return F.interpolate(x, size=(side, side), mode=interpolation, align_corners=False)
 
 
 class Normalizer:
     """uint8 batch (N,H,W[,C]) → normalised float NCHW at the model's input size, on `device`; `augment`,
     when given, sees the float pixel values 0–255 first (pipeline/training/batch_augment.py)."""
 
-    def __init__(self, mean: float, std: float, input_size: int | None, device: torch.device, channels_last: bool):
-        self.mean, self.std = mean, std
+    def __init__(
+        self,
+        mean: float | Sequence[float],
+        std: float | Sequence[float],
+        input_size: int | None,
+        device: torch.device,
+        channels_last: bool,
+        interpolation: str = "bilinear",
+    ):
+        self.mean, self.std, self.interpolation = mean, std, interpolation
         self.input_size, self.device, self.channels_last = input_size, device, channels_last
+
+    @classmethod
+    def of_model(cls, config: TrainConfig, data: Prepared, device: torch.device) -> Normalizer:
+        """The normalisation a model of `config` trains and is scored with (train.normalize)."""
+        statistics = input_statistics(config, data.pixel_mean, data.pixel_std, data.channels)
+        return cls(
+            statistics.mean, statistics.std, config.input_size, device, config.channels_last, statistics.interpolation
+        )
 
     def __call__(
         self, batch: torch.Tensor, augment: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -243,7 +272,7 @@ class Normalizer:
             x = augment(x)
         x = standardize(x, self.mean, self.std)
         if self.input_size and x.shape[-1] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+            x = resize(x, self.input_size, self.interpolation)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 

@@ -79,7 +79,7 @@ def fit_fold(
     config = resolved = resolve_speed_settings(
         config, data.channels, num_classes + len(data.target_names), data.train_images.shape[1], device, speed_cache
     )
-    normalize = Normalizer(data.pixel_mean, data.pixel_std, config.input_size, device, config.channels_last)
+    normalize = Normalizer.of_model(config, data, device)
     plan, replan = None, None
     if config.time_budget_minutes is not None:
         plan = stored_or_new_plan(data, fold_of, train_index, valid_index, config, normalize, label, checkpoint)

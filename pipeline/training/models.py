@@ -103,12 +103,16 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
     return model
 
 
+# Keys that fold models written before them lack, with what those models did.
+WRITTEN_BEFORE = {"normalize": "data"}
+
+
 def saved_settings(path: str | Path) -> tuple[TrainConfig, list[str]]:
     """The settings a fold model trained with (precision and channels-last as resolved) and its target names,
     from its weight file's metadata."""
     with safe_open(str(path), framework="pt") as weights:
         metadata = weights.metadata()
-    saved = json.loads(metadata["config"])
+    saved = {**WRITTEN_BEFORE, **json.loads(metadata["config"])}
     return TrainConfig(**{**saved, "augment": tuple(saved["augment"])}), json.loads(metadata.get("targets", "[]"))
 
 

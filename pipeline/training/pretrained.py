@@ -62,6 +62,50 @@ def hub_id(model_or_id: str) -> str:
     return found
 
 
+@dataclass(frozen=True)
+class InputStatistics:
+    """How a model's input is made from pixel values 0–255: (x/255 - mean) / std per channel, resized (to
+    train.input_size) by `interpolation`. One value stands for every channel."""
+
+    mean: tuple[float, ...]  # fractions of 255
+    std: tuple[float, ...]
+    interpolation: str = "bilinear"  # bilinear | bicubic
+
+
+RESIZE_MODES = ("bilinear", "bicubic")  # what F.interpolate and ONNX Resize both do; others resize bilinearly
+
+
+def input_statistics(config: TrainConfig, data_mean: float, data_std: float, channels: int) -> InputStatistics:
+    """`normalize: data`: the data's mean and std; `pretrained`: those timm's config gives for the pretrained weights
+    (read from timm's registry, nothing downloaded), averaged over the colours for grey data, as timm sums the
+    stem's colour filters into one."""
+    if config.normalize == "data":
+        return InputStatistics((data_mean,), (data_std,))
+    value = config.pretrained
+    if isinstance(value, str) and is_file_reference(value):
+        raise ConfigError(
+            f"normalize: pretrained takes the statistics timm publishes for hub weights; pretrained {value!r} is a "
+            "file, which carries none (a run's fold model trained on its own data's): set normalize: data"
+        )
+    import timm
+
+    name = config.model if value is True else hub_id(value).split("/", 1)[-1].partition("@")[0]
+    try:
+        pretrained_cfg = timm.models.get_pretrained_cfg(name)
+    except RuntimeError:  # timm's word for a model without a pretrained configuration
+        pretrained_cfg = None
+    if pretrained_cfg is None:
+        raise ConfigError(
+            f"normalize: pretrained: timm has no configuration for {name!r}, so its mean and std are unknown; set "
+            "normalize: data"
+        )
+    mean, std = tuple(pretrained_cfg.mean), tuple(pretrained_cfg.std)
+    if channels == 1:
+        mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
+    interpolation = pretrained_cfg.interpolation if pretrained_cfg.interpolation in RESIZE_MODES else "bilinear"
+    return InputStatistics(mean, std, interpolation)
+
+
 def is_file_reference(value: str) -> bool:
     return value.endswith(FILE_SUFFIXES) or Path(value).exists()
 
