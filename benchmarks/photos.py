@@ -94,7 +94,8 @@ def run_arm(folder: Path, settings: dict) -> dict:
 
 def markdown(rows: dict[str, dict]) -> str:
     lines = [
-        "| arm | minutes end to end | OOF accuracy (95% CI) | expected | hidden test | no face (train/test) | ms a face |",
+        "| arm | minutes end to end | OOF accuracy (95% CI) | expected | hidden test | no face (train/test) "
+        "| ms a face |",
         "|---|---|---|---|---|---|---|",
     ]
     for arm, r in rows.items():

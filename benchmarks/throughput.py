@@ -37,11 +37,7 @@ def pipeline_rate(data: Prepared, config, device, steps: int, warmup: int) -> fl
     model = model_on(config, data.channels, len(data.classes), device).train()
     loader = make_train_loader(np.asarray(data.train_images), data.train_labels, config, seed=0)
     step = TrainStep(
-        model,
-        config,
-        Normalizer.of_model(config, data, device),
-        len(data.classes),
-        steps_per_epoch=len(loader),
+        model, config, Normalizer.of_model(config, data, device), len(data.classes), steps_per_epoch=len(loader)
     )
     done, started = 0, None
     while done < warmup + steps:
