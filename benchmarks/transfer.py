@@ -26,6 +26,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from ablation import same_settings  # noqa: E402
 
 from pipeline.config import TrainConfig, load_config  # noqa: E402
 from pipeline.data import Prepared, load_folds, load_prepared  # noqa: E402
@@ -74,7 +77,7 @@ def run_fold(arm: str, config: TrainConfig, data: Prepared, fold_of: np.ndarray,
     test probabilities, flip views."""
     done = work / f"{arm}.fold{fold}.json"
     settings = json.loads(json.dumps(dataclasses.asdict(config)))  # as stored: tuples become lists
-    if done.exists() and read_json(done).get("config") == settings:
+    if done.exists() and same_settings(read_json(done)["config"], config):
         return read_json(done)
     run = fit_fold(data, fold_of, fold, config, label=f"{arm} fold {fold}")
     trained = run.config
