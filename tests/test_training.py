@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from pipeline.data import Rows, load_prepared
 from pipeline.evaluation.metrics import ACCURACY, METRICS, accuracy
@@ -316,6 +317,11 @@ def test_a_probe_that_misjudged_is_corrected_by_the_first_epoch_and_the_run_is_t
         data, fold_of, 0, dataclasses.replace(config, warmup_epochs=0)
     )  # the lr already hangs on the total
     assert len(without_warmup.fit.history) == without_warmup.plan.epochs == 2
+
+    start = tmp_path / "start.safetensors"
+    save_file(create_model(config, data.channels, len(data.classes) + len(data.target_names)).state_dict(), str(start))
+    frozen_first = fit_fold(data, fold_of, 0, dataclasses.replace(config, pretrained=str(start), freeze_epochs=1))
+    assert len(frozen_first.fit.history) == frozen_first.plan.epochs == 2  # a frozen epoch times the classifier alone
 
 
 def test_budgeted_run_is_the_unbudgeted_run_of_its_planned_epochs(prepared, tmp_path):

@@ -3,6 +3,8 @@
 Images are decoded in chunks by worker processes on all available cores, each writing its rows
 straight into the memory-mapped .npy file, so a set larger than memory is never held in it, and
 never twice. Files are read through CompetitionFiles; pixel-table rows are parsed from their text.
+With data.face_crop, each picture is first cropped to its largest face (pipeline/ingest/face_crop.py), by
+one detector per worker.
 """
 
 from __future__ import annotations

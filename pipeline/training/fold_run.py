@@ -84,7 +84,9 @@ def fit_fold(
     if config.time_budget_minutes is not None:
         plan = stored_or_new_plan(data, fold_of, train_index, valid_index, config, normalize, label, checkpoint)
         config = replace(config, epochs=plan.epochs)
-        if config.warmup_epochs >= 1:  # the first epoch's lr does not depend on the total: it can still change
+        # The first epoch's lr does not depend on the total, so the total can still change after it; unless that
+        # epoch trained the classifier alone (freeze_epochs), far faster than the epochs after it.
+        if config.warmup_epochs >= 1 and not config.freeze_epochs:
 
             def replan(first_epoch_train_seconds: float) -> int:
                 nonlocal plan
