@@ -158,6 +158,7 @@ def test_the_photos_preset_runs_end_to_end_and_predict_labels_the_photos_as_the_
     }
     params["folds"] = {**params["folds"], "ids": [0, 1]}
     params["tta"] = {**params["tta"], "views": [{}]}
+    params["export"] = {**params["export"], "latency_runs": 1}
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     root = make_project(tmp_path / "project", params, env)
     repro(root, env)
