@@ -52,10 +52,7 @@ def _wear(photo: np.ndarray, face: np.ndarray, center_x: int, center_y: int) -> 
     mask = np.zeros((side, side), np.float32)
     cv2.ellipse(mask, (side // 2, side // 2), (int(side * 0.36), int(side * 0.46)), 0, 0, 360, 1.0, -1, cv2.LINE_AA)
     mask = cv2.GaussianBlur(mask, (0, 0), side * 0.05) * FACE_ALPHA
-    top, left = center_y - side // 2, center_x - side // 2
-    rows = slice(max(top, 0), min(top + side, photo.shape[0]))
-    cols = slice(max(left, 0), min(left + side, photo.shape[1]))
-    patch = (slice(rows.start - top, rows.stop - top), slice(cols.start - left, cols.stop - left))
+    (rows, cols), patch = _overlap(photo.shape, face.shape, center_y - side // 2, center_x - side // 2)
     alpha = mask[patch]
     # Brightness only: the skin keeps the photo's colour, as a face does.
     ycrcb = cv2.cvtColor(np.ascontiguousarray(photo[rows, cols]), cv2.COLOR_BGR2YCrCb)
@@ -74,6 +71,12 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
 
 
 def _paste(scene: np.ndarray, photo: np.ndarray, left: int, top: int) -> None:
-    rows = slice(max(top, 0), min(top + photo.shape[0], scene.shape[0]))
-    cols = slice(max(left, 0), min(left + photo.shape[1], scene.shape[1]))
-    scene[rows, cols] = photo[rows.start - top : rows.stop - top, cols.start - left : cols.stop - left]
+    inside, patch = _overlap(scene.shape, photo.shape, top, left)
+    scene[inside] = photo[patch]
+
+
+def _overlap(canvas: tuple[int, ...], patch: tuple[int, ...], top: int, left: int) -> tuple[tuple, tuple]:
+    """Where a patch placed at (top, left) overlaps a canvas: (rows, columns) of the canvas, and of the patch."""
+    rows = slice(max(top, 0), min(top + patch[0], canvas[0]))
+    cols = slice(max(left, 0), min(left + patch[1], canvas[1]))
+    return (rows, cols), (slice(rows.start - top, rows.stop - top), slice(cols.start - left, cols.stop - left))
