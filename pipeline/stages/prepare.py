@@ -219,7 +219,7 @@ def prepare(source: str | Path, config: DataConfig, out_dir: Path, ordinal: bool
         write_json(meta, tmp / "meta.json")
     seconds = time.perf_counter() - started
     if crop:
-        print(face_crop_summary(train_faces, test_faces, out_dir))
+        print(no_face_message(train_faces, test_faces, out_dir))
     listed = pd.Series([name for cell in train["label"] for name in split_labels(cell)]) if multi_label else None
     per_class = (train["label"] if listed is None else listed).value_counts().reindex(classes).to_dict()
     print(
@@ -239,7 +239,8 @@ def faceless(train: pd.DataFrame, train_faces: np.ndarray, test: pd.DataFrame, t
     )[["split", "id", "file"]]
 
 
-def face_crop_summary(train_faces: np.ndarray, test_faces: np.ndarray, out_dir: Path) -> str:
+def no_face_message(train_faces: np.ndarray, test_faces: np.ndarray, out_dir: Path) -> str:
+    """What prepare prints of the images no face was found in."""
     counts = ", ".join(
         f"{int((~faces).sum())} of {len(faces)} {split} images"
         for split, faces in (("train", train_faces), ("test", test_faces))
