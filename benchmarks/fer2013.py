@@ -164,7 +164,7 @@ def main() -> None:
         stage_minutes[stage_group(stage)] = stage_minutes.get(stage_group(stage), 0.0) + value / 60
     models = {}
     config, data = load_config(ROOT / "params.yaml"), load_prepared(ROOT / "data" / "prepared")
-    for name in config.backbones:
+    for name in config.members:
         measured, ideal = training_speed(name, data, config, args.speed_steps)
         models[name] = {
             "oof_acc": read_json(ROOT / "metrics" / f"{name}.json")["accuracy"],

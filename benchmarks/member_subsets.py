@@ -34,8 +34,8 @@ def training_minutes(workspace: Path, backbone: str, fold_ids: tuple[int, ...]) 
 
 
 def subset_rows(workspace: Path, config: Config, data: Prepared) -> list[dict]:
-    """One row per non-empty subset of the backbones, smallest subsets first."""
-    names = list(config.backbones)
+    """One row per non-empty subset of the members (backbones and students), smallest subsets first."""
+    names = config.members
     tables = {
         name: read_oof_table(workspace / "oof" / f"{name}.csv", data.classes, data.train_ids, data.multi_label)
         for name in names

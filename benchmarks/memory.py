@@ -28,10 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.data import Prepared, load_prepared  # noqa: E402
+from pipeline.data import Prepared, Split, load_prepared  # noqa: E402
 from pipeline.files import write_json, write_text  # noqa: E402
 from pipeline.training import fold_run  # noqa: E402
-from pipeline.training.loop import Split  # noqa: E402
 
 VARIANTS = ("copy", "mapped")
 CLASSES = 7

@@ -86,7 +86,7 @@ def view_rows(
     probs, seconds = oof_under_views(workspace, backbone, config, data, fold_of, sets)
     others = [
         read_oof_table(workspace / "oof" / f"{name}.csv", data.classes, data.train_ids, data.multi_label)[0]
-        for name in config.backbones
+        for name in config.members
         if name != backbone
     ]
     labels = data.train_labels

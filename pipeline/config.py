@@ -576,6 +576,32 @@ class EnsembleConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """A second round: students trained per fold on what that fold's first-round models (the teachers) say."""
+
+    teachers: tuple[str, ...]  # backbones whose fold-k models teach fold k's students, their probabilities averaged
+    students: dict[str, dict[str, Any]]  # run name -> overrides of `train`, as in `backbones`
+    temperature: float  # both distributions softened by it in the distillation term (Hinton et al. 2015)
+    label_weight: float  # α: loss = α·cross-entropy on the labels + (1−α)·T²·KL(teachers ‖ student)
+    pseudo_labels: bool  # also train on the test images, with the fold-k teachers' probabilities as their only target
+    init_from: str | None  # a teacher whose fold-k weights start fold k's student (same model); None: its own
+
+    def validate(self, where: str) -> None:
+        _check_rules(
+            self,
+            [
+                ("temperature", _between(0, 100, low_open=True), "above 0 (1: the teachers' own probabilities)"),
+                ("label_weight", _between(0, 1), "between 0 (the teachers alone) and 1 (the labels alone)"),
+            ],
+            where,
+        )
+        if self.students and not self.teachers:
+            raise ConfigError(f"{where}.students needs {where}.teachers: the backbones whose fold models teach them")
+        for name, overrides in self.students.items():
+            _check_run_entry(name, overrides, f"{where}.students")
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     opset: int  # ONNX opset of the export stage's graphs; 11–13 for TensorRT on Jetson-class devices
     int8: bool  # also write int8 graphs (onnxruntime static quantisation, QDQ, per-channel weights)
@@ -612,6 +638,7 @@ SECTIONS = {
     "tta": TtaConfig,
     "tune": TuneConfig,
     "ensemble": EnsembleConfig,
+    "distill": DistillConfig,
     "export": ExportConfig,
 }
 
@@ -627,17 +654,25 @@ class Config:
     tta: TtaConfig
     tune: TuneConfig
     ensemble: EnsembleConfig
+    distill: DistillConfig
     export: ExportConfig
 
+    @property
+    def members(self) -> list[str]:
+        """Every run that scores on OOF and may join the blend: the backbones, then the students."""
+        return [*self.backbones, *self.distill.students]
+
     def backbone(self, name: str) -> TrainConfig:
-        """The resolved settings of one backbone run, `train` overridden by its own entry."""
-        if name not in self.backbones:
+        """The resolved settings of one backbone (or student) run, `train` overridden by its own entry."""
+        runs = {**self.backbones, **self.distill.students}
+        if name not in runs:
             raise ConfigError(
-                f"backbone {name!r} is not in params.yaml `backbones` (known: {', '.join(self.backbones)})"
+                f"backbone {name!r} is not in params.yaml `backbones` or `distill.students` (known: {', '.join(runs)})"
             )
-        overrides = dict(self.backbones[name] or {})
+        overrides = dict(runs[name] or {})
         overrides.setdefault("model", name)
-        return _build(TrainConfig, {**dataclasses.asdict(self.train), **overrides}, f"backbones.{name}")
+        where = f"backbones.{name}" if name in self.backbones else f"distill.students.{name}"
+        return _build(TrainConfig, {**dataclasses.asdict(self.train), **overrides}, where)
 
 
 def load_config(path: str | Path = PARAMS_FILE) -> Config:
@@ -668,12 +703,14 @@ def config_from_dict(raw: dict[str, Any], where: str = PARAMS_FILE) -> Config:
     built = {name: _build(cls, raw[name], name) for name, cls in SECTIONS.items()}
     backbones = _check_backbones_section(raw["backbones"], where)
     config = Config(backbones=backbones, **built)
-    strangers = sorted(set(config.tta.backbones) - set(backbones))
+    _check_distill(config, where)
+    strangers = sorted(set(config.tta.backbones) - set(config.members))
     if strangers:
         raise ConfigError(
-            f"{where}: tta.backbones names {strangers}, which `backbones` does not have (known: {list(backbones)})"
+            f"{where}: tta.backbones names {strangers}, which `backbones` and `distill.students` do not have "
+            f"(known: {config.members})"
         )
-    for name in backbones:
+    for name in config.members:
         _check_crops_fit(
             config.backbone(name), config.tta.of(name), config.data.image_size, f"{where}: backbones.{name}"
         )  # fail now
@@ -737,16 +774,61 @@ def _check_backbones_section(backbones: Any, where: str) -> dict[str, dict[str, 
             f"{where}: `backbones` must map at least one run name to its settings, e.g. `backbones: {{resnet18: {{}}}}`"
         )
     for name, overrides in backbones.items():
-        if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
-            raise ConfigError(
-                f"{where}: backbone run name {name!r} may hold only letters, digits, '_', '.' and '-' "
-                "(it names DVC stages, folders and command-line arguments); rename it and set `model:` inside it"
-            )
-        if overrides is not None and not isinstance(overrides, dict):
-            raise ConfigError(
-                f"{where}: backbones.{name} must be a mapping of `train` keys ({{}} for none), got {overrides!r}"
-            )
+        _check_run_entry(name, overrides, f"{where}: backbones")
     return {name: dict(overrides or {}) for name, overrides in backbones.items()}
+
+
+def _check_run_entry(name: Any, overrides: Any, where: str) -> None:
+    if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
+        raise ConfigError(
+            f"{where}: run name {name!r} may hold only letters, digits, '_', '.' and '-' "
+            "(it names DVC stages, folders and command-line arguments); rename it and set `model:` inside it"
+        )
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ConfigError(f"{where}.{name} must be a mapping of `train` keys ({{}} for none), got {overrides!r}")
+
+
+def _check_distill(config: Config, where: str) -> None:
+    """Students are trained by `distill@`, on soft targets and unlabelled test images: what that cannot do is refused
+    before the first round trains."""
+    distill = config.distill
+    outside = sorted(set(distill.teachers) - set(config.backbones))
+    if outside:
+        raise ConfigError(
+            f"{where}: distill.teachers names {outside}, which `backbones` does not have "
+            f"(known: {list(config.backbones)})"
+        )
+    if distill.init_from is not None and distill.init_from not in distill.teachers:
+        raise ConfigError(
+            f"{where}: distill.init_from {distill.init_from!r} is not one of distill.teachers "
+            f"{list(distill.teachers)}: a student starts from a teacher's fold model"
+        )
+    twice = sorted(set(distill.students) & set(config.backbones))
+    if twice:
+        raise ConfigError(
+            f"{where}: {twice} named both in `backbones` and `distill.students`; give the student its own name"
+        )
+    for name in distill.students:
+        student = config.backbone(name)
+        if student.mixup_alpha or student.cutmix_alpha:
+            raise ConfigError(
+                f"{where}: distill.students.{name} mixes images (mixup_alpha/cutmix_alpha), which a student does not: "
+                "set both to 0 for it"
+            )
+        if distill.init_from is not None and student.model != config.backbone(distill.init_from).model:
+            raise ConfigError(
+                f"{where}: distill.students.{name} is a {student.model}, distill.init_from {distill.init_from} a "
+                f"{config.backbone(distill.init_from).model}: a student starts from the weights of its own model only"
+            )
+        if distill.init_from is not None and student.pretrained is not False:
+            raise ConfigError(
+                f"{where}: distill.students.{name}.pretrained and distill.init_from both say where it starts; keep one"
+            )
+        if student.class_balance == "sampler":
+            raise ConfigError(
+                f"{where}: distill.students.{name}: class_balance sampler draws by label, which pseudo-labelled "
+                "test images lack; use weights or logit_adjustment"
+            )
 
 
 def _did_you_mean(unknown: list[str], known: list[str]) -> str:

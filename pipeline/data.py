@@ -131,6 +131,16 @@ class Rows:
         return self[:] if dtype is None else self[:].astype(dtype)
 
 
+@dataclass(frozen=True)
+class Split:
+    """The images (uint8) one run trains or scores on, their labels and, when the data has them, their
+    regression targets (N×T float, NaN = missing)."""
+
+    images: np.ndarray | Rows  # Rows: read batch by batch from the memory-mapped array
+    labels: np.ndarray
+    targets: np.ndarray | None = None
+
+
 def split_labels(cell: str) -> list[str]:
     """The classes a multi-label cell lists (none for an empty cell)."""
     return [name for name in LABEL_SEPARATOR.split(cell.strip()) if name]

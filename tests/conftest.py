@@ -116,6 +116,14 @@ E2E_PARAMS = tiny_params()
 # export of two backbones at the least training the suite's shared project can do.
 E2E_PARAMS["backbones"] = {"resnet10t": {}, "resnet10t_seed1": {"model": "resnet10t", "seed": 1}}
 E2E_PARAMS["export"] = {**E2E_PARAMS["export"], "int8": True}  # tests/test_export.py checks the int8 graphs
+# And a student (distill@), fine-tuned from the second member's fold models on their probabilities and the test images.
+E2E_PARAMS["distill"] = {
+    **E2E_PARAMS["distill"],
+    "teachers": ["resnet10t_seed1"],
+    "students": {"resnet10t_student": {"model": "resnet10t", "epochs": 2}},
+    "init_from": "resnet10t_seed1",
+}
+E2E_MEMBERS = [*E2E_PARAMS["backbones"], *E2E_PARAMS["distill"]["students"]]
 # A user's shell: the project importable, nothing else from this process's environment.
 PIPELINE_ENV = {"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin"}
 

@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.data import load_folds, load_prepared
 from pipeline.errors import PipelineError
+from pipeline.evaluation.predictions import read_oof_table
 from pipeline.runtime.classifier import Classifier
-from tests.conftest import PROJECT, run_pipeline
+from tests.conftest import E2E_PARAMS, PROJECT, run_pipeline
 
 
 def test_a_copied_onnx_file_alone_gives_the_submissions_probabilities(e2e_project, tmp_path):
@@ -46,6 +48,27 @@ def test_bundle_says_what_it_holds_and_checked_itself(e2e_project):
     p_full, p_fast = full.probabilities(faces), fast.probabilities(faces)
     assert p_full.shape == p_fast.shape == (16, len(described["classes"]))
     assert np.allclose(p_full.sum(1), 1, atol=1e-5) and not np.allclose(p_full, p_fast)
+
+
+def test_the_fast_graph_is_whichever_scores_higher_alone_the_members_first_folds_or_a_student(e2e_project):
+    """fast.onnx holds the candidate with the best fast OOF accuracy, and on its first fold's held-out faces gives
+    exactly the no-TTA OOF rows that figure was computed from."""
+    root, _, _ = e2e_project
+    provenance = json.loads((root / "bundle" / "bundle.json").read_text())["provenance"]
+    candidates = provenance["oof_accuracy_fast_candidates"]
+    assert set(candidates) == {"members", *E2E_PARAMS["distill"]["students"]}
+    best = max(candidates, key=lambda name: (candidates[name], name == "members"))
+    fast = Classifier(root / "bundle", fast=True)
+    kept = [name for name, w in json.loads((root / "ensemble" / "weights.json").read_text())["weights"].items() if w]
+    assert [m.name for m in fast.info.members] == provenance["fast"] == (kept if best == "members" else [best])
+    assert provenance["oof_accuracy_fast"] == candidates[best]
+    data = load_prepared(root / "data" / "prepared")
+    first = np.flatnonzero(load_folds(root / "folds" / "folds.csv", data.train_ids) == E2E_PARAMS["folds"]["ids"][0])
+    expected = sum(
+        m.weight * read_oof_table(root / "oof" / f"{m.name}.no_tta.csv", data.classes, data.train_ids)[0][first]
+        for m in fast.info.members
+    )
+    assert np.abs(fast.probabilities(np.asarray(data.train_images[first])) - expected).max() < 1e-4
 
 
 def test_missing_bundle_names_the_stage_that_writes_it(tmp_path):

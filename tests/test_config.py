@@ -71,7 +71,7 @@ def test_backbone_overrides_win_over_defaults_and_model_defaults_to_key():
         (lambda p: p["tta"].update(views=[]), r"tta.views=\[\] must be a list of at least one view"),
         (
             lambda p: p["tta"].update(backbones={"nosuch": [{}]}),
-            r"tta.backbones names \['nosuch'\], which `backbones` does not have",
+            r"tta.backbones names \['nosuch'\], which `backbones` and `distill.students` do not have",
         ),
         (lambda p: p["train"].update(augment=[{"HorizontalFlip": {"p": 0.5}, "Affine": {}}]), r"train.augment: entry"),
         (lambda p: p["tune"].update(folds=[5]), r"tune.folds \[5\] names fold\(s\) \[5\]"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from tests.conftest import ALWAYS_RUN, E2E_PARAMS, PROJECT, repro, stages_run
+from tests.conftest import ALWAYS_RUN, E2E_MEMBERS, E2E_PARAMS, PROJECT, repro, stages_run
 from tests.imports import closure
 
 DVC_STAGES = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
@@ -39,7 +40,7 @@ def project_copy(e2e_project, tmp_path):
 
 def test_every_stage_runs_and_writes_its_outputs(project):
     root, _, output = project
-    names = list(E2E_PARAMS["backbones"])
+    names = E2E_MEMBERS
     assert stages_run(output) == expanded_stages()
     for name in names:
         for fold in E2E_PARAMS["folds"]["ids"]:
@@ -92,7 +93,7 @@ def test_report_dvc_metrics_and_plots_agree(project, tmp_path):
     root, env, _ = project
     report = json.loads((root / "metrics" / "report.json").read_text())
     shown = dvc_json(root, env, "metrics", "show")[""]["data"]
-    for name in E2E_PARAMS["backbones"]:
+    for name in E2E_MEMBERS:
         oof = json.loads((root / "metrics" / f"{name}.json").read_text())
         assert report[name]["accuracy"] == pytest.approx(oof["accuracy"])
         assert shown[f"metrics/{name}.json"]["data"]["accuracy"] == pytest.approx(oof["accuracy"])
@@ -133,8 +134,8 @@ def test_member_subsets_blend_as_the_ensemble_stage_does(project, tmp_path):
     done = subprocess.run([*command, "--out", str(tmp_path / "subsets")], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     rows = {tuple(row["members"]): row for row in json.loads((tmp_path / "subsets.json").read_text())["subsets"]}
-    names = tuple(E2E_PARAMS["backbones"])
-    assert set(rows) == {(names[0],), (names[1],), names}
+    names = tuple(E2E_MEMBERS)  # the backbones and the student
+    assert set(rows) == {subset for size in (1, 2, 3) for subset in itertools.combinations(names, size)}
     for name in names:
         assert rows[(name,)]["oof_acc"] == pytest.approx(
             json.loads((root / "metrics" / f"{name}.json").read_text())["accuracy"]
@@ -142,9 +143,7 @@ def test_member_subsets_blend_as_the_ensemble_stage_does(project, tmp_path):
     assert rows[names]["oof_acc"] == pytest.approx(
         json.loads((root / "metrics" / "ensemble.json").read_text())["blend_score"]
     )
-    assert rows[names]["train_minutes"] == pytest.approx(
-        rows[(names[0],)]["train_minutes"] + rows[(names[1],)]["train_minutes"]
-    )
+    assert rows[names]["train_minutes"] == pytest.approx(sum(rows[(name,)]["train_minutes"] for name in names))
     assert " + ".join(names) in done.stdout
 
 
@@ -216,8 +215,15 @@ def test_editing_test_time_views_reruns_oof_and_what_follows_never_train(project
     params["tta"]["views"] = [{}, {"hflip": True}, {"shift": [1, 1]}]
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     names = list(E2E_PARAMS["backbones"])
-    # What reads `tta` itself; ensemble and submission follow once oof@ has rewritten their inputs.
-    assert changed_stages(root, env) == {f"oof@{n}" for n in names} | {"bundle", "export", "report"} | ALWAYS_RUN
+    # What reads `tta` itself; ensemble and submission follow once oof@ has rewritten their inputs, teach@ once
+    # its teacher's test predictions changed.
+    assert (
+        changed_stages(root, env)
+        == {f"oof@{n}" for n in names}
+        | {f"distill@{n}" for n in E2E_PARAMS["distill"]["students"]}
+        | {"bundle", "export", "report"}
+        | ALWAYS_RUN
+    )
 
 
 def expanded_stages() -> set[str]:
@@ -225,6 +231,8 @@ def expanded_stages() -> set[str]:
     stages = {"download", "synthesize", "prepare", "folds", "ensemble", "submission", "bundle", "export", "report"}
     stages |= ALWAYS_RUN
     stages |= {f"train@{n}-{f}" for n in names for f in E2E_PARAMS["folds"]["ids"]}
+    stages |= {f"teach@{n}" for n in E2E_PARAMS["distill"]["teachers"]}
+    stages |= {f"distill@{n}" for n in E2E_PARAMS["distill"]["students"]}
     return stages | {f"oof@{n}" for n in names} | {f"tune@{n}" for n in names}
 
 

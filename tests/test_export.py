@@ -18,7 +18,7 @@ from pipeline.graphs.ensemble_net import EnsembleNet, bundle_opset, export_onnx,
 from pipeline.graphs.quantize import quantize_int8
 from pipeline.runtime.bundle_format import BundleInfo, Member
 from pipeline.runtime.classifier import Classifier
-from tests.conftest import E2E_PARAMS, run_pipeline, tiny_params
+from tests.conftest import E2E_MEMBERS, E2E_PARAMS, run_pipeline, tiny_params
 
 INT8_ACCURACY_BOUND = 0.03  # int8 may cost at most 3 points of OOF accuracy on the synthetic competition
 
@@ -30,7 +30,7 @@ def exported(root):
 def test_every_fold_model_and_the_ensemble_are_exported_fp32_and_int8_at_the_configured_opset(e2e_project):
     root, _, _ = e2e_project
     folds = E2E_PARAMS["folds"]["ids"]
-    stems = [f"{name}/fold{fold}" for name in E2E_PARAMS["backbones"] for fold in folds] + ["ensemble"]
+    stems = [f"{name}/fold{fold}" for name in E2E_MEMBERS for fold in folds] + ["ensemble"]
     for stem in stems:
         for suffix in (".onnx", ".int8.onnx"):
             graph = onnx.load(str(root / "export" / f"{stem}{suffix}"))
@@ -62,7 +62,7 @@ def test_onnxruntime_gives_pytorchs_probabilities_on_train_images_at_any_batch_s
 def test_deployment_table_measures_every_graph_and_int8_costs_little_accuracy(e2e_project):
     root, _, _ = e2e_project
     rows = pd.DataFrame(exported(root)["rows"])
-    assert sorted(rows["model"].unique()) == sorted([*E2E_PARAMS["backbones"], "ensemble"])
+    assert sorted(rows["model"].unique()) == sorted([*E2E_MEMBERS, "ensemble"])
     assert set(rows["precision"]) == {"fp32", "int8"}
     threads = [str(t) for t in E2E_PARAMS["export"]["latency_threads"]]
     assert all(sorted(latency) == sorted(threads) and min(latency.values()) > 0 for latency in rows["latency_ms"])
@@ -74,7 +74,7 @@ def test_deployment_table_measures_every_graph_and_int8_costs_little_accuracy(e2
         )
         assert table.loc[(model, "int8"), "size_mb"] < table.loc[(model, "fp32"), "size_mb"]
     # Each backbone's fp32 graphs, fold by fold on their held-out images, are its OOF predictions.
-    for name in E2E_PARAMS["backbones"]:
+    for name in E2E_MEMBERS:
         oof_accuracy = json.loads((root / "metrics" / f"{name}.json").read_text())["accuracy"]
         assert abs(table.loc[(name, "fp32"), "oof_accuracy"] - oof_accuracy) < 0.005
     assert "| ensemble | int8 |" in (root / "export" / "deployment.md").read_text()
@@ -179,12 +179,12 @@ def test_the_export_carries_valence_and_arousal_and_int8_keeps_them(e2e_project)
     values = classifier.outputs(faces)[:, len(classifier.classes) :]
     assert values.shape == (5, 2) and np.abs(values).max() <= 1
     table = pd.DataFrame(exported(root)["rows"]).set_index(["model", "precision"])
-    for model in [*E2E_PARAMS["backbones"], "ensemble"]:
+    for model in [*E2E_MEMBERS, "ensemble"]:
         fp32, int8 = table.loc[(model, "fp32"), "oof_ccc"], table.loc[(model, "int8"), "oof_ccc"]
         assert sorted(fp32) == ["arousal", "valence"]
         assert all(fp32[name] - int8[name] <= 0.05 for name in fp32)
     # A backbone's fp32 graphs, fold by fold, give the values of its OOF table.
-    for name in E2E_PARAMS["backbones"]:
+    for name in E2E_MEMBERS:
         scores = json.loads((root / "metrics" / f"{name}.json").read_text())["targets"]
         assert all(
             abs(table.loc[(name, "fp32"), "oof_ccc"][target] - scores[target]["ccc"]) < 0.01 for target in scores

@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from pipeline.config import ConfigError
+from pipeline.data import Split
 from pipeline.graphs.ensemble_net import EnsembleNet, bundle_opset, export_onnx
 from pipeline.runtime.bundle_format import BundleInfo, Member
 from pipeline.runtime.classifier import Classifier
 from pipeline.training.augment import Normalizer
-from pipeline.training.loop import Split, fit
+from pipeline.training.loop import fit
 from pipeline.training.models import create_model
 from pipeline.training.pretrained import input_statistics
 from pipeline.training.step import TrainStep, seed_everything

@@ -85,8 +85,11 @@ def rendered_stage_names(params: dict) -> set[str]:
     """The stage names `dvc repro` runs for `params`, foreach and matrix stages expanded."""
     names = set()
     for name, body in STAGES.items():
-        if "foreach" in body:
-            names |= {f"{name}@{key}" for key in params["backbones"]}
+        if "foreach" in body:  # ${backbones}, ${distill.students}: a mapping's keys or a list's items
+            found = params
+            for key in body["foreach"].strip("${}").split("."):
+                found = found[key]
+            names |= {f"{name}@{key}" for key in found}
         elif "matrix" in body:
             names |= {f"{name}@{b}-{f}" for b in params["backbones"] for f in params["folds"]["ids"]}
         else:

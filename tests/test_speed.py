@@ -11,8 +11,8 @@ from pipeline.data import load_prepared
 from pipeline.evaluation.metrics import ACCURACY
 from pipeline.files import read_json
 from pipeline.stages.report import inference_ms_per_image
-from pipeline.stages.train import write_fold_outputs
 from pipeline.training import budget, speed
+from pipeline.training.fold_outputs import write_fold_outputs
 from pipeline.training.fold_run import fit_fold, fold_checkpoint
 from tests.conftest import train_config
 

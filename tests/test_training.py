@@ -8,16 +8,16 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pipeline.data import Rows, load_prepared
+from pipeline.data import Rows, Split, load_prepared
 from pipeline.evaluation.metrics import ACCURACY, METRICS, accuracy
 from pipeline.files import read_json
-from pipeline.stages.train import write_fold_outputs
 from pipeline.training import budget, loop
 from pipeline.training import resume as checkpoints
 from pipeline.training.augment import EpochBatches, Normalizer
 from pipeline.training.budget import EpochPlan, budget_plan, plan_epochs, replan_after_first_epoch
+from pipeline.training.fold_outputs import write_fold_outputs
 from pipeline.training.fold_run import fit_fold, fold_checkpoint, fold_split
-from pipeline.training.loop import NonFiniteLoss, Split, fit
+from pipeline.training.loop import NonFiniteLoss, fit
 from pipeline.training.models import create_model, pick_device
 from pipeline.training.predict import predict
 from pipeline.training.step import TrainStep, low_res_epochs, seed_everything

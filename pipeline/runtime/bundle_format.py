@@ -3,7 +3,8 @@
 The `bundle` stage writes bundle/ensemble.onnx (every fold model of every member the blend kept,
 their test-time views and blend weights, in one graph: uint8 faces in, class probabilities out, and
 the regression targets' values, e.g. valence and arousal, when the data had them),
-bundle/fast.onnx (one fold model per member, no test-time views) and bundle/bundle.json (what the
+bundle/fast.onnx (one fold model per member, or of a student that scores higher so, no test-time views) and
+bundle/bundle.json (what the
 graphs carry in their metadata, for people). `predict` and `video` read only the .onnx file, so a
 copied ensemble.onnx works on its own.
 """
@@ -53,7 +54,7 @@ class BundleInfo:
     pixel_mean: float
     pixel_std: float
     members: tuple[Member, ...]
-    fast: bool = False  # True in fast.onnx: one fold model per member, no test-time views
+    fast: bool = False  # True in fast.onnx: one fold model per member (or a student's alone), no test-time views
     targets: list[str] = field(default_factory=list)  # regression targets (valence, arousal) the graph also predicts
     multi_label: bool = False  # each class's probability on its own (sigmoid), not one distribution (softmax)
     # How the submission decided its labels where not by the most probable class (ensemble/weights.json): an

@@ -4,7 +4,9 @@ Reads ensemble/weights.json (which backbones the blend kept, with what weight, a
 decided the submitted labels), every kept backbone's fold models in models/ and the prepared data's classes and
 pixel statistics; writes bundle/ensemble.onnx, bundle/fast.onnx and bundle/bundle.json (see
 pipeline/runtime/bundle_format.py), with the OOF accuracy each can expect (fast: from the backbones' OOF tables
-without TTA). Before writing, it runs ensemble.onnx on onnxruntime over the prepared test images and checks that
+without TTA). fast.onnx holds one fold model of each kept member, or, when a student (`distill.students`) scores
+higher that way on OOF, one fold model of that student alone: the ensemble's knowledge at one model's cost.
+Before writing, it runs ensemble.onnx on onnxruntime over the prepared test images and checks that
 it gives the kept backbones' test probabilities (test_predictions/) blended by their weights.
 """
 
@@ -46,6 +48,21 @@ def fast_accuracy(oof_dir: Path, info: BundleInfo, data: Prepared) -> float:
     values = blend([read_target_values(path, data.target_names, data.train_ids) for path in paths], weights)
     decided = [decided_label(row, info) for row in np.hstack([probs, values])]
     return float(np.mean(np.array(decided) == label_cells(tables[0][1], data.classes)))
+
+
+def fastest_choice(
+    oof_dir: Path, info: BundleInfo, students: dict[str, tuple[Member, list]], data: Prepared
+) -> tuple[BundleInfo, list[list], dict[str, float]]:
+    """What fast.onnx holds: the kept members' first fold models, or the student whose first fold model alone
+    scores a higher OOF accuracy the fast way; returns its info, models per member, and every candidate's accuracy."""
+    candidates = {"members": (dataclasses.replace(info, fast=True), None)}
+    for name, (member, models) in students.items():
+        alone = dataclasses.replace(member, weight=1.0)
+        candidates[name] = (dataclasses.replace(info, members=(alone,), fast=True), [models[:1]])
+    accuracy = {name: fast_accuracy(oof_dir, candidate, data) for name, (candidate, _) in candidates.items()}
+    best = max(accuracy, key=lambda name: (accuracy[name], name == "members"))  # a tie keeps the members
+    chosen, models = candidates[best]
+    return chosen, models, accuracy
 
 
 def blended_test(test_dir: Path, members: tuple[Member, ...], data: Prepared) -> np.ndarray:
@@ -93,26 +110,33 @@ def main(argv: list[str] | None = None) -> None:
     ]
     members = tuple(member for member, _ in kept)
     info = bundle_info(data, members, {}, decision)
+    students = {
+        name: load_member(args.models, name, 1.0, folds[:1], data, config.tta.of(name))
+        for name in config.distill.students
+    }
+    fast_info, fast_models, fast_candidates = fastest_choice(args.oof, info, students, data)
+    fast_models = fast_models or [models[:1] for _, models in kept]
     provenance = {
         "oof_accuracy": read_json(args.scores)["accuracy"],
-        "oof_accuracy_fast": fast_accuracy(args.oof, info, data),
+        "oof_accuracy_fast": max(fast_candidates.values()),
+        "fast": [m.name for m in fast_info.members],
+        "oof_accuracy_fast_candidates": fast_candidates,
         "source": read_json(args.data / "meta.json")["source"],
         "data_fingerprint": data.fingerprint,
     }
     info = dataclasses.replace(info, provenance=provenance)
-    fast_info = dataclasses.replace(info, fast=True)
+    fast_info = dataclasses.replace(fast_info, provenance=provenance)
     with atomic_dir(args.out) as tmp:
         export_onnx(EnsembleNet(info, [models for _, models in kept]), str(tmp / FULL), bundle_opset(info))
-        export_onnx(
-            EnsembleNet(fast_info, [models[:1] for _, models in kept]), str(tmp / FAST), bundle_opset(fast_info)
-        )
+        export_onnx(EnsembleNet(fast_info, fast_models), str(tmp / FAST), bundle_opset(fast_info))
         check = check_against_submission(tmp / FULL, data, blended_test(args.test, members, data))
         sizes = {name: round((tmp / name).stat().st_size / 2**20, 1) for name in (FULL, FAST)}
         write_json({**json.loads(info.to_json()), "check": check, "size_mb": sizes}, tmp / "bundle.json")
     print(
         f"bundle: {', '.join(f'{m.name}×{len(m.folds)} ({m.weight:.2f})' for m in members)} → {args.out}/{FULL} "
         f"({sizes[FULL]} MB, "
-        f"OOF {provenance['oof_accuracy']:.4f}), {FAST} ({sizes[FAST]} MB, OOF {provenance['oof_accuracy_fast']:.4f}); "
+        f"OOF {provenance['oof_accuracy']:.4f}), {FAST} ({' + '.join(provenance['fast'])}, {sizes[FAST]} MB, "
+        f"OOF {provenance['oof_accuracy_fast']:.4f}); "
         f"same label as the submission on {check['test_label_agreement']:.2%} of the test images, "
         f"max probability difference {check['test_max_probability_difference']:.1e}"
     )

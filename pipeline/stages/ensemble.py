@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = load_config(args.params)
     data = load_prepared(args.data)
-    names = list(config.backbones)
+    names = config.members
     tables = [
         read_oof_table(args.oof / f"{name}.csv", data.classes, data.train_ids, data.multi_label) for name in names
     ]

@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_dir(args.out) as tmp:
         exporter = Exporter(data, fold_of, settings, tmp)
         files, oof = {}, {}
-        for name in config.backbones:
+        for name in config.members:
             files[name], oof[name] = exporter.backbone(args.models, name, folds, config.tta.of(name))
             print(f"export: {name} × {len(folds)} folds → {args.out}/{name}/ ({', '.join(exporter.precisions)})")
         kept = [

@@ -18,31 +18,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from pipeline.config import load_config
-from pipeline.data import Prepared, Rows, load_folds, load_prepared
-from pipeline.evaluation.affect import target_scores
-from pipeline.evaluation.metrics import competition_metric, score
-from pipeline.evaluation.predictions import fold_dir, load_plain_oof, oof_table, probability_table, with_targets
-from pipeline.files import write_csv, write_json
-from pipeline.training.augment import Normalizer
-from pipeline.training.models import load_trained, pick_device
-from pipeline.training.predict import predict
-
-
-def fold_predictions(weights: Path, data: Prepared, valid_index: np.ndarray, views: tuple[dict, ...]):
-    """A fold model's (validation probabilities, values) and (test probabilities, values) under `views`."""
-    device = pick_device()
-    num_classes = len(data.classes)
-    model, config = load_trained(weights, data.channels, num_classes + len(data.target_names), device)
-    normalize = Normalizer.of_model(config, data, device)
-    valid = predict(
-        model, Rows(data.train_images, valid_index), normalize, config, views, num_classes, data.multi_label
-    )
-    test = predict(model, data.test_images, normalize, config, views, num_classes, data.multi_label)
-    return valid, test
+from pipeline.data import load_folds, load_prepared
+from pipeline.training.scoring import score_member
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,59 +37,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     config = load_config(args.params)
-    views = config.tta.of(args.backbone)
     data = load_prepared(args.data)
     fold_of = load_folds(args.folds, data.train_ids)
-    names, classes = data.target_names, data.classes
-    plain = load_plain_oof(
-        args.models, args.backbone, config.folds.ids, classes, data.train_ids, names, data.multi_label
-    )
-    oof_probs, oof_values = np.zeros_like(plain.probs), np.zeros_like(plain.values)
-    test_tables, fold_test_probs, fold_test_values = [], [], []
-    for fold in config.folds.ids:
-        valid_index = np.flatnonzero(fold_of == fold)
-        (probs, values), (test_probs, test_values) = fold_predictions(
-            fold_dir(args.models, args.backbone, fold) / "model.safetensors", data, valid_index, views
-        )
-        oof_probs[valid_index], oof_values[valid_index] = probs, values
-        fold_test_probs.append(test_probs.astype(np.float64))
-        fold_test_values.append(test_values.astype(np.float64))
-        fold_column = np.full(len(test_probs), fold)
-        test_tables.append(
-            with_targets(probability_table(data.test_ids, test_probs, classes, fold=fold_column), test_values, names)
-        )
-    by_fold = pd.concat(test_tables, ignore_index=True)
-    test_probs, test_values = np.mean(fold_test_probs, axis=0), np.mean(fold_test_values, axis=0)
-    metric = competition_metric(config.competition.metric, data.submission_form, data.multi_label)
-    metrics = score(oof_probs, plain.labels, plain.folds, classes, metric)
-    without_views = score(plain.probs, plain.labels, plain.folds, classes, metric)
-    metrics |= {
-        "accuracy_no_tta": without_views["accuracy"],
-        "tta_gain": metrics["accuracy"] - without_views["accuracy"],
-        "score_no_tta": without_views["score"],
-    }
-    if names:
-        metrics["targets"] = target_scores(oof_values, data.train_targets, names)
-    write_csv(
-        with_targets(oof_table(plain.ids, plain.folds, plain.labels, oof_probs, classes), oof_values, names),
-        args.out / f"{args.backbone}.csv",
-    )
-    write_csv(
-        with_targets(oof_table(plain.ids, plain.folds, plain.labels, plain.probs, classes), plain.values, names),
-        args.out / f"{args.backbone}.no_tta.csv",
-    )
-    write_csv(
-        with_targets(probability_table(data.test_ids, test_probs, classes), test_values, names),
-        args.test_out / f"{args.backbone}.csv",
-    )
-    write_csv(by_fold, args.test_out / f"{args.backbone}.folds.csv")
-    write_json(metrics, args.metrics)
-    folds = np.array(list(metrics["score_per_fold"].values()))
-    print(
-        f"oof {args.backbone}: {metric.name} {metrics['score']:.4f} (folds {folds.mean():.4f} ± {folds.std():.4f}), "
-        f"without TTA {metrics['score_no_tta']:.4f}"
-        + (f"; accuracy {metrics['accuracy']:.4f}" if metric.name != "accuracy" else "")
-        + (f", log-loss {metrics['log_loss']:.4f}" if metric.name != "log_loss" else "")
-        + "".join(f", {name} CCC {s['ccc']:.4f} RMSE {s['rmse']:.4f}" for name, s in metrics.get("targets", {}).items())
-        + f" → {args.out}/{args.backbone}.csv, {args.metrics}"
-    )
+    score_member(config, args.backbone, data, fold_of, args.models, args.out, args.test_out, args.metrics)

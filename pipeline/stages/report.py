@@ -361,7 +361,7 @@ def deployment_section(deployment: dict) -> str:
 
 def fold_test_probs(config: Config, data: Prepared, test_dir: Path, weights: dict[str, float]) -> list[np.ndarray]:
     """Per fold, the test probabilities of that fold's models blended with the ensemble's weights."""
-    names = list(config.backbones)
+    names = config.members
     per_backbone = [
         read_fold_test_tables(test_dir / f"{name}.folds.csv", data.classes, data.test_ids, config.folds.ids)
         for name in names
@@ -440,7 +440,7 @@ def build_report(
 ) -> tuple[str, dict]:
     metric = competition_metric(config.competition.metric, data.submission_form, data.multi_label)
     rows = sorted(
-        (backbone_row(name, config, data, metric, oof_dir, models_dir) for name in config.backbones),
+        (backbone_row(name, config, data, metric, oof_dir, models_dir) for name in config.members),
         key=lambda r: metric.loss(r.score),
     )
     weights = read_json(ensemble_dir / "weights.json")
@@ -495,11 +495,11 @@ def build_report(
     )
     target_metrics = None
     if data.target_names:
-        target_text, target_metrics = targets_section(list(config.backbones), data, oof_dir, ensemble_dir)
+        target_text, target_metrics = targets_section(config.members, data, oof_dir, ensemble_dir)
         text += "\n\n" + target_text
     agreement = None
-    if len(config.backbones) > 1:
-        agreement_text, agreement = agreement_section(list(config.backbones), data, oof_dir)
+    if len(config.members) > 1:
+        agreement_text, agreement = agreement_section(config.members, data, oof_dir)
         text += "\n\n" + agreement_text
     text += "\n\n" + deployment_section(deployment)
     metrics = {r.name: r.as_metrics() for r in rows}
@@ -514,7 +514,7 @@ def build_report(
         metrics["agreement"] = agreement
     with atomic_dir(out_dir) as tmp:
         (tmp / "report.md").write_text(text + "\n")
-        for name in config.backbones:
+        for name in config.members:
             for f in config.folds.ids:
                 history = pd.read_csv(fold_dir(models_dir, name, f) / "history.csv")
                 scored = history.dropna(subset=["val_acc"])  # epochs skipped by train.eval_every

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     sample = read_sample(args.data / "sample_submission.csv")
     metric = competition_metric(config.competition.metric, data.submission_form, data.multi_label)
     decided = data.multi_label and metric.reads == "labels"  # multi-label columns then hold 0/1 decisions
-    probs = {name: read_test_table(args.test / f"{name}.csv", data.classes, data.test_ids) for name in config.backbones}
+    probs = {name: read_test_table(args.test / f"{name}.csv", data.classes, data.test_ids) for name in config.members}
     probs["ensemble"] = read_test_table(args.ensemble / "test.csv", data.classes, data.test_ids)
     with atomic_dir(args.out) as tmp:
         for name, p in probs.items():

@@ -122,17 +122,19 @@ def plan_epochs(
     normalize: Normalizer,
     budget_seconds: float,
     label: str = "",
+    extra_images: int = 0,
 ) -> EpochPlan:
     """The epochs of `config` that fit in `budget_seconds`, from the speed of a throw-away model of the same
     settings on the same images: training steps, and forward passes of eval batches.
 
-    It draws from the global generators, so call it before the real run is seeded.
+    It draws from the global generators, so call it before the real run is seeded. `extra_images`: trained on
+    besides `train_index` each epoch (a student's test images), timed as train images.
     """
     started = time.perf_counter()
     num_classes = len(data.classes)
     model = model_on(config, data.channels, num_classes + len(data.target_names), normalize.device)
     model.train()
-    batches_per_epoch = len(train_index) // config.batch_size
+    batches_per_epoch = (len(train_index) + extra_images) // config.batch_size
     warmup = min(PROBE_WARMUP_STEPS, batches_per_epoch - 1)
     timed = min(PROBE_TIMED_STEPS, batches_per_epoch - warmup)
     probe_index = train_index[: (warmup + timed) * config.batch_size]  # only the images the probe trains on are read
@@ -194,6 +196,7 @@ def stored_or_new_plan(
     normalize: Normalizer,
     label: str,
     checkpoint: resume.Checkpoint | None,
+    extra_images: int = 0,
 ) -> EpochPlan:
     """The plan stored beside the run's checkpoint when it resumes (measuring again could give other epochs
     and so another lr schedule than the one its saved state follows); else measured now, and stored."""
@@ -202,7 +205,7 @@ def stored_or_new_plan(
         plan = EpochPlan(**stored)
     else:
         budget_seconds = config.time_budget_minutes * 60 / len(np.unique(fold_of))
-        plan = plan_epochs(data, train_index, valid_index, config, normalize, budget_seconds, label)
+        plan = plan_epochs(data, train_index, valid_index, config, normalize, budget_seconds, label, extra_images)
         if checkpoint is not None:
             resume.save_plan(checkpoint, asdict(plan))
     log.info(

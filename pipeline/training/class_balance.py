@@ -23,8 +23,11 @@ from pipeline.config import TrainConfig
 
 
 def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Images per class (multi-label: images that have the class)."""
-    return labels.sum(axis=0).astype(np.int64) if labels.ndim == 2 else np.bincount(labels, minlength=num_classes)
+    """Images per class (multi-label: images that have the class); images without a label (a student's test images,
+    pipeline/training/distill_loss.py) are not counted."""
+    if labels.ndim == 2:
+        return labels.sum(axis=0).astype(np.int64)
+    return np.bincount(labels[labels >= 0], minlength=num_classes)
 
 
 def inverse_frequency_weights(counts: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import TrainConfig
-from pipeline.data import Prepared, Rows
+from pipeline.data import Prepared, Rows, Split
 from pipeline.errors import PipelineError
 from pipeline.evaluation.metrics import ACCURACY, Metric
 from pipeline.training import resume
@@ -22,7 +22,8 @@ from pipeline.training.budget import (
     replan_after_first_epoch,
     stored_or_new_plan,
 )
-from pipeline.training.loop import EpochCallback, FitResult, Split, check_enough_images, fit
+from pipeline.training.distillation import Teaching, taught_split
+from pipeline.training.loop import EpochCallback, FitResult, check_enough_images, fit
 from pipeline.training.models import model_on, pick_device
 from pipeline.training.predict import predict
 from pipeline.training.pretrained import resolve
@@ -55,6 +56,7 @@ def fit_fold(
     label: str = "",
     checkpoint: resume.Checkpoint | None = None,
     metric: Metric = ACCURACY,
+    teaching: Teaching | None = None,
 ) -> FoldRun:
     """Train on every fold but `fold`; predict `fold` in its plain view (test-time views are `oof@`'s, from the saved
     model).
@@ -66,6 +68,8 @@ def fit_fold(
     lasts an epoch or more, exactly as a run without a budget set to those epochs.
     `auto` precision and channels-last are resolved first (pipeline/training/speed.py), cached beside the
     checkpoint or, without one, in the default cache; the budget is planned with what they resolve to.
+    `teaching`: a student's run (pipeline/training/distillation.py): it learns from its fold's teachers too, and
+    from the test images when they are given.
     """
     started = time.perf_counter()
     device = pick_device()
@@ -82,7 +86,8 @@ def fit_fold(
     normalize = Normalizer.of_model(config, data, device)
     plan, replan = None, None
     if config.time_budget_minutes is not None:
-        plan = stored_or_new_plan(data, fold_of, train_index, valid_index, config, normalize, label, checkpoint)
+        extra = 0 if teaching is None else teaching.extra_images
+        plan = stored_or_new_plan(data, fold_of, train_index, valid_index, config, normalize, label, checkpoint, extra)
         config = replace(config, epochs=plan.epochs)
         # The first epoch's lr does not depend on the total, so the total can still change after it; unless that
         # epoch trained the classifier alone (freeze_epochs), far faster than the epochs after it.
@@ -121,7 +126,7 @@ def fit_fold(
     valid = split_of(data, valid_index)
     result = fit(
         model,
-        split_of(data, train_index),
+        split_of(data, train_index) if teaching is None else taught_split(data, train_index, teaching),
         valid,
         config,
         normalize,
@@ -133,6 +138,7 @@ def fit_fold(
         checkpoint=checkpoint,
         replan=replan,
         target_weights=target_weights(config, data.target_names),
+        distill=None if teaching is None else (teaching.temperature, teaching.label_weight),
     )
     oof_plain, oof_plain_values = predict(
         result.model, valid.images, normalize, config, (plain_view(config.augment),), num_classes, data.multi_label
@@ -160,8 +166,10 @@ def fold_checkpoint(
     fold: int,
     config: TrainConfig,
     metric: Metric = ACCURACY,
+    teaching: Teaching | None = None,
 ) -> resume.Checkpoint:
-    """The checkpoint of one fold's run, keyed by its settings, metric, data, fold and fold assignment."""
+    """The checkpoint of one fold's run, keyed by its settings, metric, data, fold and fold assignment (and a
+    student's teaching)."""
     train_index, valid_index = fold_split(fold_of, fold)
     weights = resolve(config)
     key = resume.run_key(
@@ -172,5 +180,6 @@ def fold_checkpoint(
         data.train_ids[train_index],
         data.train_ids[valid_index],
         None if weights is None else weights.identity,
+        None if teaching is None else teaching.identity,
     )
     return resume.path_for(folder, backbone, fold, key)

@@ -10,12 +10,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from pipeline.config import TrainConfig
-from pipeline.data import Rows
+from pipeline.data import Split
 from pipeline.errors import PipelineError
 from pipeline.evaluation.affect import mean_ccc
 from pipeline.evaluation.metrics import ACCURACY, Metric, accuracy, log_loss
@@ -123,16 +122,6 @@ class WeightAverage:
         self.total = {key: value.to(device) for key, value in state["total"].items()}
 
 
-@dataclass(frozen=True)
-class Split:
-    """The images (uint8) one run trains or scores on, their labels and, when the data has them, their
-    regression targets (N×T float, NaN = missing)."""
-
-    images: np.ndarray | Rows  # Rows: read batch by batch from the memory-mapped array
-    labels: np.ndarray
-    targets: np.ndarray | None = None
-
-
 def fit(
     model: torch.nn.Module,
     train: Split,
@@ -147,6 +136,7 @@ def fit(
     checkpoint: resume.Checkpoint | None = None,
     replan: Callable[[float], int] | None = None,
     target_weights: tuple[float, ...] | None = None,
+    distill: tuple[float, float] | None = None,
 ) -> FitResult:
     """Train for `config.epochs` on `train`, scoring `valid` by `metric` (and accuracy, log-loss) after each epoch.
 
@@ -164,6 +154,8 @@ def fit(
     refitted to them (only valid while the lr so far does not depend on the total: a warm-up of at
     least one epoch). Called once, before that epoch is scored or saved.
     `target_weights`: each target's λ (pipeline/training/target_loss.py); None: `config.target_loss_weight` for all.
+    `distill` (temperature, label weight): a student's run, whose train targets end with one teacher probability
+    column per class (pipeline/training/distillation.py).
     """
     check_enough_images(len(train.images), config, label or "the training set")
     seed = config.seed if seed is None else seed
@@ -176,7 +168,7 @@ def fit(
         device=normalize.device,
         probabilities=balanced_sampling(train.labels, num_classes) if config.class_balance == "sampler" else None,
     )
-    num_targets = 0 if train.targets is None else train.targets.shape[1]
+    num_targets = 0 if train.targets is None else train.targets.shape[1] - (num_classes if distill else 0)
     multi_label = train.labels.ndim == 2
     step = TrainStep(
         model,
@@ -190,6 +182,7 @@ def fit(
         multi_label=multi_label,
         images=len(train.labels),
         target_weights=target_weights,
+        distill=distill,
     )
     quiet = not sys.stderr.isatty()  # bars on a terminal; per-epoch log lines always
     best_score, best_epoch, best_state = metric.worst, 0, None

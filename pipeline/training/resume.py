@@ -49,12 +49,15 @@ def run_key(
     train_ids: np.ndarray,
     valid_ids: np.ndarray,
     weights: str | None = None,
+    teaching: str | None = None,
 ) -> str:
     """Hash of everything that decides what a run computes (sha256, hex); `metric` decides the epoch kept, `weights`
     (pipeline/training/pretrained.py's identity) what it started from."""
     described = {"format": FORMAT, "config": asdict(config), "metric": metric, "data": fingerprint, "fold": fold}
     if weights is not None:  # runs from scratch keep the keys they had
         described["weights"] = weights
+    if teaching is not None:  # a student's: the teachers' probabilities and the loss's settings
+        described["teaching"] = teaching
     digest = hashlib.sha256()
     digest.update(json.dumps(described, sort_keys=True, default=str).encode())
     for ids in (train_ids, valid_ids):

@@ -18,6 +18,7 @@ from pipeline.config import TrainConfig
 from pipeline.training.augment import Normalizer
 from pipeline.training.batch_augment import BatchAugment
 from pipeline.training.class_balance import class_loss, multi_label_loss
+from pipeline.training.distill_loss import distilled_loss
 from pipeline.training.models import autocast
 from pipeline.training.target_loss import mix_targets, split_outputs, weighted_target_loss
 
@@ -48,6 +49,8 @@ class TrainStep:
     `target_loss_weight` for all) times the target loss on the values
     present. Under mixup/cutmix the targets are mixed with the images' weight; a value mixed with a
     missing one is missing.
+    `distill` (temperature, label weight): a student's step, whose targets end with its teachers' class
+    probabilities; the class loss is then pipeline/training/distill_loss.py's.
     """
 
     def __init__(
@@ -63,8 +66,10 @@ class TrainStep:
         multi_label: bool = False,
         images: int = 0,
         target_weights: tuple[float, ...] | None = None,
+        distill: tuple[float, float] | None = None,
     ):
         self.model, self.config, self.normalize = model, config, normalize
+        self.distill = distill
         self.num_classes, self.num_targets = num_classes, num_targets
         self.target_weights = target_weights or (config.target_loss_weight,) * num_targets
         self.device = normalize.device
@@ -142,11 +147,18 @@ class TrainStep:
         y = labels.to(self.device, non_blocking=True)
         if self.mixup is not None:
             x, y = self.mixup(x, y)
+        teacher_probs = None
+        if self.distill is not None:
+            targets = targets.to(self.device, non_blocking=True)
+            teacher_probs, targets = targets[:, -self.num_classes :], targets[:, : -self.num_classes]
         with autocast(self.device, self.config.precision):
             logits, values = split_outputs(self.model(x), self.num_classes)
-            loss = (
-                self.loss_fn(logits, y, smoothed=True) if self.multi_label and self.mixup else self.loss_fn(logits, y)
-            )
+            if teacher_probs is not None:
+                loss = distilled_loss(logits, y, teacher_probs, self.loss_fn, *self.distill)
+            elif self.multi_label and self.mixup:
+                loss = self.loss_fn(logits, y, smoothed=True)
+            else:
+                loss = self.loss_fn(logits, y)
         if self.num_targets and targets is not None:
             targets = targets.to(self.device, non_blocking=True)
             if self.mixup is not None:
