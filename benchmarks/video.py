@@ -3,11 +3,14 @@ one face through `predict`'s classifier.
 
     python benchmarks/video.py                      # bundle/ from `make run`; 640×480 clips made here
     python benchmarks/video.py --model bundle --frames 250 --threads 2
+    python benchmarks/video.py --model other/bundle --out benchmarks/results/video-other --frame frame.png
 
 The clips are scikit-image's astronaut photo (a real face shipped inside the package) sliding over a
 640×480 background, written as mp4 and decoded back, so decoding and encoding are real. Each row
 runs the same code as the command: decode, detect (every --detect-every frames), classify, draw,
-encode. Results go to benchmarks/results/video.{md,json}.
+encode; `holds` names the members the variant's graph runs (fast.onnx may hold a student alone).
+Results go to benchmarks/results/video.{md,json} (--out: another stem); --frame keeps the middle frame of
+the fast variant's annotated one-face clip as a PNG.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -64,10 +68,24 @@ def video_row(
     capture, what = video.open_source(options.source)
     stats = video.run_video(capture, what, labeller, FPS, options.out, options.out.with_suffix(".csv"), None)
     return {
+        "holds": "+".join(m.name for m in labeller.classifier.info.members),
         "frames": stats.frames,
         "face_labels": stats.faces,
         **{k: round(v, 2) for k, v in stats.per_frame_ms().items()},
     }, labeller.classifier
+
+
+def keep_middle_frame(clip: Path, out: Path) -> None:
+    capture = cv2.VideoCapture(str(clip))
+    frames = []
+    while True:
+        found, frame = capture.read()
+        if not found:
+            break
+        frames.append(frame)
+    capture.release()
+    if frames:
+        cv2.imwrite(str(out), frames[len(frames) // 2])
 
 
 def face_latency(classifier: Classifier, face_rgb: np.ndarray, repeats: int) -> dict:
@@ -95,6 +113,8 @@ def main() -> None:
     parser.add_argument("--detect-every", type=int, default=3)
     parser.add_argument("--detect-width", type=int, default=320)
     parser.add_argument("--repeats", type=int, default=200, help="single-face calls timed per variant")
+    parser.add_argument("--out", type=Path, default=RESULTS / "video", help="results stem (.md, .json)")
+    parser.add_argument("--frame", type=Path, help="keep one annotated frame of the fast variant here (PNG)")
     args = parser.parse_args()
     rows, latency = [], {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,8 +130,10 @@ def main() -> None:
                     figures, classifier = video_row(clip, variant, detector, args, tmp)
                     rows.append({"variant": variant, "detector": detector, "faces": faces, **figures})
                     print(json.dumps(rows[-1]), flush=True)
+                    if args.frame and (variant, detector, faces) == ("fast", "centerface", 1):
+                        keep_middle_frame(tmp / "annotated.mp4", args.frame)
             latency[variant] = face_latency(classifier, face_rgb, args.repeats)
-    header = ["variant", "detector", "faces", "total", *video.PARTS]
+    header = ["variant", "holds", "detector", "faces", "total", *video.PARTS]
     lines = [
         f"Video at 640×480, detection every {args.detect_every} frames at {args.detect_width} px wide, {args.threads} "
         "threads, "
@@ -134,9 +156,9 @@ def main() -> None:
     ]
     report = "\n".join(lines)
     print(report)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "video.md").write_text(report + "\n")
-    (RESULTS / "video.json").write_text(
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text(report + "\n")
+    args.out.with_suffix(".json").write_text(
         json.dumps({"rows": rows, "single_face": latency, "threads": args.threads}, indent=1) + "\n"
     )
 
