@@ -82,7 +82,7 @@ def run_arm(folder: Path, settings: dict) -> dict:
         "minutes": round(minutes, 1),
         "oof": report["ensemble"]["accuracy"],
         "oof_ci": [report["ensemble"]["ci_low"], report["ensemble"]["ci_high"]],
-        "expected": report["expected_leaderboard"]["accuracy"],
+        "expected": report["expected_leaderboard"].get("accuracy", report["expected_leaderboard"].get("score")),
         "test": float((test["label"] == test["label_submitted"]).mean()),
         "no_face": report.get("no_face"),
         "ms_per_face": min(fold_model["latency_ms"].values()),

@@ -122,6 +122,9 @@ class DataConfig:
     merge_classes: dict[str, str]  # {from: into}
     # Regression target columns (valence, arousal in [-1, 1]; -2 or empty: missing), used when the data has them.
     targets: tuple[str, ...]
+    # Share of the labelled images set aside from every fold and scored by every fold model, as the test images are:
+    # the labelled measure of what a fold-averaged submission scores. 0: none.
+    holdout_fraction: float
 
     def __post_init__(self) -> None:
         # YAML reads the codes of `{0: angry}` as numbers; labels are compared as text.
@@ -135,6 +138,7 @@ class DataConfig:
                 ("layout", lambda v: v in LAYOUTS, f"one of {list(LAYOUTS)}"),
                 ("image_size", _between(8, 1024), "between 8 and 1024 pixels"),
                 ("channels", lambda v: v in (1, 3), "1 (grayscale) or 3 (RGB)"),
+                ("holdout_fraction", _between(0, 0.5), "between 0 (none) and 0.5, e.g. 0.1"),
             ],
             where,
         )

@@ -16,6 +16,8 @@ Layout of the prepared folder:
                      multi_label (whether an image has a set of classes rather than one)
   train_targets.npy  float32, N×targets (NaN: missing); only when the data has targets
                      (read by pipeline/ingest/target_table.py)
+  holdout_images.npy, holdout.csv  with data.holdout_fraction: the labelled images set aside from the train
+                     arrays above (holdout.csv as train.csv), scored by every fold model as the test images are
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pipeline.files import read_json
 
 NO_FACE_FILE = "no_face.csv"  # with data.face_crop: the images no face was found in (split, id, file)
 TARGETS_FILE = "train_targets.npy"
+HOLDOUT_IMAGES, HOLDOUT_TABLE = "holdout_images.npy", "holdout.csv"
 # The sample submission's form (meta.json submission_form): id,label; id and one probability column per class;
 # or, for two classes, id and the probability of the second (Dogs vs. Cats Redux's id,label with 0.5).
 LABEL_FORM, PROBABILITY_FORM, BINARY_FORM = "label", "probability", "binary"
@@ -57,6 +60,14 @@ class Prepared:
     train_targets: np.ndarray | None = None  # float32 N×targets, NaN where missing; None when no targets
     multi_label: bool = False
     faceless: pd.DataFrame | None = None  # with data.face_crop: the images no face was found in (NO_FACE_FILE)
+    # With data.holdout_fraction: the labelled images kept out of every fold (None: no holdout).
+    holdout_images: np.ndarray | None = None
+    holdout_ids: np.ndarray | None = None
+    holdout_labels: np.ndarray | None = None
+
+    @property
+    def has_holdout(self) -> bool:
+        return self.holdout_ids is not None and len(self.holdout_ids) > 0
 
     @property
     def channels(self) -> int:
@@ -72,6 +83,11 @@ def load_prepared(folder: str | Path) -> Prepared:
     train = pd.read_csv(folder / "train.csv", dtype=str, keep_default_na=False)
     test = pd.read_csv(folder / "test.csv", dtype=str, keep_default_na=False)
     multi_label = bool(meta.get("multi_label", False))
+    holdout = (
+        pd.read_csv(folder / HOLDOUT_TABLE, dtype=str, keep_default_na=False)
+        if (folder / HOLDOUT_TABLE).exists()
+        else None
+    )
     return Prepared(
         train_images=np.load(folder / "train_images.npy", mmap_mode="r"),  # read on first use only
         train_ids=train["id"].to_numpy(),
@@ -91,6 +107,9 @@ def load_prepared(folder: str | Path) -> Prepared:
         faceless=pd.read_csv(folder / NO_FACE_FILE, dtype=str, keep_default_na=False)
         if meta.get("face_crop")
         else None,
+        holdout_images=None if holdout is None else np.load(folder / HOLDOUT_IMAGES, mmap_mode="r"),
+        holdout_ids=None if holdout is None else holdout["id"].to_numpy(),
+        holdout_labels=None if holdout is None else parse_labels(holdout["label"], classes, multi_label),
     )
 
 

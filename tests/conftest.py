@@ -124,6 +124,8 @@ E2E_PARAMS["distill"] = {
     "init_from": "resnet10t_seed1",
 }
 E2E_MEMBERS = [*E2E_PARAMS["backbones"], *E2E_PARAMS["distill"]["students"]]
+# And a labelled holdout, scored by every fold model, on which the ensemble judges its blend.
+E2E_PARAMS["data"] = {**E2E_PARAMS["data"], "holdout_fraction": 0.15}
 # A user's shell: the project importable, nothing else from this process's environment.
 PIPELINE_ENV = {"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin"}
 

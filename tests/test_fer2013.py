@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.data import load_prepared
 from pipeline.evaluation.groups import duplicate_groups
-from pipeline.stages.folds import assign_folds
+from pipeline.evaluation.splits import assign_folds
 from pipeline.stages.prepare import prepare
 from tests.conftest import FER2013, data_config, folds_config
 

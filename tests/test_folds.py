@@ -7,8 +7,8 @@ import pytest
 from pipeline.data import LABEL_FORM, Prepared, load_prepared
 from pipeline.errors import PipelineError
 from pipeline.evaluation.groups import duplicate_groups, merge_groupings, pattern_groups, read_groups
+from pipeline.evaluation.splits import assign_folds, fold_groups
 from pipeline.stages import folds as folds_stage
-from pipeline.stages.folds import assign_folds, fold_groups
 from tests.conftest import folds_config, project_config
 
 SUBJECT = r"^(S[0-9]+)_"
@@ -120,7 +120,12 @@ def test_name_pattern_keeps_every_subject_in_one_fold_and_folds_says_how_many_gr
 def test_without_a_name_pattern_subjects_are_split():
     """The control for the test above: these subjects do not land in one fold by chance."""
     data = subject_data()
-    groups, notes = fold_groups(data, folds_config(ids=(0, 1, 2), group_pattern=None, groups_csv=None))
+    groups, notes = fold_groups(
+        data.train_files,
+        data.train_ids,
+        data.train_images,
+        folds_config(ids=(0, 1, 2), group_pattern=None, groups_csv=None),
+    )
     fold = assign_folds(data.train_labels, groups, folds_config(ids=(0, 1, 2)))
     assert pd.Series(fold).groupby(subjects_of(data)).nunique().max() > 1
     assert notes == ["0 repeated images kept with their twins"]
@@ -131,7 +136,12 @@ def test_name_pattern_merges_with_pixel_twins_and_groups_file(tmp_path):
     data.train_images[0] = data.train_images[3]  # a pixel twin ties S010 to S011
     groups_file = tmp_path / "groups.csv"
     pd.DataFrame({"id": data.train_ids, "group": ["a"] * 6 + ["b"] * 3 + ["c"] * 3}).to_csv(groups_file, index=False)
-    groups, notes = fold_groups(data, folds_config(group_pattern=SUBJECT, groups_csv=str(groups_file)))
+    groups, notes = fold_groups(
+        data.train_files,
+        data.train_ids,
+        data.train_images,
+        folds_config(group_pattern=SUBJECT, groups_csv=str(groups_file)),
+    )
     assert len(set(groups[:6])) == 1 and len(set(groups)) == 3  # S010+S011 by pixels, S012, S013
     assert notes == [
         "4 groups from folds.group_pattern (mean 3.0 images each)",
@@ -149,7 +159,7 @@ def test_name_pattern_reads_the_file_name_not_its_folder():
 def test_a_name_the_pattern_does_not_match_is_refused_naming_it_and_the_key():
     data = subject_data(extra_names=("neutral_face.png",))
     with pytest.raises(PipelineError) as error:
-        fold_groups(data, folds_config(group_pattern=SUBJECT))
+        fold_groups(data.train_files, data.train_ids, data.train_images, folds_config(group_pattern=SUBJECT))
     message = str(error.value)
     assert "1 of 121 train file names" in message and "'neutral_face.png'" in message
     assert "folds.group_pattern" in message and repr(SUBJECT) in message and "optional" in message

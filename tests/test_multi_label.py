@@ -12,11 +12,11 @@ import pytest
 from pipeline.data import LABEL_FORM, PROBABILITY_FORM, load_prepared
 from pipeline.errors import ConfigError
 from pipeline.evaluation.metrics import METRICS, competition_metric, decisions, score
+from pipeline.evaluation.splits import assign_folds
 from pipeline.evaluation.submission_format import SubmissionError, make_submission, read_sample, validate_submission
 from pipeline.evaluation.thresholds import at_thresholds, cross_fitted_thresholds, fit_thresholds
 from pipeline.ingest.synthetic import ATTRIBUTES
 from pipeline.runtime.bundle_format import BundleInfo, decided_label
-from pipeline.stages.folds import assign_folds
 from pipeline.stages.prepare import prepare
 from pipeline.stages.synthesize import write_competition
 from pipeline.training.class_balance import multi_label_loss

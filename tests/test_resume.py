@@ -26,7 +26,7 @@ from pipeline.config import config_from_dict
 from pipeline.data import load_prepared
 from pipeline.errors import PipelineError
 from pipeline.evaluation.groups import duplicate_groups
-from pipeline.stages.folds import assign_folds
+from pipeline.evaluation.splits import assign_folds
 from pipeline.training import budget, models
 from pipeline.training import resume as checkpoints
 from pipeline.training.augment import Normalizer, make_train_loader

@@ -25,7 +25,7 @@ from pipeline.data import load_prepared
 from pipeline.errors import PipelineError
 from pipeline.evaluation.groups import duplicate_groups
 from pipeline.evaluation.metrics import ACCURACY, METRICS, Metric
-from pipeline.stages.folds import assign_folds
+from pipeline.evaluation.splits import assign_folds
 from pipeline.training.tuning import Objective, fail_stale_trials, open_storage, run_study, study_name, study_summary
 from tests.conftest import PROJECT, start_interruptible, tiny_params
 

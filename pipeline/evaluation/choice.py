@@ -35,9 +35,12 @@ class Choice:
     blend_score: float  # the cross-fitted blend's OOF score
     singles: dict[str, float]  # each backbone's OOF score, as it would be submitted
     best_single: str
-    fallback: bool
+    fallback: bool  # a member is submitted alone: `member`
     sharpness: float | None  # under log-loss: the inverse temperature of the submitted probabilities
     verdict: str
+    member: str | None = None  # the member submitted alone (None: the blend)
+    holdout: dict | None = None  # holdout_judgement's scores, fold-averaged as submitted
+    holdout_probs: np.ndarray | None = None  # the submitted blend (or member) on the holdout
 
 
 def choose_blend(
@@ -48,9 +51,17 @@ def choose_blend(
     folds: np.ndarray,
     metric: Metric,
     max_steps: int,
+    holdout: list[np.ndarray] | None = None,
+    holdout_labels: np.ndarray | None = None,
 ) -> Choice:
+    """The blend fitted on OOF, or one member alone where the blend does not beat it: judged on the cross-fitted OOF
+    scores, or, given the members' `holdout` probabilities (each the average of its fold models, as its test
+    probabilities are), on the holdout as submitted. OOF scores one fold model per image; averaging K of them gains
+    more for one member than for a blend, whose members already average out each other's errors, so OOF can favour
+    a blend the submission does not."""
     if metric.reads == "ranks":  # a ranking metric blends ranks: members on different scales count alike
         oof, test = [column_ranks(p) for p in oof], [column_ranks(p) for p in test]
+        holdout = None if holdout is None else [column_ranks(p) for p in holdout]
     calibrate = metric.reads == "probabilities" and labels.ndim == 1  # a temperature tempers one distribution
 
     def as_submitted(probs: np.ndarray) -> np.ndarray:
@@ -63,25 +74,83 @@ def choose_blend(
     weights_of_fold = fold_weights(oof, labels, folds, max_steps, metric)
     blended_oof = as_submitted(blend_by_fold(oof, folds, weights_of_fold))
     blend_score = metric(blended_oof, labels)
-    fallback = not metric.better(blend_score, than=singles[best])
-    verdict = (
-        f"The blend ({metric.name} {blend_score:.4f}) beats the best single backbone {best} ({singles[best]:.4f}) "
-        "on OOF"
-    )
-    if fallback:
-        weights = np.array([float(name == best) for name in names])
-        blended_oof = as_submitted(oof[names.index(best)])
+    judged = None
+    if holdout is None:
+        member = None if metric.better(blend_score, than=singles[best]) else best
         verdict = (
-            f"The blend ({metric.name} {blend_score:.4f}) does not beat {best} alone ({singles[best]:.4f}) on OOF: "
-            f"falling back to {best}"
+            f"The blend ({metric.name} {blend_score:.4f}) beats the best single backbone {best} ({singles[best]:.4f}) "
+            "on OOF"
+            if member is None
+            else f"The blend ({metric.name} {blend_score:.4f}) does not beat {best} alone ({singles[best]:.4f}) on "
+            f"OOF: falling back to {best}"
         )
+    else:
+        judged = holdout_judgement(names, oof, holdout, labels, holdout_labels, weights, metric, calibrate)
+        member = judged["best_member"] if judged["member_wins"] else None
+        blend_part = "" if judged["blend"] is None else f"the blend {judged['blend']:.4f} against "
+        verdict = (
+            f"On OOF the blend ({metric.name} {blend_score:.4f}) against the best single backbone {best} "
+            f"({singles[best]:.4f}); on the holdout, fold-averaged as submitted, {blend_part}"
+            f"{judged['best_member']} alone {judged['members'][judged['best_member']]:.4f}: "
+            + ("the blend is submitted" if member is None else f"{member} is submitted alone")
+        )
+    if judged is not None:
+        judged["submitted"] = judged["blend"] if member is None else judged["members"][member]
+    if member is not None:
+        weights = np.array([float(name == member) for name in names])
+        blended_oof = as_submitted(oof[names.index(member)])
     blended_test, sharpness = blend(test, weights), None
+    blended_holdout = None if holdout is None else blend(holdout, weights)
     if calibrate:  # the temperature fitted on all the OOF rows, as the weights are
         sharpness = fit_sharpness(blend(oof, weights), labels)
         blended_test = sharpen(blended_test, sharpness)
+        blended_holdout = None if holdout is None else sharpen(blended_holdout, sharpness)
     return Choice(
-        weights, weights_of_fold, blended_oof, blended_test, blend_score, singles, best, fallback, sharpness, verdict
+        weights,
+        weights_of_fold,
+        blended_oof,
+        blended_test,
+        blend_score,
+        singles,
+        best,
+        member is not None,
+        sharpness,
+        verdict,
+        member=member,
+        holdout=judged,
+        holdout_probs=blended_holdout,
     )
+
+
+def holdout_judgement(
+    names: list[str],
+    oof: list[np.ndarray],
+    holdout: list[np.ndarray],
+    labels: np.ndarray,
+    holdout_labels: np.ndarray,
+    blend_weights: np.ndarray,
+    metric: Metric,
+    calibrate: bool,
+) -> dict:
+    """Each member alone and the OOF-fitted blend scored on the holdout as submitted (under log-loss, tempered as
+    fitted on OOF), and whether the best member there beats the blend."""
+
+    def score(weights: np.ndarray) -> float:
+        probs = blend(holdout, weights)
+        if calibrate:
+            probs = sharpen(probs, fit_sharpness(blend(oof, weights), labels))
+        return metric(probs, holdout_labels)
+
+    members = {name: score(np.array([float(other == name) for other in names])) for name in names}
+    best = min(members, key=lambda name: metric.loss(members[name]))
+    blended = score(blend_weights) if np.count_nonzero(blend_weights) > 1 else None
+    return {
+        "images": len(holdout_labels),
+        "members": members,
+        "blend": blended,
+        "best_member": best,
+        "member_wins": blended is None or not metric.better(blended, than=members[best]),
+    }
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,10 @@
-"""What a submission should score on the leaderboard: its OOF accuracy plus the gain of averaging fold models.
+"""What a submission should score on the leaderboard: its score on a labelled holdout, where there is one
+(`expect_from_holdout`), else its OOF accuracy plus the gain of averaging fold models (`expect`).
+
+A holdout (data.holdout_fraction) is scored as the test is: by every fold model, averaged. Its score is
+then a direct measure of the submission; under accuracy its interval adds the leaderboard's own sampling to
+the holdout's, under another metric it is the holdout's bootstrap interval.
+Without one:
 
 Each OOF prediction comes from one fold model; a test prediction averages all K of them, which
 scores higher. That gain is estimated on the unlabelled test images. The fold models' averaged
@@ -27,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import brentq
 from scipy.stats import norm
+
+from pipeline.evaluation.metrics import Metric
 
 # The leaderboard is scored on this share of the test images; Kaggle commonly splits them in halves.
 LEADERBOARD_SHARE = 0.5
@@ -62,6 +70,39 @@ class Expectation:
             "fold_disagreement": self.disagreement,
             "temperature": self.temperature,
         }
+
+
+@dataclass(frozen=True)
+class HoldoutExpectation:
+    metric: str
+    score: float  # the submission's on the holdout, every fold model averaged
+    images: int
+    interval: tuple[float, float]
+
+    def as_metrics(self) -> dict:
+        return {
+            "metric": self.metric,
+            "score": self.score,
+            "ci_low": self.interval[0],
+            "ci_high": self.interval[1],
+            "holdout_images": self.images,
+            "source": "holdout",
+        }
+
+
+def expect_from_holdout(
+    probs: np.ndarray, labels: np.ndarray, metric: Metric, test_count: int, confidence: float
+) -> HoldoutExpectation:
+    """The leaderboard score expected of a submission that scores `probs` on the holdout. Accuracy's interval adds
+    the leaderboard's own sampling to the holdout's (both binomial); another metric's is the holdout's bootstrap."""
+    value = metric(probs, labels)
+    if metric.name == "accuracy" and labels.ndim == 1:
+        variance = value * (1 - value) * (1 / len(labels) + 1 / leaderboard_count(test_count))
+        half_width = float(norm.ppf((1 + confidence) / 2) * np.sqrt(variance))
+        interval = (max(0.0, value - half_width), min(1.0, value + half_width))
+    else:
+        interval = metric.interval(probs, labels)
+    return HoldoutExpectation(metric.name, value, len(labels), interval)
 
 
 def leaderboard_count(test_count: int) -> int:

@@ -18,6 +18,10 @@ import pandas as pd
 from pipeline.data import label_cells, parse_labels
 from pipeline.errors import MissingInputError, PipelineError
 
+HOLDOUT_SUFFIX = ".holdout.csv"  # test_predictions/<member>.holdout.csv: each fold model's holdout probabilities
+HOLDOUT_FILE = "holdout.csv"  # ensemble/holdout.csv: the submission's holdout probabilities
+AVERAGED = -1  # the fold column of rows that average every fold model
+
 
 @dataclass(frozen=True)
 class PlainOof:
@@ -81,6 +85,19 @@ def oof_table(
     return pd.concat([table, pd.DataFrame(probs, columns=classes)], axis=1)
 
 
+def holdout_table(
+    ids: np.ndarray | None, labels: np.ndarray | None, classes: list[str], by_fold: dict[int, np.ndarray]
+) -> pd.DataFrame:
+    """Holdout probabilities in the OOF schema, one block of rows per fold model (AVERAGED: all of them
+    averaged, as submitted); no rows when `by_fold` is empty (no holdout)."""
+    if not by_fold:
+        return pd.DataFrame(columns=["id", "fold", "label", "pred", *classes])
+    return pd.concat(
+        [oof_table(ids, np.full(len(ids), fold), labels, probs, classes) for fold, probs in by_fold.items()],
+        ignore_index=True,
+    )
+
+
 def probability_table(ids: np.ndarray, probs: np.ndarray, classes: list[str], **columns: np.ndarray) -> pd.DataFrame:
     """id, the given columns, then one probability column per class."""
     table = pd.DataFrame({"id": ids, **columns})
@@ -117,7 +134,8 @@ def read_test_table(path: Path, classes: list[str], test_ids: np.ndarray) -> np.
 def read_fold_test_tables(
     path: Path, classes: list[str], test_ids: np.ndarray, fold_ids: tuple[int, ...]
 ) -> list[np.ndarray]:
-    """Per fold model, its test probabilities from a `<backbone>.folds.csv` table, in the prepared test order."""
+    """Per fold model, its probabilities from a `<backbone>.folds.csv` table (test images) or `.holdout.csv` table
+    (holdout images), in the order of `test_ids`."""
     if not Path(path).is_file():
         raise MissingInputError(f"{path} is missing; `oof@<backbone>` writes it: run `dvc repro oof`")
     table = pd.read_csv(path, dtype={"id": str}, keep_default_na=False)

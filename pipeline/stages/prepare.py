@@ -9,15 +9,27 @@ submissions write each class the way the sample submission does (name or code).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipeline.config import DataConfig, load_config
-from pipeline.data import BINARY_FORM, NO_FACE_FILE, PROBABILITY_FORM, TARGETS_FILE, split_labels, submission_form
+from pipeline.config import DataConfig, FoldsConfig, load_config
+from pipeline.data import (
+    BINARY_FORM,
+    HOLDOUT_IMAGES,
+    HOLDOUT_TABLE,
+    NO_FACE_FILE,
+    PROBABILITY_FORM,
+    TARGETS_FILE,
+    parse_labels,
+    split_labels,
+    submission_form,
+)
 from pipeline.evaluation.ordinal import GRADE, ORDINAL_METRICS, grade_target
+from pipeline.evaluation.splits import fold_groups, holdout_mask
 from pipeline.files import atomic_dir, fingerprint, pixel_mean_std, save_array, write_csv, write_json
 from pipeline.ingest.decode import decode_rows
 from pipeline.ingest.layouts import read_competition
@@ -26,6 +38,8 @@ from pipeline.ingest.sources import CompetitionFiles, SourceError
 from pipeline.ingest.target_table import read_targets
 
 __all__ = ["SourceError", "prepare", "relabel", "submission_labels"]
+
+SPLIT_CHUNK_BYTES = 256 << 20  # images copied at a time when the holdout is split off
 
 
 def one_spelling_per_class(labels: pd.Series, sample: pd.DataFrame) -> pd.Series:
@@ -165,8 +179,13 @@ def with_grade(
     return (grade if targets is None else np.hstack([targets, grade])), [*target_names, GRADE]
 
 
-def prepare(source: str | Path, config: DataConfig, out_dir: Path, ordinal: bool = False) -> None:
-    """`ordinal`: the classes are grades (an ordinal competition.metric), regressed as the target GRADE too."""
+def prepare(
+    source: str | Path, config: DataConfig, out_dir: Path, ordinal: bool = False, folds: FoldsConfig | None = None
+) -> None:
+    """`ordinal`: the classes are grades (an ordinal competition.metric), regressed as the target GRADE too.
+    `folds`: the groups and seed the holdout (data.holdout_fraction) is drawn with, as the folds are."""
+    if config.holdout_fraction and folds is None:
+        raise ValueError("data.holdout_fraction is drawn with the folds settings: pass `folds`")
     started = time.perf_counter()
     files = CompetitionFiles(source, config.sample_submission)
     competition = read_competition(files, config)
@@ -186,6 +205,14 @@ def prepare(source: str | Path, config: DataConfig, out_dir: Path, ordinal: bool
         test_images, test_faces = decode_rows(
             files, competition.test, size, channels, tmp / "test_images.npy", "test", crop
         )
+        all_train, holdout = train, np.zeros(len(train), bool)
+        if config.holdout_fraction:
+            holdout = draw_holdout(train, train_images, classes, multi_label, config.holdout_fraction, folds)
+            del train_images
+            train_images = split_off(tmp / "train_images.npy", holdout, tmp / HOLDOUT_IMAGES)
+            train, targets = train[~holdout], None if targets is None else targets[~holdout]
+            write_csv(all_train.loc[holdout, ["id", "label", "file"]], tmp / HOLDOUT_TABLE)
+        held_images = np.load(tmp / HOLDOUT_IMAGES, mmap_mode="r") if holdout.any() else None
         mean, std = pixel_mean_std(train_images)
         meta = {
             "source": str(source),
@@ -197,19 +224,26 @@ def prepare(source: str | Path, config: DataConfig, out_dir: Path, ordinal: bool
             "pixel_mean": mean,
             "pixel_std": std,
             # The targets join the fingerprint only when present: data without them keeps its fingerprint.
-            "fingerprint": fingerprint(train_images, test_images, *([] if targets is None else [targets])),
+            "fingerprint": fingerprint(
+                train_images,
+                test_images,
+                *([] if targets is None else [targets]),
+                *([] if held_images is None else [held_images]),
+            ),
             "targets": target_names,
             "submission_form": submission_form(competition.sample),
             "multi_label": multi_label,
             "face_crop": crop,
         }
-        del train_images, test_images  # memory maps into the folder about to be renamed
+        if holdout.any():
+            meta["holdout_images"] = int(holdout.sum())
+        del train_images, test_images, held_images  # memory maps into the folder about to be renamed
         write_csv(train[["id", "label", "file"]], tmp / "train.csv")
         if targets is not None:
             save_array(targets, tmp / TARGETS_FILE)
         write_csv(competition.test[["id"]], tmp / "test.csv")
         if crop:
-            write_csv(faceless(train, train_faces, competition.test, test_faces), tmp / NO_FACE_FILE)
+            write_csv(faceless(all_train, train_faces, competition.test, test_faces, holdout), tmp / NO_FACE_FILE)
         (tmp / "sample_submission.csv").write_bytes(competition.sample_submission)
         write_json(classes, tmp / "classes.json")
         write_json(
@@ -222,19 +256,51 @@ def prepare(source: str | Path, config: DataConfig, out_dir: Path, ordinal: bool
         print(no_face_message(train_faces, test_faces, out_dir))
     listed = pd.Series([name for cell in train["label"] for name in split_labels(cell)]) if multi_label else None
     per_class = (train["label"] if listed is None else listed).value_counts().reindex(classes).to_dict()
+    held = f", {int(holdout.sum())} more set aside as the holdout" if holdout.any() else ""
     print(
-        f"prepare: {competition.layout} layout; {len(train)} train images in {len(classes)} classes {per_class}, "
+        f"prepare: {competition.layout} layout; {len(train)} train images in {len(classes)} classes {per_class}{held}, "
         f"{len(competition.test)} test images → {out_dir} ({seconds:.1f} s, "
-        f"{(len(train) + len(competition.test)) / seconds:.0f} images/s)"
+        f"{(len(all_train) + len(competition.test)) / seconds:.0f} images/s)"
     )
 
 
-def faceless(train: pd.DataFrame, train_faces: np.ndarray, test: pd.DataFrame, test_faces: np.ndarray) -> pd.DataFrame:
-    """The images data.face_crop found no face in (kept whole): split, id and file."""
+def draw_holdout(
+    train: pd.DataFrame, images: np.ndarray, classes: list[str], multi_label: bool, fraction: float, folds: FoldsConfig
+) -> np.ndarray:
+    """Which train rows form the holdout: drawn as the folds are, with their groups (pixel twins, folds.* keys)."""
+    labels = parse_labels(train["label"], classes, multi_label)
+    groups, _ = fold_groups(train["file"].to_numpy(), train["id"].to_numpy(), images, folds)
+    return holdout_mask(labels, groups, fraction, folds)
+
+
+def split_off(images_path: Path, holdout: np.ndarray, holdout_path: Path) -> np.ndarray:
+    """Move the `holdout` rows of the .npy at `images_path` into a new .npy at `holdout_path`, a chunk at a time
+    (a large competition's array need not fit in memory); returns the remaining rows, memory-mapped."""
+    images = np.load(images_path, mmap_mode="r")
+    chunk = max(1, SPLIT_CHUNK_BYTES // max(1, images[:1].nbytes))
+    kept_path = images_path.with_name("kept_" + images_path.name)
+    kept = np.lib.format.open_memmap(kept_path, "w+", np.uint8, (int((~holdout).sum()), *images.shape[1:]))
+    held = np.lib.format.open_memmap(holdout_path, "w+", np.uint8, (int(holdout.sum()), *images.shape[1:]))
+    kept_at = held_at = 0
+    for start in range(0, len(images), chunk):
+        rows, mask = np.asarray(images[start : start + chunk]), holdout[start : start + chunk]
+        kept[kept_at : kept_at + (~mask).sum()], held[held_at : held_at + mask.sum()] = rows[~mask], rows[mask]
+        kept_at, held_at = kept_at + (~mask).sum(), held_at + mask.sum()
+    kept.flush(), held.flush()
+    del images, kept, held
+    os.replace(kept_path, images_path)
+    return np.load(images_path, mmap_mode="r")
+
+
+def faceless(
+    train: pd.DataFrame, train_faces: np.ndarray, test: pd.DataFrame, test_faces: np.ndarray, holdout: np.ndarray
+) -> pd.DataFrame:
+    """The images data.face_crop found no face in (kept whole): split (train, holdout or test), id and file."""
+    train_split = np.where(holdout, "holdout", "train")
     return pd.concat(
         [
-            rows.loc[~faces, ["id", "file"]].assign(split=split)
-            for split, rows, faces in (("train", train, train_faces), ("test", test, test_faces))
+            train.loc[~train_faces, ["id", "file"]].assign(split=train_split[~train_faces]),
+            test.loc[~test_faces, ["id", "file"]].assign(split="test"),
         ]
     )[["split", "id", "file"]]
 
@@ -256,4 +322,4 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = load_config(args.params)
     ordinal = config.competition.metric in ORDINAL_METRICS
-    prepare(args.source or config.data.source, config.data, args.out, ordinal)
+    prepare(args.source or config.data.source, config.data, args.out, ordinal, config.folds)

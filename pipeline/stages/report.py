@@ -7,7 +7,8 @@ inference time per image; then the ensemble with its weights, and for each backb
 `train.time_budget_minutes` its budget beside the minutes it took and the epochs each fold trained.
 The expected leaderboard accuracy is the ensemble's OOF accuracy plus the gain of averaging the fold
 models, estimated on the test images (pipeline/evaluation/expectation.py), with a prediction interval;
-under another metric, the OOF score and its interval.
+under another metric, the OOF score and its interval. With a holdout (data.holdout_fraction) it is the
+submission's own score there instead, every fold model averaged, under any metric.
 Writes metrics/report.json for `dvc metrics show/diff` and `dvc exp show`, per-fold training curves
 (report/curves/) and a grid of the most confidently wrong OOF images (report/confident_errors.png),
 and warns when OOF may not predict the leaderboard. With several backbones, how often each pair
@@ -32,10 +33,16 @@ from pipeline.data import NO_FACE_FILE, Prepared, fold_columns, label_cells, loa
 from pipeline.evaluation.affect import rmse, target_scores
 from pipeline.evaluation.blend import blend
 from pipeline.evaluation.bootstrap import CONFIDENCE
-from pipeline.evaluation.expectation import Expectation, expect, leaderboard_count
+from pipeline.evaluation.expectation import Expectation, expect, expect_from_holdout, leaderboard_count
 from pipeline.evaluation.groups import shared_name_prefixes
 from pipeline.evaluation.metrics import Metric, competition_metric, decisions, hits, score
-from pipeline.evaluation.predictions import fold_dir, read_fold_test_tables, read_oof_table, read_target_values
+from pipeline.evaluation.predictions import (
+    HOLDOUT_FILE,
+    fold_dir,
+    read_fold_test_tables,
+    read_oof_table,
+    read_target_values,
+)
 from pipeline.files import atomic_dir, atomic_path, read_json, write_csv, write_json
 from pipeline.runtime.deployment import DeploymentRow, markdown
 from pipeline.training.augment import Normalizer
@@ -426,6 +433,25 @@ def expected_section(
     return lines, {"metric": metric.name, "score": ensemble.score, "interval": [low, high], "gain": None}
 
 
+def holdout_section(
+    ensemble_dir: Path, data: Prepared, metric: Metric, unlabelled: dict, test_count: int
+) -> tuple[list[str], dict]:
+    """The expected leaderboard as the submission's score on the holdout (ensemble/holdout.csv), beside what OOF
+    and the gain estimated on the test images (`unlabelled`) would have said."""
+    probs, labels, _ = read_oof_table(ensemble_dir / HOLDOUT_FILE, data.classes, data.holdout_ids, data.multi_label)
+    expected = expect_from_holdout(probs, labels, metric, test_count, CONFIDENCE)
+    share = f"{leaderboard_count(test_count)} of the {test_count} test images"
+    estimate = unlabelled.get("accuracy", unlabelled.get("score"))
+    lines = [
+        f"Expected leaderboard {metric.name} of submissions/ensemble.csv: {expected.score:.4f} (95% interval "
+        f"{expected.interval[0]:.4f}–{expected.interval[1]:.4f} for a leaderboard scored on {share}): its score on "
+        f"the {expected.images} holdout images, which no model trained on, every fold model averaged as the "
+        f"submission averages them. Without the holdout, OOF and the gain estimated on the test images would say "
+        f"{estimate:.4f}."
+    ]
+    return lines, {**expected.as_metrics(), "unlabelled_estimate": unlabelled}
+
+
 def build_report(
     config: Config,
     data: Prepared,
@@ -459,6 +485,10 @@ def build_report(
         len(data.test_ids),
         not data.multi_label,
     )
+    if data.has_holdout and weights["holdout"]["scores_submission"]:  # not under a grade cut: see `ensemble`
+        expected_lines, expected_metrics = holdout_section(
+            ensemble_dir, data, metric, expected_metrics, len(data.test_ids)
+        )
     warnings = oof_warnings(
         fold_of,
         data.train_labels,
