@@ -130,7 +130,8 @@ def test_report_dvc_metrics_and_plots_agree(project, tmp_path):
 
 
 def test_member_subsets_blend_as_the_ensemble_stage_does(project, tmp_path):
-    """benchmarks/member_subsets.py: each member alone scores its own OOF accuracy, all of them the ensemble's blend."""
+    """benchmarks/member_subsets.py: each member alone scores its own OOF accuracy, all of them the ensemble's blend,
+    on OOF and on the holdout."""
     root, env, _ = project
     command = [sys.executable, str(PROJECT / "benchmarks" / "member_subsets.py"), "--workspace", str(root)]
     done = subprocess.run([*command, "--out", str(tmp_path / "subsets")], env=env, capture_output=True, text=True)
@@ -147,6 +148,41 @@ def test_member_subsets_blend_as_the_ensemble_stage_does(project, tmp_path):
     )
     assert rows[names]["train_minutes"] == pytest.approx(sum(rows[(name,)]["train_minutes"] for name in names))
     assert " + ".join(names) in done.stdout
+    judged = json.loads((root / "metrics" / "ensemble.json").read_text())["holdout"]  # the project has a holdout
+    assert {name: rows[(name,)]["holdout_acc"] for name in names} == pytest.approx(judged["members"])
+    assert rows[names]["holdout_acc"] == pytest.approx(judged["blend"])
+
+
+def test_compare_runs_pairs_two_submissions_on_their_shared_holdout(project, tmp_path):
+    """benchmarks/compare_runs.py: each run's submission scored on the holdout as the ensemble judged it, and the
+    paired difference counted image by image (here a second run whose submission gets 3 of them wrong)."""
+    root, env, _ = project
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("params.yaml", "data", "oof", "models", "test_predictions"):
+        (other / name).symlink_to(root / name)
+    (other / "ensemble").mkdir()
+    rows = pd.read_csv(root / "ensemble" / "holdout.csv", dtype=str)
+    classes = sorted(set(rows["label"]))
+    spoilt = rows.index[rows["pred"] == rows["label"]][:3]
+    rows.loc[spoilt, "pred"] = [
+        classes[(classes.index(label) + 1) % len(classes)] for label in rows.loc[spoilt, "label"]
+    ]
+    rows.to_csv(other / "ensemble" / "holdout.csv", index=False)
+    command = [sys.executable, str(PROJECT / "benchmarks" / "compare_runs.py"), str(root), str(other)]
+    done = subprocess.run([*command, "--out", str(tmp_path / "ab")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads((tmp_path / "ab.json").read_text())
+    judged = json.loads((root / "metrics" / "ensemble.json").read_text())["holdout"]
+    assert figures["runs"][0]["holdout_acc"] == pytest.approx(judged["submitted"])
+    paired = figures["b_minus_a"]
+    assert paired["difference"] == pytest.approx(-3 / len(rows))
+    assert (paired["only_a_right"], paired["only_b_right"]) == (3, 0)
+    assert paired["mcnemar_p"] == pytest.approx(2 * 0.5**3)
+    assert paired["ci_low"] <= paired["difference"] <= paired["ci_high"] <= 0
+    (other / "ensemble" / "holdout.csv").write_text(rows.iloc[1:].to_csv(index=False))
+    refused = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert refused.returncode != 0 and "hold out different images" in refused.stderr
 
 
 def test_tta_views_rescore_a_run_as_its_oof_and_ensemble_stages_did(project, tmp_path):
