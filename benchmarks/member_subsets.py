@@ -62,7 +62,7 @@ def subset_rows(workspace: Path, config: Config, data: Prepared) -> list[dict]:
     accuracy = {name: float((tables[name][0].argmax(1) == labels).mean()) for name in names}
     minutes = {name: training_minutes(workspace, name, config.folds.ids) for name in names}
     oof = {name: tables[name][0] for name in names}
-    holdout = {name: holdout_probabilities(workspace, name, config, data) for name in names if data.has_holdout}
+    holdout = {name: holdout_probabilities(workspace, name, config, data) for name in names} if data.has_holdout else {}
     rows = []
     for size in range(1, len(names) + 1):
         for members in itertools.combinations(names, size):
