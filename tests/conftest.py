@@ -182,6 +182,21 @@ def stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
+def copy_project(root: Path, copy: Path) -> Path:
+    """A private copy of a DVC project that a test may change. The cache's content files are hard links: DVC names
+    each by its content, keeps it read-only and never writes one in place, and copying the e2e project's cache
+    costs half a gigabyte a test. The run cache and the workspace are copied."""
+    cache = root / ".dvc" / "cache" / "files"
+
+    def link_cache_copy_the_rest(source: str, target: str) -> None:
+        if Path(source).is_relative_to(cache):
+            os.link(source, target)
+        else:
+            shutil.copy2(source, target)
+
+    return Path(shutil.copytree(root, copy, symlinks=True, copy_function=link_cache_copy_the_rest))
+
+
 @pytest.fixture(scope="session")
 def e2e_project(tmp_path_factory):
     """A fresh project folder where the real `dvc repro` ran on tiny params: (root, env, output).

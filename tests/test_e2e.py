@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from tests.conftest import ALWAYS_RUN, E2E_MEMBERS, E2E_PARAMS, PROJECT, repro, stages_run
+from tests.conftest import ALWAYS_RUN, E2E_MEMBERS, E2E_PARAMS, PROJECT, copy_project, repro, stages_run
 from tests.imports import closure
 
 DVC_STAGES = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
@@ -33,9 +32,7 @@ def project(e2e_project):
 def project_copy(e2e_project, tmp_path):
     """A private copy of the e2e project (its DVC cache and stage outputs included) that a test may change."""
     root, env, output = e2e_project
-    copy = tmp_path / "project"
-    shutil.copytree(root, copy, symlinks=True)
-    return copy, env, output
+    return copy_project(root, tmp_path / "project"), env, output
 
 
 def test_every_stage_runs_and_writes_its_outputs(project):
@@ -284,8 +281,7 @@ def test_same_seed_gives_the_same_folds_and_fold_predictions_in_a_fresh_process(
     """Folds and training are the pipeline's only random steps (tuning: tests/test_tune.py); every stage
     after them is a function of their outputs, so equal bytes here mean an equal submission."""
     root, env, _ = project
-    again = tmp_path / "again"
-    shutil.copytree(root, again, symlinks=True)
+    again = copy_project(root, tmp_path / "again")
     run = "models/resnet10t/fold0"
     for stage in ("folds", "train@resnet10t-0"):
         done = subprocess.run(
