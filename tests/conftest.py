@@ -112,6 +112,9 @@ def config() -> Config:
 
 
 E2E_PARAMS = tiny_params()
+# K = 2: every cross-fold path at two thirds of the runs; half-size batches keep the steps a fold model learns in.
+E2E_PARAMS["folds"] = {**E2E_PARAMS["folds"], "ids": [0, 1]}
+E2E_PARAMS["train"] = {**E2E_PARAMS["train"], "batch_size": 16}
 # Two members of one small architecture (the second by `model:`, with its own seed): the ensemble, bundle and
 # export of two backbones at the least training the suite's shared project can do.
 E2E_PARAMS["backbones"] = {"resnet10t": {}, "resnet10t_seed1": {"model": "resnet10t", "seed": 1}}

@@ -159,7 +159,10 @@ def test_dvc_repro_scores_the_holdout_with_every_fold_model_and_the_ensemble_jud
         table = pd.read_csv(root / "test_predictions" / f"{name}.holdout.csv", dtype={"id": str})
         assert sorted(set(table["fold"])) == E2E_PARAMS["folds"]["ids"]
         per_fold = read_fold_test_tables(
-            root / "test_predictions" / f"{name}.holdout.csv", data.classes, data.holdout_ids, (0, 1, 2)
+            root / "test_predictions" / f"{name}.holdout.csv",
+            data.classes,
+            data.holdout_ids,
+            tuple(E2E_PARAMS["folds"]["ids"]),
         )
         averaged[name] = np.mean(per_fold, axis=0)
         held = json.loads((root / "metrics" / f"{name}.json").read_text())["holdout"]
