@@ -90,8 +90,8 @@ def check_against_submission(onnx_path: Path, data: Prepared, expected: np.ndarr
     difference = float(np.abs(got - expected).max())
     if agreement < REQUIRED_AGREEMENT:
         raise PipelineError(
-            f"{onnx_path} gives the submission's label on only {agreement:.2%} of the test images "
-            f"(near ties set apart: {near_ties}; max probability difference {difference:.2e}); "
+            f"{onnx_path} gives the submission's label on only {agreement:.2%} of the test images that are not "
+            f"near ties ({near_ties} set apart; max probability difference {difference:.2e}); "
             "re-run `dvc repro --downstream oof`"
         )
     return {
