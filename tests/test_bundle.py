@@ -14,7 +14,7 @@ from pipeline.data import load_folds, load_prepared
 from pipeline.errors import PipelineError
 from pipeline.evaluation.predictions import read_oof_table
 from pipeline.runtime.classifier import Classifier
-from pipeline.stages.bundle import NEAR_TIE, label_agreement
+from pipeline.stages.bundle import decided_rows, label_agreement
 from tests.conftest import E2E_PARAMS, PROJECT, run_pipeline
 
 
@@ -33,8 +33,7 @@ def test_a_copied_onnx_file_alone_gives_the_submissions_probabilities(e2e_projec
     classes = json.loads((root / "data" / "prepared" / "classes.json").read_text())
     got = got.set_index("id").loc[expected.index]
     assert np.abs(got[classes].to_numpy() - expected[classes].to_numpy()).max() < 1e-4
-    top_two = np.sort(expected[classes].to_numpy(), axis=1)[:, -2:]
-    decided = top_two[:, 1] - top_two[:, 0] > NEAR_TIE
+    decided = decided_rows(expected[classes].to_numpy())
     labels = np.array(classes)[expected[classes].to_numpy().argmax(1)]
     assert decided.mean() > 0.9 and (got["label"].to_numpy()[decided] == labels[decided]).all()
 

@@ -75,11 +75,18 @@ def blended_test(test_dir: Path, members: tuple[Member, ...], data: Prepared) ->
     return blend(tables, np.array([m.weight for m in members]))
 
 
+def decided_rows(probabilities: np.ndarray) -> np.ndarray:
+    """Which rows are not near ties: their likeliest class leads the next by more than NEAR_TIE."""
+    if probabilities.shape[1] < 2:
+        return np.ones(len(probabilities), bool)
+    top_two = np.sort(probabilities, axis=1)[:, -2:]
+    return top_two[:, 1] - top_two[:, 0] > NEAR_TIE
+
+
 def label_agreement(got: np.ndarray, expected: np.ndarray) -> tuple[float, int]:
     """The share of rows where `got` picks `expected`'s likeliest class, over the rows that are not near ties in
     `expected`, and how many near ties were set apart."""
-    top_two = np.sort(expected, axis=1)[:, -2:]
-    decided = top_two[:, -1] - top_two[:, 0] > NEAR_TIE if expected.shape[1] > 1 else np.ones(len(expected), bool)
+    decided = decided_rows(expected)
     same = got.argmax(1) == expected.argmax(1)
     return float(same[decided].mean()) if decided.any() else 1.0, int((~decided).sum())
 
